@@ -1,0 +1,60 @@
+"""The `hwnas` command line: a thin click layer over the library.
+
+Each command lives in its own module and registers itself on `main`; any HwnasError becomes a
+one-line message and exit code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from ..errors import HwnasError
+
+COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd")
+
+
+class HwnasGroup(click.Group):
+    """Turns HwnasError into a clean one-line error (exit 2) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HwnasError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=HwnasGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="hwnas")
+def main(verbose: int) -> None:
+    """Hardware-aware NAS for LLaMA-family models on Intel CPUs (LLaMA-NAS).
+
+    Find faster subnets of a model that keep its accuracy, measured with OpenVINO on the
+    target CPU, and ship the chosen one as a quantized OpenVINO IR bundle.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+click.ClickException.exit_code = 2
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        modname = f"{__name__}.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue  # that command has not landed yet
+            raise
+        mod.register(main)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
