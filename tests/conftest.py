@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny random LLaMA models and a byte-level tokenizer, built in the test."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never write to the user's ~/.cache/hwnas, except the real-model cache (shared, read-mostly)."""
+    if "HWNAS_TEST_KEEP_CACHE" not in os.environ:
+        monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hwnas-cache"))
+
+
+def make_tiny_llama(layers: int = 4, hidden: int = 64, mlp: int = 128, vocab: int = 300, seed: int = 0, tie: bool = True):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=256, tie_word_embeddings=tie,
+        bos_token_id=None, eos_token_id=2, pad_token_id=0,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    # Random init gives near-uniform MLPs; scale some channels so importance ordering matters.
+    with torch.no_grad():
+        for layer in model.model.layers:
+            s = torch.rand(mlp) * 3
+            layer.mlp.up_proj.weight.mul_(s[:, None])
+    return model
+
+
+def make_tiny_tokenizer(vocab: int = 300):
+    """A byte-level tokenizer over 256 bytes + specials, vocab fits the tiny model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_vocab = {t: i + 3 for i, t in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    byte_vocab.update({"<pad>": 0, "<s>": 1, "</s>": 2})
+    tok = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
+
+
+@pytest.fixture
+def tiny_llama():
+    return make_tiny_llama()
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A tiny random LLaMA saved as a Hugging Face folder (model + tokenizer)."""
+    model = make_tiny_llama()
+    tok = make_tiny_tokenizer()
+    d = tmp_path / "tiny-llama"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
