@@ -347,3 +347,54 @@ class Supernet:
             tokenizer.save_pretrained(tmp)
             (tmp / SUPERNET_FILE).write_text(json.dumps(meta, indent=2))
         return Path(out_dir)
+
+
+def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", calib_texts: Sequence[str] | None = None):
+    """Load --model and wrap it as an (importance-ordered) supernet. Returns (LoadedModel, Supernet).
+
+    Ordering a model costs a calibration pass; the ordered weights are cached (keyed by the
+    model's hash, the calibration text and the method), so later commands load them directly.
+    """
+    import dataclasses
+
+    from .calibration import load_texts, texts_sha256
+    from .models import cache_dir, load_model, resolve_model
+
+    source = resolve_model(spec)
+    if not order:
+        loaded = load_model(source, dtype=dtype)
+        return loaded, Supernet.from_loaded(loaded, order=False)
+    texts = list(calib_texts) if calib_texts is not None else load_texts(n=8)
+    key = hashlib.sha256(
+        f"{source.sha256()}|{texts_sha256(texts)}|{ORDER_METHOD}|{dtype}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "supernets" / f"{source.name}-{key}"
+    if (cached / "config.json").is_file():
+        loaded = dataclasses.replace(load_model(str(cached), dtype=dtype), source=source)
+        return loaded, Supernet.from_loaded(loaded)
+    loaded = load_model(source, dtype=dtype)
+    sn = Supernet.from_loaded(loaded, texts)
+    if loaded.supernet_meta is None or not loaded.supernet_meta.get("channels_ordered"):
+        try:
+            sn.save(cached, loaded.tokenizer, force=True)
+        except OSError as e:  # a cache is an optimisation; never fail the command for it
+            log.warning("could not cache the ordered supernet in %s: %s", cached, e)
+    return loaded, sn
+
+
+def resolve_subnet_option(
+    subnet: str | None, layers: int | None, mlp_width: int | None, full_width: int
+) -> SubnetConfig | None:
+    """The CLI's --subnet SPEC, or the --layers N [--mlp-width W] shorthand (first N layers, one width)."""
+    from .space import parse_subnet_spec
+
+    if subnet and (layers is not None or mlp_width is not None):
+        raise InvalidSubnetError("give either --subnet or --layers/--mlp-width, not both")
+    if subnet:
+        return parse_subnet_spec(subnet)
+    if layers is None and mlp_width is None:
+        return None
+    if layers is None:
+        raise InvalidSubnetError("--mlp-width needs --layers N (the subnet keeps the first N layers)")
+    if layers < 1:
+        raise InvalidSubnetError(f"--layers must be >= 1, got {layers}")
+    return SubnetConfig.uniform(layers, mlp_width if mlp_width is not None else full_width)

@@ -1,0 +1,45 @@
+"""`hwnas extract`: write a subnet out as a standalone, smaller model folder."""
+from __future__ import annotations
+
+import click
+
+from .common import model_option
+
+
+def register(main: click.Group) -> None:
+    main.add_command(extract)
+
+
+@click.command()
+@model_option
+@click.option("--subnet", "subnet_spec", default=None, help='Subnet as inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}.')
+@click.option("--layers", type=int, default=None, help="Shorthand: keep the first N layers.")
+@click.option("--mlp-width", type=int, default=None, help="Shorthand: MLP width of every kept layer (default: full).")
+@click.option("--out", "out", required=True, type=click.Path(), help="New folder for the extracted model.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--no-order", is_flag=True, help="Skip MLP channel importance ordering (plain first-k slicing).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: int | None, out: str,
+            dtype: str, no_order: bool, force: bool) -> None:
+    """Extract a subnet of --model into a dense model folder (safetensors + tokenizer).
+
+    The folder loads back with `--model OUT` in every hwnas command; a uniform-width subnet is
+    also a plain LLaMA checkpoint for any tool.
+    """
+    from ..errors import InvalidSubnetError
+    from ..io import check_writable_dir_target
+    from ..space import parse_subnet_spec
+    from ..supernet import load_supernet, resolve_subnet_option
+
+    check_writable_dir_target(out, force=force)
+    if subnet_spec:
+        parse_subnet_spec(subnet_spec)  # fail on malformed JSON before loading the model
+    elif layers is None and mlp_width is None:
+        raise InvalidSubnetError("give the subnet: --subnet SPEC or --layers N [--mlp-width W]")
+    loaded, sn = load_supernet(model, order=not no_order)
+    cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, sn.full_width)
+    sn.space.validate(cfg, structure=False)
+    path = sn.save_subnet(cfg, out, loaded.tokenizer, dtype=dtype, force=force,
+                          provenance={"model": loaded.source.to_dict(), "model_sha256": loaded.source.sha256(),
+                                      "channel_order": not no_order})
+    click.echo(f"extracted {cfg.key} ({cfg.describe()}, {cfg.n_params(sn.config):,} parameters) to {path}")
