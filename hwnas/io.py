@@ -79,6 +79,8 @@ def check_writable_dir_target(out: str | os.PathLike, force: bool = False) -> Pa
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"--out {out} cannot be created: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise OutputError(f"--out {out} is not writable (no write permission on {probe})")
     return out

@@ -147,6 +147,9 @@ def gguf_architecture(path: Path) -> str:
 def load_model(spec: str | ModelSource, dtype: str = "float32") -> LoadedModel:
     """Load model + tokenizer in eval mode. Non-uniform hwnas subnets are rebuilt with narrow MLPs."""
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor bars are noise on stderr; we log instead
     if dtype not in DTYPES:
         raise ModelError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
     folder = source.path if source.kind == "hf" else gguf_cache_folder(source)

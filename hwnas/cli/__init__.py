@@ -16,6 +16,9 @@ from ..errors import HwnasError
 COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd")
 
 
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf", "neural_compressor", "transformers", "optimum")
+
+
 class HwnasGroup(click.Group):
     """Turns HwnasError into a clean one-line error (exit 2) instead of a traceback."""
 
@@ -37,6 +40,10 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        # Third-party import-time chatter (optional torchao kernels, torch pytree notices) is not ours to show.
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 click.ClickException.exit_code = 2

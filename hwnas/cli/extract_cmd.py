@@ -32,6 +32,7 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
     from ..supernet import load_supernet, resolve_subnet_option
 
     check_writable_dir_target(out, force=force)
+    resolve_subnet_option(subnet_spec, layers, mlp_width, full_width=1)  # input errors before the model loads
     if subnet_spec:
         parse_subnet_spec(subnet_spec)  # fail on malformed JSON before loading the model
     elif layers is None and mlp_width is None:

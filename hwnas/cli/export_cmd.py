@@ -1,0 +1,185 @@
+"""`hwnas export`, `hwnas verify`, `hwnas bench`, `hwnas run`: ship a subnet as a quantized OpenVINO bundle."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .common import data_dir_option, model_option, progress_bar, seed_option
+
+QUANT_HELP = "Weight quantization with Neural Compressor: int8 (RTN per-channel), int4 (RTN), gptq-int4, awq-int4, none."
+
+
+def register(main: click.Group) -> None:
+    for cmd in (export, verify, bench, run):
+        main.add_command(cmd)
+
+
+@click.command()
+@model_option
+@click.option("--subnet", "subnet_spec", default=None, help='Subnet as inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}.')
+@click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
+              help="A `hwnas search` output folder to pick the subnet from (with --pick).")
+@click.option("--pick", default=None,
+              help="With --from: an index into pareto.json (0 = first), a subnet key, or 'fastest-within POINTS' "
+                   "(lowest TPOT within POINTS accuracy points of the full model, search split).")
+@click.option("--quant", default="int8", show_default=True, help=QUANT_HELP)
+@click.option("--group-size", type=int, default=None,
+              help="Input columns per scale; -1 = per channel. Default: per channel for int8, the largest of 128/64/32 dividing every layer width for int4.")
+@click.option("--sym/--asym", default=None, help="Symmetric (no zero point) or asymmetric codes. Default: sym for int8, asym for int4.")
+@click.option("--head", type=str, default="int8", show_default=True, help="Precision of embeddings and lm_head: int8, f16 or f32.")
+@click.option("--target", default="xeon", show_default=True, help="Target profile name (profiles/*.toml) or a .toml path.")
+@click.option("--out", "out", required=True, type=click.Path(), help="New folder for the bundle.")
+@click.option("--calibration", type=click.Path(), default=None, help="Calibration text (.jsonl {\"text\"}/.json/.txt or a folder); default: calibration/.")
+@click.option("--calib-samples", type=int, default=32, show_default=True, help="Calibration sequences (seeded sample), GPTQ/AWQ.")
+@click.option("--calib-seq-len", type=int, default=256, show_default=True, help="Tokens per calibration sequence at most.")
+@click.option("--archive", is_flag=True, help="Also write OUT.tar.gz.")
+@click.option("--no-measure", is_flag=True, help="Do not measure TTFT/TPOT/throughput into the manifest.")
+@click.option("--tasks", default="arc_easy,arc_challenge,mmlu,piqa", show_default=True,
+              help="Report-split accuracy tasks scored on the final IR (comma list).")
+@click.option("--accuracy-limit", type=int, default=100, show_default=True, help="Items per task for the accuracy (0 = all).")
+@click.option("--no-accuracy", is_flag=True, help="Skip the accuracy evaluation.")
+@data_dir_option
+@seed_option
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
+@click.option("--no-order", is_flag=True, help="Extract without MLP channel importance ordering (must match the search).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def export(model, subnet_spec, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
+           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet):
+    """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
+
+    The bundle loads in openvino_genai.LLMPipeline(OUT, "CPU") and
+    optimum.intel.OVModelForCausalLM.from_pretrained(OUT); check it with `hwnas verify OUT`.
+    """
+    from ..bundle import check_export_inputs, export_bundle, pick_from_search
+    from ..errors import InvalidSubnetError
+    from ..quantize import make_recipe
+    from ..space import parse_subnet_spec
+    from ..targets import load_target
+
+    # Everything that can be wrong with the input fails here, before any model is loaded.
+    recipe = make_recipe(quant, group_size=group_size, sym=sym, head=head)
+    check_export_inputs(out, force=force, archive=archive, calibration=calibration)
+    load_target(target)
+    if subnet_spec and search_dir:
+        raise InvalidSubnetError("give either --subnet or --from/--pick, not both")
+    if bool(search_dir) != bool(pick):
+        raise InvalidSubnetError("--from SEARCH_DIR and --pick go together")
+    subnet, search = None, None
+    if subnet_spec:
+        subnet = parse_subnet_spec(subnet_spec)
+    elif search_dir:
+        p = pick_from_search(search_dir, pick)
+        subnet = p.subnet
+        search = {"dir": str(search_dir), "pick": p.rule, "record": {k: p.record.get(k) for k in
+                                                                     ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full") if k in p.record}}
+    task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
+    if task_list:
+        from ..datadir import resolve_data_dir
+
+        resolve_data_dir(data_dir)  # DataError now rather than after quantizing
+    with progress_bar(f"export {quant}", enabled=not quiet) as prog:
+        res = export_bundle(model, out, recipe=recipe, subnet=subnet, target=target, calibration=calibration,
+                            calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
+                            archive=archive, measure=not no_measure, accuracy_tasks=task_list,
+                            accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
+                            order_channels=not no_order, progress=prog)
+    m = res.manifest
+    click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
+               + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model"))
+    if m.measurement:
+        click.echo(f"  TTFT {m.measurement['ttft_ms']:.1f} ms, TPOT {m.measurement['tpot_ms']:.2f} ms, "
+                   f"throughput {m.measurement['throughput_tok_s']:.1f} tok/s ({m.target['name']})")
+    if m.accuracy and m.accuracy.get("mean") is not None:
+        accs = ", ".join(f"{k} {100 * v['acc']:.1f}" for k, v in m.accuracy["tasks"].items() if v.get("acc") is not None)
+        click.echo(f"  accuracy (report split, limit {m.accuracy['limit']}): mean {100 * m.accuracy['mean']:.1f}% ({accs})")
+    if res.archive:
+        click.echo(f"  archive {res.archive}")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--measure", is_flag=True, help="Also re-measure TPOT and compare with the manifest.")
+@click.option("--tolerance", type=float, default=0.25, show_default=True, help="Allowed TPOT slow-down with --measure (fraction).")
+@click.option("--no-generate", is_flag=True, help="Skip the greedy-generation check.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(bundle, measure, tolerance, no_generate, as_json):
+    """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation. Exit 1 on any problem."""
+    from ..bundle import verify_bundle
+
+    rep = verify_bundle(bundle, generate=not no_generate, measure=measure, tolerance=tolerance)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+    else:
+        for c in rep.checks:
+            click.echo(f"ok    {c}")
+        for w in rep.warnings:
+            click.echo(f"warn  {w}")
+        for p in rep.problems:
+            click.echo(f"FAIL  {p}")
+        if rep.generated is not None:
+            click.echo(f"generated: {rep.generated!r}")
+    if not rep.ok:
+        if not as_json:
+            click.echo(f"bundle {bundle} failed verification ({len(rep.problems)} problem(s))", err=True)
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--against", default=None, help="Baseline model (default: the bundle's source model).")
+@click.option("--target", default=None, help="Target profile (default: the bundle's).")
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch fp32 baseline.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Also write the rows to this JSON file.")
+@seed_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def bench(bundles, against, target, no_torch, json_out, seed, quiet):
+    """TTFT/TPOT/throughput of bundles vs the full model (optimum-intel NNCF int8 and PyTorch fp32), same run."""
+    from ..benchmark import bench_bundles, format_table, ratios
+    from ..io import write_json_atomic
+
+    with progress_bar("bench", enabled=not quiet) as prog:
+        rows = bench_bundles(list(bundles), against=against, target=target, torch_baseline=not no_torch,
+                             seed=seed, progress=prog)
+    table = ratios(rows)
+    click.echo(format_table(table))
+    click.echo("speed-up = TPOT of the NNCF int8 full model / TPOT; smaller = its weight bytes / weight bytes")
+    if json_out:
+        write_json_atomic(json_out, {"rows": table})
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--prompt", "-p", required=True, help="Prompt text.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--chat/--no-chat", default=False, help="Apply the model's chat template (instruct models).")
+@click.option("--target", default=None, help="OpenVINO properties from this target (default: the bundle's).")
+def run(bundle, prompt, max_new_tokens, chat, target):
+    """Generate text from a bundle with openvino-genai, streaming, as an edge server would."""
+    import openvino_genai
+
+    from ..bundle import genai_pipeline, read_manifest
+    from ..host import detect_host
+    from ..targets import Target, load_target
+
+    man = read_manifest(bundle)
+    tgt = load_target(target) if target else (Target.from_dict(dict(man.target), source="bundle manifest") if man.target else None)
+    props = {}
+    if tgt is not None:
+        props = {k: v for k, v in tgt.resolved_properties(detect_host(measure_bandwidth=False)).items()
+                 if k in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
+                          "PERFORMANCE_HINT", "ENABLE_HYPER_THREADING", "ENABLE_CPU_PINNING")}
+    pipe = genai_pipeline(bundle, props)
+    cfg = openvino_genai.GenerationConfig()
+    cfg.max_new_tokens = max_new_tokens
+    cfg.do_sample = False
+    if chat:
+        pipe.start_chat()
+
+    def stream(sub: str) -> bool:
+        click.echo(sub, nl=False)
+        return False
+
+    pipe.generate(prompt, cfg, stream)
+    click.echo()

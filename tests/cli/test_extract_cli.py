@@ -1,0 +1,97 @@
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hwnas.cli import main
+from hwnas.models import load_model
+from hwnas.space import SubnetConfig
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_help_lists_extract():
+    r = run("--help")
+    assert r.exit_code == 0 and "extract" in r.output
+
+
+def test_extract_nonuniform_roundtrip(tiny_model_dir, tmp_path):
+    out = tmp_path / "sub"
+    spec = json.dumps({"layers": [0, 2, 3], "mlp_widths": [128, 64, 64]})
+    r = run("extract", "--model", str(tiny_model_dir), "--subnet", spec, "--out", str(out))
+    assert r.exit_code == 0, r.output
+    loaded = load_model(str(out))
+    assert loaded.subnet == SubnetConfig((0, 2, 3), (128, 64, 64))
+    assert [l.mlp.up_proj.out_features for l in loaded.model.model.layers] == [128, 64, 64]
+    assert sum(p.numel() for p in loaded.model.parameters()) == loaded.subnet.n_params(load_model(str(tiny_model_dir)).config)
+
+
+def test_extract_shorthand_matches_subnet_spec(tiny_model_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--mlp-width", "64", "--out", str(a)).exit_code == 0
+    spec = json.dumps({"layers": [0, 1], "mlp_widths": [64, 64]})
+    assert run("extract", "--model", str(tiny_model_dir), "--subnet", spec, "--out", str(b)).exit_code == 0
+    ids = torch.randint(3, 300, (1, 8))
+    la, lb = load_model(str(a)).model, load_model(str(b)).model
+    with torch.no_grad():
+        torch.testing.assert_close(la(input_ids=ids).logits, lb(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/nonexistent/model", "--layers", "2"], "does not exist"),
+        (["--subnet", '{"layers": [0, 99], "mlp_widths": [64, 64]}'], "layer 99"),
+        (["--subnet", '{"layers": [0, 1], "mlp_widths": [64, 100]}'], "width 100 is not in the search space"),
+        (["--subnet", '{"layers": [0, 1], "mlp_widths": [64'], "not valid JSON"),
+        (["--layers", "2", "--mlp-width", "64", "--subnet", "{}"], "not both"),
+    ],
+)
+def test_extract_bad_input(tiny_model_dir, tmp_path, args, message):
+    out = tmp_path / "out"
+    if "--model" not in args:
+        args = ["--model", str(tiny_model_dir)] + args
+    r = run("extract", *args, "--out", str(out))
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_non_llama_folder_is_refused(tmp_path):
+    d = tmp_path / "gpt2ish"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    r = run("extract", "--model", str(d), "--layers", "2", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "'gpt2'" in r.output and "llama" in r.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out(tiny_model_dir, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    r = run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--out", str(ro / "x"))
+    assert r.exit_code == 2 and "not writable" in r.output
+
+
+def test_out_under_a_file_is_refused(tiny_model_dir, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--out", str(f))
+    assert r.exit_code == 2 and "not a folder" in r.output
+    r = run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--out", str(f / "sub"))
+    assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_non_empty_out_needs_force(tiny_model_dir, tmp_path):
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    r = run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--out", str(out))
+    assert r.exit_code == 2 and "--force" in r.output
+    assert (out / "keep.txt").read_text() == "precious"
