@@ -1,0 +1,115 @@
+"""`hwnas profile`: measure subnets under a target with OpenVINO and fit the latency model."""
+from __future__ import annotations
+
+import click
+
+from .common import model_option, progress_bar, seed_option
+
+
+def register(main: click.Group) -> None:
+    main.add_command(profile)
+
+
+@click.command()
+@click.option("--target", "-t", "target_spec", required=True,
+              help="Target name (xeon, core, edge: profiles/NAME.toml) or a path to your own .toml file.")
+@model_option
+@click.option("--samples", "-n", type=int, default=12, show_default=True,
+              help="Whole subnets to measure besides the full model (the smallest one, then random ones).")
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="New folder for profile.json [default: profile-TARGET].")
+@seed_option
+@click.option("--probe-layers", type=int, default=3, show_default=True,
+              help="Decoder layers in each per-width probe model of the latency lookup table.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def profile(target_spec: str, model: str, samples: int, out: str | None, seed: int, probe_layers: int,
+            force: bool, no_progress: bool) -> None:
+    """Measure the full model and SAMPLES subnets on this CPU with OpenVINO under --target.
+
+    Writes OUT/profile.json: the target, this host (CPU, ISA, fingerprint), every measurement
+    (TTFT, TPOT, throughput; medians, spread, raw samples), the latency model that predicts
+    unmeasured subnets and its cross-validated error. Later commands take it with --profile.
+    """
+    from ..errors import MeasurementError
+    from ..io import check_writable_dir_target
+    from ..targets import load_target
+
+    target = load_target(target_spec)  # a bad target fails before anything is loaded
+    if samples < 1:
+        raise MeasurementError(f"--samples must be >= 1 (subnets measured besides the full model), got {samples}")
+    if probe_layers < 2:
+        raise MeasurementError(f"--probe-layers must be >= 2, got {probe_layers}")
+    out = out or f"profile-{target.name}"
+    check_writable_dir_target(out, force=force)
+
+    from ..host import detect_host
+    from ..models import load_model
+    from ..profile import PROFILE_FILE, run_profile
+
+    host = detect_host()
+    click.echo(f"Measuring on: {host.describe()}  [host {host.fingerprint}]")
+    if not target.cpu_matches(host.cpu_model):
+        click.secho(
+            f"Note: target '{target.name}' is meant for {' / '.join(target.expected_cpu)} CPUs; this host is "
+            f"{host.cpu_model}. The numbers below are {host.cpu_model} numbers under the {target.name} settings.",
+            fg="yellow",
+        )
+    loaded = load_model(model)
+    with progress_bar(f"profile {target.name}", enabled=not no_progress) as update:
+        prof = run_profile(loaded, target, samples=samples, seed=seed, out_dir=out, progress=update,
+                           probe_layers=probe_layers, host=host, force=force)
+    _print_report(prof)
+    click.echo(f"wrote {out}/{PROFILE_FILE}")
+
+
+def _print_report(prof) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m0 = prof.measurements[0]
+    props = m0.properties
+    console.print(
+        f"target [bold]{prof.target.name}[/]: precision {props.get('INFERENCE_PRECISION_HINT', 'default')}, "
+        f"{props.get('INFERENCE_NUM_THREADS', 'auto')} threads, KV cache {props.get('KV_CACHE_PRECISION', 'default')}; "
+        f"prompt {m0.prompt_tokens} tokens, {m0.new_tokens} generated, batch sizes {list(prof.target.workload.batch_sizes)}"
+    )
+    table = Table(title=f"measured on {prof.host.cpu_model} ({prof.host.fingerprint})")
+    for col, just in (("subnet", "left"), ("layers", "right"), ("MLP widths", "left"), ("params (M)", "right"),
+                      (f"TTFT ms @{m0.latency_batch_size}", "right"), (f"TPOT ms @{m0.latency_batch_size}", "right"),
+                      (f"tok/s @{m0.throughput_batch_size}", "right"), ("TPOT CV", "right"), ("predicted TPOT", "right")):
+        table.add_column(col, justify=just)
+    cvp = prof.latency_model.error.get("cv_predictions", {}).get(f"tpot_ms@{m0.latency_batch_size}", [])
+    for i, m in enumerate(prof.measurements):
+        widths = sorted(set(m.mlp_widths))
+        wdesc = str(widths[0]) if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
+        lat = m.batch(m.latency_batch_size)
+        flag = "" if m.stable else " !"
+        table.add_row(m.subnet_key, str(len(m.mlp_widths)), wdesc, f"{m.n_params / 1e6:.1f}", f"{m.ttft_ms:.2f}",
+                      f"{m.tpot_ms:.2f}", f"{m.throughput_tok_s:.1f}", f"{lat.tpot_cv:.2f}{flag}",
+                      f"{cvp[i]:.2f}" if i < len(cvp) else "")
+    console.print(table)
+    err = prof.latency_model.error
+    if err.get("n_subnets"):
+        console.print(
+            f"latency model (LUT from {len(prof.probes)} probes + linear correction), leave-one-out MAPE on "
+            f"{err['n_subnets']} whole subnets: TTFT {err['ttft_ms_mape_pct']:.1f}%, TPOT {err['tpot_ms_mape_pct']:.1f}%, "
+            f"throughput {err['throughput_tok_s_mape_pct']:.1f}%"
+        )
+    r = prof.ranking
+    if r.get("kendall_tau_params_vs_tpot_ms") is not None:
+        console.print(
+            f"ranking by parameter count vs measured TPOT: Kendall tau {r['kendall_tau_params_vs_tpot_ms']:.2f}"
+            + (f" (latency model: {r['kendall_tau_latency_model_vs_tpot_ms']:.2f})"
+               if r.get("kendall_tau_latency_model_vs_tpot_ms") is not None else "")
+        )
+    unstable = [m.subnet_key for m in prof.measurements + prof.probes if not m.stable]
+    if unstable:
+        console.print(f"[yellow]{len(unstable)} measurement(s) stayed noisy after re-measuring (CV > "
+                      f"{prof.target.measure.max_cv}); the machine may be busy: {', '.join(unstable[:5])}[/]")
+    if prof.host_note:
+        console.print(f"[yellow]{prof.host_note}[/]")
+    t = prof.timings_s
+    console.print(f"took {t.get('total', 0):.0f} s (export {t.get('export', 0):.0f} s, measure {t.get('measure', 0):.0f} s; "
+                  f"{t.get('irs_exported', 0)} IRs exported, {t.get('irs_from_cache', 0)} from cache)")
