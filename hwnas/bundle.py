@@ -171,7 +171,10 @@ class BundleManifest:
                 raise BundleError(f"manifest entry for file {path!r} must be {{\"sha256\": str, \"bytes\": int}}")
             _check_relpath(path, "manifest file entry")
             files[path] = FileEntry(e["sha256"], e["bytes"])
-        QuantRecipe.from_dict(body["quantization"])  # raises on a malformed recipe
+        try:
+            QuantRecipe.from_dict(body["quantization"])
+        except ExportError as e:
+            raise BundleError(f"manifest field 'quantization': {e}") from None
         kw = {k: body[k] for k in _MANIFEST_FIELDS if k in body}
         kw["files"] = files
         return cls(**kw)
@@ -342,7 +345,8 @@ def genai_pipeline(folder: str | Path, properties: Mapping[str, Any] | None = No
     """openvino_genai.LLMPipeline on the bundle (needs its tokenizer IRs)."""
     import openvino_genai
 
-    return openvino_genai.LLMPipeline(str(folder), "CPU", **dict(properties or {}))
+    props = {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in dict(properties or {}).items()}
+    return openvino_genai.LLMPipeline(str(folder), "CPU", **props)
 
 
 def generate_text(folder: str | Path, prompt: str, max_new_tokens: int = 32, *, properties: Mapping[str, Any] | None = None,
@@ -522,16 +526,15 @@ def current_host() -> dict | None:
     return detect_host(measure_bandwidth=False).to_dict()  # includes "fingerprint"
 
 
-def measure_bundle(folder: str | Path, target: Any = None) -> dict:
-    """TTFT/TPOT/throughput of a bundle's IR on this host with the target's properties (hwnas.measure)."""
-    from . import measure as _measure  # owned by the measurement module
+def measure_bundle(folder: str | Path, target: Any = None, name: str | None = None) -> dict:
+    """TTFT/TPOT/throughput of a bundle's IR on this host under `target` (name, Target or manifest dict)."""
+    from .measure import measure_ir
     from .targets import Target, load_target
 
-    if isinstance(target, dict):
-        target = Target.from_dict(target, source="manifest target")
+    if isinstance(target, Mapping):
+        target = Target.from_dict(dict(target), source="manifest target")
     target = load_target(target or "xeon")
-    m = _measure.measure_ir(Path(folder), target)
-    return m.to_dict() if hasattr(m, "to_dict") else dict(m)
+    return measure_ir(Path(folder), target, subnet_key=name or Path(folder).name, kind="model").to_dict()
 
 
 # ----------------------------------------------------------------------------- picking a subnet from a search
@@ -697,6 +700,8 @@ def export_bundle(
     *,
     recipe: QuantRecipe,
     subnet: Any = None,
+    layers: int | None = None,
+    mlp_width: int | None = None,
     target: str | Any = "xeon",
     calibration: str | Path | None = None,
     calib_samples: int = 32,
@@ -714,8 +719,8 @@ def export_bundle(
 ) -> BundleResult:
     """Quantize `subnet` of `model` with `recipe` and write the bundle to `out`.
 
-    model: a --model spec ("default", folder, .gguf) or a LoadedModel. subnet: SubnetConfig or None
-    (the model as loaded). accuracy_tasks: report-split tasks scored on the final IR (None: skip).
+    model: a --model spec ("default", folder, .gguf) or a LoadedModel. subnet: SubnetConfig, or
+    `layers` [+ `mlp_width`] (first N layers, one width; default full), or neither (the model as loaded). accuracy_tasks: report-split tasks scored on the final IR (None: skip).
     measure: measure TTFT/TPOT/throughput with hwnas.measure on this host (skipped with a warning
     when the module is unavailable). Raises HwnasError subclasses; `out` is untouched on failure.
     """
@@ -728,7 +733,7 @@ def export_bundle(
     tgt = load_target(target)
     steps = 7
     tick(0, steps, "loading model")
-    loaded, dense, supernet_meta = _load_dense(model, subnet, order_channels)
+    loaded, dense, supernet_meta, subnet = _load_dense(model, subnet, order_channels, layers, mlp_width)
     tokenizer = loaded.tokenizer
     calib = None
     if recipe.needs_calibration:
@@ -738,7 +743,7 @@ def export_bundle(
     tick(1, steps, f"quantizing ({recipe.name})")
     from .quantize import materialize, quantize_model
 
-    result = quantize_model(dense, recipe, calib, inplace=subnet is not None)
+    result = quantize_model(dense, recipe, calib, inplace=dense is not loaded.model)
     recipe = result.recipe
     qmodel = materialize(result)
     out = Path(out)
@@ -755,7 +760,7 @@ def export_bundle(
         if measure:
             tick(4, steps, "measuring speed")
             try:
-                measurement = measure_bundle(tmp, tgt)
+                measurement = measure_bundle(tmp, tgt, name=out.name)
             except ImportError:
                 log.warning("hwnas.measure is not available; the manifest holds no speed measurement")
         accuracy = None
@@ -801,22 +806,25 @@ def _host_obj():
         return None
 
 
-def _load_dense(model: Any, subnet: Any, order_channels: bool) -> tuple[Any, Any, dict | None]:
-    """(LoadedModel, dense torch model of the subnet, supernet provenance)."""
+def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | None = None,
+                mlp_width: int | None = None) -> tuple[Any, Any, dict | None, Any]:
+    """(LoadedModel, dense torch model of the subnet, supernet provenance, SubnetConfig or None)."""
     from .models import LoadedModel, load_model
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if subnet is None:
+    if subnet is None and layers is None and mlp_width is None:
         meta = {"subnet_of": loaded.subnet.to_dict()} if loaded.subnet is not None else None
-        return loaded, loaded.model, meta or loaded.supernet_meta
-    from .supernet import Supernet
+        return loaded, loaded.model, meta or loaded.supernet_meta, None
+    from .supernet import Supernet, resolve_subnet_option
 
     sn = Supernet.from_loaded(loaded, order=order_channels)
+    if subnet is None:
+        subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width)
     sn.space.validate(subnet, structure=False)
     dense = sn.extract(subnet)
     meta = {k: v for k, v in sn.meta.items() if k not in ("channel_order", "layer_scores")}
     meta["channels_ordered"] = bool(sn.meta.get("channels_ordered", order_channels))
-    return loaded, dense, meta
+    return loaded, dense, meta, subnet
 
 
 def _model_record(loaded: Any) -> dict:

@@ -19,6 +19,8 @@ def register(main: click.Group) -> None:
 @click.command()
 @model_option
 @click.option("--subnet", "subnet_spec", default=None, help='Subnet as inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}.')
+@click.option("--layers", type=int, default=None, help="Shorthand subnet: keep the first N layers.")
+@click.option("--mlp-width", type=int, default=None, help="Shorthand subnet: MLP width of every kept layer (default: full).")
 @click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
               help="A `hwnas search` output folder to pick the subnet from (with --pick).")
 @click.option("--pick", default=None,
@@ -45,9 +47,12 @@ def register(main: click.Group) -> None:
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
 @click.option("--no-order", is_flag=True, help="Extract without MLP channel importance ordering (must match the search).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def export(model, subnet_spec, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
+def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
            calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet):
     """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
+
+    The subnet is --subnet SPEC, --layers N [--mlp-width W], or picked from a search with --from
+    DIR --pick ...; with none of them the model is exported whole.
 
     The bundle loads in openvino_genai.LLMPipeline(OUT, "CPU") and
     optimum.intel.OVModelForCausalLM.from_pretrained(OUT); check it with `hwnas verify OUT`.
@@ -62,8 +67,10 @@ def export(model, subnet_spec, search_dir, pick, quant, group_size, sym, head, t
     recipe = make_recipe(quant, group_size=group_size, sym=sym, head=head)
     check_export_inputs(out, force=force, archive=archive, calibration=calibration)
     load_target(target)
-    if subnet_spec and search_dir:
-        raise InvalidSubnetError("give either --subnet or --from/--pick, not both")
+    if sum(map(bool, (subnet_spec, search_dir, layers is not None or mlp_width is not None))) > 1:
+        raise InvalidSubnetError("give one of --subnet, --layers/--mlp-width or --from/--pick")
+    if mlp_width is not None and layers is None:
+        raise InvalidSubnetError("--mlp-width needs --layers N (the subnet keeps the first N layers)")
     if bool(search_dir) != bool(pick):
         raise InvalidSubnetError("--from SEARCH_DIR and --pick go together")
     subnet, search = None, None
@@ -80,7 +87,7 @@ def export(model, subnet_spec, search_dir, pick, quant, group_size, sym, head, t
 
         resolve_data_dir(data_dir)  # DataError now rather than after quantizing
     with progress_bar(f"export {quant}", enabled=not quiet) as prog:
-        res = export_bundle(model, out, recipe=recipe, subnet=subnet, target=target, calibration=calibration,
+        res = export_bundle(model, out, recipe=recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, target=target, calibration=calibration,
                             calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
                             archive=archive, measure=not no_measure, accuracy_tasks=task_list,
                             accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
