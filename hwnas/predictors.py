@@ -1,0 +1,151 @@
+"""Predictors for the LINAS search: plain scikit-learn estimators, one per objective.
+
+Each objective (mean accuracy, TPOT, ...) gets its own regressor trained on the subnets validated
+so far, with `SearchSpace.features(cfg)` as input. Several candidate estimators are compared by
+k-fold cross-validation on the same data and the one with the lowest out-of-fold mean absolute
+error is refit on everything. The candidates are ordinary sklearn estimators/Pipelines, so anything
+that takes an estimator (``cross_val_score``, ``GridSearchCV``, ``clone``) works on them; the
+selection is one visible function, not a hidden grid search behind a custom ``train()``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import SearchError
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("ridge", "svr", "gbr")
+MIN_CV_SAMPLES = 4  # below this no cross-validation is possible; ridge is used without a score
+
+
+def candidate_estimators(seed: int = 0, names: Sequence[str] = CANDIDATES) -> dict[str, Any]:
+    """Fresh, unfitted candidate regressors by name.
+
+    - ``ridge``: standardised features, ridge regression (linear: good for latency, which is
+      close to additive over kept layers and widths);
+    - ``svr``: standardised features and target, RBF support-vector regression (smooth non-linear);
+    - ``gbr``: gradient-boosted shallow trees (interactions, e.g. which layers are dropped together).
+    """
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    makers = {
+        "ridge": lambda: Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1.0))]),
+        "svr": lambda: TransformedTargetRegressor(
+            regressor=Pipeline([("scale", StandardScaler()), ("svr", SVR(C=3.0, epsilon=0.05, gamma="scale"))]),
+            transformer=StandardScaler(),
+        ),
+        "gbr": lambda: GradientBoostingRegressor(
+            n_estimators=60, max_depth=2, learning_rate=0.1, subsample=0.8, random_state=seed
+        ),
+    }
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        raise SearchError(f"unknown predictor {unknown[0]!r}; accepted: {sorted(makers)}")
+    return {n: makers[n]() for n in names}
+
+
+@dataclass
+class PredictorFit:
+    """The chosen, fitted estimator for one objective and the cross-validation that chose it."""
+
+    objective: str
+    name: str
+    estimator: Any
+    n_train: int
+    cv_folds: int
+    cv_mae: float | None                 # out-of-fold MAE of the chosen candidate (natural units)
+    cv_kendall_tau: float | None         # rank agreement of its out-of-fold predictions
+    candidates: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.predict(np.atleast_2d(X)), dtype=float)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON summary (no estimator): what history.jsonl records each iteration."""
+        return {
+            "objective": self.objective,
+            "chosen": self.name,
+            "n_train": self.n_train,
+            "cv_folds": self.cv_folds,
+            "cv_mae": self.cv_mae,
+            "cv_kendall_tau": self.cv_kendall_tau,
+            "candidates": self.candidates,
+        }
+
+
+def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import kendalltau
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    tau = kendalltau(a, b).statistic
+    return None if tau is None or math.isnan(tau) else round(float(tau), 4)
+
+
+def cross_validate_candidates(
+    X: np.ndarray, y: np.ndarray, estimators: Mapping[str, Any], *, folds: int = 5, seed: int = 0
+) -> tuple[dict[str, dict[str, float | None]], int]:
+    """Out-of-fold MAE and Kendall tau of each estimator (shuffled k-fold, k <= n)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    k = max(2, min(folds, len(y)))
+    splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
+    scores: dict[str, dict[str, float | None]] = {}
+    for name, est in estimators.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tiny folds: constant features, convergence notes
+            pred = cross_val_predict(clone(est), X, y, cv=splitter)
+        scores[name] = {
+            "cv_mae": float(np.mean(np.abs(pred - y))),
+            "cv_kendall_tau": _kendall_tau(y, pred),
+        }
+    return scores, k
+
+
+def fit_predictor(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    objective: str = "",
+    candidates: Sequence[str] = CANDIDATES,
+    folds: int = 5,
+    seed: int = 0,
+) -> PredictorFit:
+    """Pick the candidate with the lowest cross-validated MAE and fit it on all of (X, y)."""
+    from sklearn.base import clone
+
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if X.ndim != 2 or len(X) != len(y):
+        raise SearchError(f"predictor for {objective!r}: X has shape {X.shape} but y has {len(y)} values")
+    if len(y) < 2:
+        raise SearchError(f"predictor for {objective!r} needs at least 2 validated subnets, got {len(y)}")
+    if not np.all(np.isfinite(y)):
+        raise SearchError(f"predictor for {objective!r}: measured values contain NaN or inf")
+    ests = candidate_estimators(seed, candidates)
+    if len(y) < MIN_CV_SAMPLES:
+        name, scores, k = "ridge" if "ridge" in ests else next(iter(ests)), {}, 0
+        cv_mae = cv_tau = None
+    else:
+        scores, k = cross_validate_candidates(X, y, ests, folds=folds, seed=seed)
+        name = min(scores, key=lambda n: (scores[n]["cv_mae"], list(ests).index(n)))
+        cv_mae, cv_tau = scores[name]["cv_mae"], scores[name]["cv_kendall_tau"]
+    est = clone(ests[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    log.debug("predictor %s: %s (cv MAE %s over %d folds, n=%d)", objective, name, cv_mae, k, len(y))
+    return PredictorFit(objective, name, est, len(y), k, cv_mae, cv_tau, scores)

@@ -1,0 +1,243 @@
+"""The LINAS loop on a cheap synthetic objective (no model)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwnas.errors import SearchError
+from hwnas.io import read_jsonl
+from hwnas.search import (
+    Constraint,
+    HypervolumeReference,
+    SearchConfig,
+    SyntheticValidator,
+    constraints_from_options,
+    pareto_front,
+    parse_objectives,
+    pick_fastest_within,
+    run_search,
+)
+from hwnas.space import SearchSpace
+
+SPACE = SearchSpace(num_layers=10, full_width=256, widths=(64, 128, 192, 256), min_layers=5, always_keep=(0, 9))
+
+
+def cfg(**kw):
+    base = dict(evaluations=16, population=4, seed=0, surrogate_generations=12, surrogate_population=16)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+class Recording(SyntheticValidator):
+    """Synthetic validator that remembers what it validated and can die after N calls."""
+
+    def __init__(self, space, die_after=None):
+        super().__init__(space, seed=1)
+        self.keys = []
+        self.die_after = die_after
+
+    def __call__(self, c):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.keys.append(c.key)
+        return super().__call__(c)
+
+
+@pytest.mark.parametrize("strategy", ["linas", "nsga2", "random"])
+def test_budget_respected_and_only_validated_points_reported(tmp_path, strategy):
+    v = Recording(SPACE)
+    res = run_search(SPACE, v, cfg(strategy=strategy), out=tmp_path / "o")
+    assert v.calls == 16 and len(set(v.keys)) == 16
+    lines = read_jsonl(tmp_path / "o" / "candidates.jsonl")
+    assert [r["key"] for r in lines] == v.keys
+    assert {SPACE.largest().key, SPACE.smallest().key} <= set(v.keys[:4])
+    pareto = json.loads((tmp_path / "o" / "pareto.json").read_text())
+    assert pareto and {r["key"] for r in pareto} <= set(v.keys)
+    assert [r["key"] for r in pareto] == [r["key"] for r in res.pareto]
+    # the reported front is exactly the non-dominated set of what was validated
+    assert {r["key"] for r in pareto} == {r["key"] for r in pareto_front(lines, ("accuracy", "tpot_ms"))}
+    for r in pareto:
+        assert r["subnet"].keys() == {"layers", "mlp_widths"} and r["strategy"] == strategy
+    assert res.full_model["key"] == SPACE.largest().key and res.full_model["full_model"] is True
+    for f in ("history.jsonl", "config.json", "pareto.png", "summary.md"):
+        assert (tmp_path / "o" / f).stat().st_size > 0
+    hist = read_jsonl(tmp_path / "o" / "history.jsonl")
+    assert hist[-1]["validated"] == 16
+    hvs = [h["hypervolume"] for h in hist]
+    assert all(b >= a - 1e-12 for a, b in zip(hvs, hvs[1:]))  # more validated points never lose volume
+
+
+def test_predictors_refit_every_iteration(monkeypatch):
+    import hwnas.predictors as P
+
+    calls = []
+    real = P.fit_predictor
+
+    def spy(X, y, **kw):
+        calls.append((kw["objective"], len(y)))
+        return real(X, y, **kw)
+
+    monkeypatch.setattr(P, "fit_predictor", spy)
+    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=16, population=4))
+    # iterations 1..3 each refit accuracy and tpot on everything validated before them
+    assert calls == [(m, n) for n in (4, 8, 12) for m in ("accuracy", "tpot_ms")]
+    for h in res.history[1:]:
+        assert set(h["predictors"]) == {"accuracy", "tpot_ms"}
+        assert h["predictors"]["accuracy"]["n_train"] == h["validated"] - h["new"]
+        assert h["predictors"]["tpot_ms"]["cv_mae"] is not None
+    # LINAS proposals carry the prediction made when they were proposed
+    later = [r for r in res.records if r["iteration"] > 0 and r["origin"] == "linas"]
+    assert later and all(set(r["predicted"]) == {"accuracy", "tpot_ms"} for r in later)
+
+
+def test_linas_predictions_track_measurements():
+    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=20, population=4))
+    later = [r for r in res.records if r["origin"] == "linas"]
+    err = np.mean([abs(r["predicted"]["tpot_ms"] - r["tpot_ms"]) / r["tpot_ms"] for r in later])
+    assert err < 0.1  # latency is additive in the synthetic objective: the predictor must learn it
+
+
+@pytest.mark.parametrize("strategy", ["linas", "nsga2"])
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, strategy):
+    full = Recording(SPACE)
+    run_search(SPACE, full, cfg(strategy=strategy), out=tmp_path / "a")
+    first = Recording(SPACE, die_after=9)  # dies in the middle of the third iteration
+    with pytest.raises(KeyboardInterrupt):
+        run_search(SPACE, first, cfg(strategy=strategy), out=tmp_path / "b")
+    assert len(read_jsonl(tmp_path / "b" / "candidates.jsonl")) == 9
+    second = Recording(SPACE)
+    run_search(SPACE, second, cfg(strategy=strategy), out=tmp_path / "b", resume=True)
+    assert second.calls == 16 - 9  # nothing validated twice
+    keys_b = [r["key"] for r in read_jsonl(tmp_path / "b" / "candidates.jsonl")]
+    keys_a = [r["key"] for r in read_jsonl(tmp_path / "a" / "candidates.jsonl")]
+    assert len(keys_b) == len(set(keys_b)) == 16
+    assert keys_b == keys_a  # same seed and budget: the same subnets in the same order
+    hist = [h["iteration"] for h in read_jsonl(tmp_path / "b" / "history.jsonl")]
+    assert hist == sorted(set(hist))  # no duplicated history lines
+    # resuming a finished run validates nothing
+    third = Recording(SPACE)
+    run_search(SPACE, third, cfg(strategy=strategy), out=tmp_path / "b", resume=True)
+    assert third.calls == 0 and len(read_jsonl(tmp_path / "b" / "candidates.jsonl")) == 16
+
+
+def test_resume_drops_a_torn_last_line(tmp_path):
+    first = Recording(SPACE, die_after=6)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(SPACE, first, cfg(), out=tmp_path / "o")
+    path = tmp_path / "o" / "candidates.jsonl"
+    with open(path, "a") as f:
+        f.write('{"key": "l7-torn", "sub')  # killed in the middle of a write
+    run_search(SPACE, Recording(SPACE), cfg(), out=tmp_path / "o", resume=True)
+    recs = read_jsonl(path)
+    assert len(recs) == 16 and all(r["key"] != "l7-torn" for r in recs)
+
+
+def test_resume_with_other_settings_errors_and_touches_nothing(tmp_path):
+    run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", identity={"model_sha256": "aaa"})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    other_space = SPACE.with_(min_layers=6)
+    with pytest.raises(SearchError, match="different space"):
+        run_search(other_space, SyntheticValidator(other_space), cfg(evaluations=8), out=tmp_path / "o", resume=True,
+                   identity={"model_sha256": "aaa"})
+    with pytest.raises(SearchError, match="different model_sha256"):
+        run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", resume=True,
+                   identity={"model_sha256": "bbb"})
+    with pytest.raises(SearchError, match="not empty.*--resume"):
+        run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    assert after == before
+
+
+def test_resume_can_extend_the_budget(tmp_path):
+    run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o")
+    v = Recording(SPACE)
+    run_search(SPACE, v, cfg(evaluations=12), out=tmp_path / "o", resume=True)
+    assert v.calls == 4 and len(read_jsonl(tmp_path / "o" / "candidates.jsonl")) == 12
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(SearchError, match="smaller than --population"):
+        SearchConfig(evaluations=4, population=8)
+    with pytest.raises(SearchError, match="unknown objective 'latency'"):
+        SearchConfig(objectives=("accuracy", "latency"))
+    with pytest.raises(SearchError, match="2 to 3 objectives"):
+        parse_objectives("accuracy,tpot,ttft,n_params")
+    with pytest.raises(SearchError, match="unknown strategy"):
+        SearchConfig(strategy="bayes")
+    with pytest.raises(SearchError, match="fraction"):
+        constraints_from_options(min_accuracy=45)
+    assert parse_objectives("acc, tpot") == ("accuracy", "tpot_ms")
+
+
+def test_config_round_trips():
+    c = cfg(objectives=("accuracy", "ttft_ms", "n_params"), constraints=constraints_from_options(12.0, 0.3))
+    assert SearchConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.metrics == ("accuracy", "ttft_ms", "n_params", "tpot_ms")
+
+
+@pytest.mark.parametrize("strategy", ["linas", "nsga2", "random"])
+def test_constraints_filter_the_reported_front(strategy):
+    v = SyntheticValidator(SPACE)
+    limit = 0.5 * (v(SPACE.largest())["tpot_ms"] + v(SPACE.smallest())["tpot_ms"])
+    c = cfg(strategy=strategy, constraints=(Constraint("tpot_ms", limit, True),))
+    res = run_search(SPACE, SyntheticValidator(SPACE), c)
+    assert res.pareto and all(r["tpot_ms"] <= limit for r in res.pareto)
+    assert any(r["tpot_ms"] > limit for r in res.records)  # the full model is validated regardless
+
+
+def test_three_objectives():
+    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(objectives=("accuracy", "tpot_ms", "n_params")))
+    assert len(res.records) == 16 and res.history[-1]["hypervolume"] > 0
+
+
+def test_report_split_measured_for_front_and_full_model(tmp_path):
+    seen = []
+
+    def report(c):
+        seen.append(c.key)
+        return {"accuracy": 0.5, "tasks": {"x": 0.5}}
+
+    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", report=report)
+    assert set(seen) == {r["key"] for r in res.pareto} | {SPACE.largest().key}
+    assert all(r["report"]["accuracy"] == 0.5 for r in json.loads((tmp_path / "o" / "pareto.json").read_text()))
+    assert "[50.0]" in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_pareto_front_and_hypervolume_by_hand():
+    recs = [
+        {"key": "a", "accuracy": 0.6, "tpot_ms": 20.0},  # full model
+        {"key": "b", "accuracy": 0.3, "tpot_ms": 10.0},  # smallest
+        {"key": "c", "accuracy": 0.5, "tpot_ms": 15.0},
+        {"key": "d", "accuracy": 0.4, "tpot_ms": 16.0},  # dominated by c
+    ]
+    assert [r["key"] for r in pareto_front(recs, ("accuracy", "tpot_ms"))] == ["a", "b", "c"]
+    ref = HypervolumeReference.from_extremes(("accuracy", "tpot_ms"), recs[:2])
+    # normalised: a=(0,1), b=(1,0), c=(1/3, 0.5); reference (1.1, 1.1)
+    hv_ab = 1.1 * 0.1 + 0.1 * 1.0
+    assert ref.hypervolume(recs[:2]) == pytest.approx(hv_ab)
+    hv_abc = hv_ab + (1.0 - 1 / 3) * (1.0 - 0.5)
+    assert ref.hypervolume(recs) == pytest.approx(hv_abc)
+    assert ref.to_dict()["reference_point"] == pytest.approx({"accuracy": 0.6 - 1.1 * 0.3, "tpot_ms": 10 + 1.1 * 10})
+    # a constraint that leaves only b = (1, 0): a box of 0.1 x 1.1
+    assert ref.hypervolume(recs, [Constraint("tpot_ms", 12.0, True)]) == pytest.approx(0.1 * 1.1)
+
+
+def test_pick_fastest_within():
+    recs = [
+        {"key": "full", "accuracy": 0.500, "tpot_ms": 20.0, "full_model": True},
+        {"key": "a", "accuracy": 0.492, "tpot_ms": 15.0},
+        {"key": "b", "accuracy": 0.489, "tpot_ms": 12.0},
+        {"key": "c", "accuracy": 0.470, "tpot_ms": 9.0},
+    ]
+    assert pick_fastest_within(recs, 1.0)["key"] == "a"
+    assert pick_fastest_within(recs, 1.2)["key"] == "b"
+    assert pick_fastest_within(recs, 5.0)["key"] == "c"
+    assert pick_fastest_within(recs, 0.0)["key"] == "full"
+    # pareto.json may lack the full model: vs_full carries the comparison
+    front = [dict(r, vs_full={"accuracy_points": 100 * (r["accuracy"] - 0.5)}) for r in recs[1:]]
+    assert pick_fastest_within(front, 1.2)["key"] == "b"
+    assert pick_fastest_within(front, 0.5) is None
+    with pytest.raises(SearchError, match="non-negative"):
+        pick_fastest_within(recs, -1)
