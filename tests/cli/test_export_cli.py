@@ -1,0 +1,97 @@
+"""`hwnas export / verify / run / bench` through click's CliRunner on a tiny random LLaMA."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hwnas.cli import main
+
+TINY_TARGET = """
+name = "tiny"
+[openvino]
+INFERENCE_PRECISION_HINT = "f32"
+NUM_STREAMS = 1
+[workload]
+prompt_tokens = 8
+new_tokens = 4
+batch_sizes = [1]
+[measure]
+warmup = 1
+repeats = 2
+max_remeasure = 0
+"""
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture
+def search_dir(tmp_path):
+    d = tmp_path / "search"
+    d.mkdir()
+    recs = [{"key": "l2-a", "subnet": {"layers": [0, 1], "mlp_widths": [128, 64]}, "accuracy": 0.3, "tpot_ms": 1.0}]
+    (d / "pareto.json").write_text(json.dumps(recs))
+    return d
+
+
+def test_unknown_quant(tmp_path):
+    r = CliRunner().invoke(main, ["export", "--model", "x", "--quant", "int3", "--out", str(tmp_path / "o")])
+    _one_line_error(r, "unknown quantization 'int3'", "int8, int4, gptq-int4")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_calibration(tmp_path):
+    r = CliRunner().invoke(main, ["export", "--quant", "gptq-int4", "--calibration", str(tmp_path / "c.jsonl"),
+                                  "--out", str(tmp_path / "o")])
+    _one_line_error(r, "calibration file", "c.jsonl not found")
+    assert not (tmp_path / "o").exists()
+
+
+def test_pick_beyond_front(tmp_path, search_dir):
+    r = CliRunner().invoke(main, ["export", "--from", str(search_dir), "--pick", "3", "--out", str(tmp_path / "o")])
+    _one_line_error(r, "--pick 3 is beyond the Pareto front", "1 records (0-0)")
+    r = CliRunner().invoke(main, ["export", "--from", str(search_dir), "--pick", "fastest-within 1.0", "--out", str(tmp_path / "o")])
+    _one_line_error(r, "no full-model accuracy")
+    assert not (tmp_path / "o").exists()
+
+
+def test_nonempty_out_refused(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    r = CliRunner().invoke(main, ["export", "--out", str(out)])
+    _one_line_error(r, str(out), "not empty", "--force")
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_export_verify_run_bench(tiny_model_dir, tmp_path):
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    out = tmp_path / "bundle"
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", "--model", str(tiny_model_dir), "--subnet", '{"layers": [0, 2], "mlp_widths": [128, 64]}',
+                             "--quant", "int8", "--target", str(target), "--out", str(out), "--no-accuracy", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "RTN int8 sym per-channel" in r.output and "TPOT" in r.output
+    r = runner.invoke(main, ["verify", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "ok    greedy generation of 8 tokens matches the manifest" in r.output
+    r = runner.invoke(main, ["run", str(out), "--prompt", "Hello", "--max-new-tokens", "4"])
+    assert r.exit_code == 0 and r.output.strip(), r.output
+    r = runner.invoke(main, ["bench", str(out), "--no-torch", "--json", str(tmp_path / "bench.json"), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [x["kind"] for x in rows] == ["openvino-nncf-int8", "bundle"]
+    assert rows[0]["decode_speedup"] == pytest.approx(1.0) and rows[1]["size_ratio"] > 1.0  # 2 of 4 layers
+    data = bytearray((out / "openvino_model.bin").read_bytes())
+    data[-1] ^= 0xFF
+    (out / "openvino_model.bin").write_bytes(bytes(data))
+    r = runner.invoke(main, ["verify", str(out)])
+    assert r.exit_code == 1 and "FAIL  openvino_model.bin" in r.output
