@@ -572,7 +572,7 @@ HISTORY_FILE = "history.jsonl"
 CONFIG_FILE = "config.json"
 PARETO_FILE = "pareto.json"
 # What must match for --resume to continue a folder (evaluations may grow).
-IDENTITY_KEYS = ("model_sha256", "space", "tasks", "limit", "target", "latency_source", "objectives",
+IDENTITY_KEYS = ("model_sha256", "space", "tasks", "limit", "metric", "target", "latency_source", "objectives",
                  "constraints", "strategy", "seed", "population")
 
 

@@ -1,0 +1,289 @@
+"""`hwnas search`: LINAS search for subnets that trade accuracy against speed on a target CPU."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import data_dir_option, model_option, seed_option
+
+DEFAULT_TASKS = "arc_easy,arc_challenge,mmlu,piqa"
+DEFAULT_EVALUATIONS = 24
+DEFAULT_POPULATION = 8
+DEFAULT_LIMIT = 25
+
+
+def register(main: click.Group) -> None:
+    main.add_command(search)
+
+
+@click.command()
+@click.option("--target", "-t", "target_spec", default="xeon", show_default=True,
+              help="Target name (xeon, core, edge: profiles/NAME.toml) or a path to your own .toml file.")
+@model_option
+@click.option("--tasks", default=DEFAULT_TASKS, show_default=True,
+              help="Comma-separated tasks whose search split is the accuracy objective.")
+@click.option("--metric", default="acc_norm", show_default=True, help="Per-task accuracy: acc_norm or acc.")
+@click.option("--evaluations", "-n", type=int, default=DEFAULT_EVALUATIONS, show_default=True,
+              help="Budget: subnets validated for real (accuracy + latency), initial population included.")
+@click.option("--population", "-p", type=int, default=DEFAULT_POPULATION, show_default=True,
+              help="Initial population and number of subnets validated per iteration.")
+@click.option("--strategy", default="linas", show_default=True,
+              help="linas (NSGA-II on predictors), nsga2 (NSGA-II on real evaluations only) or random.")
+@click.option("--objectives", default="accuracy,tpot_ms", show_default=True,
+              help="2-3 of: accuracy, tpot_ms, ttft_ms, throughput_tok_s, n_params, weight_bytes.")
+@click.option("--max-tpot-ms", type=float, default=None, help="Constraint: TPOT at most this (ms/token).")
+@click.option("--min-accuracy", type=float, default=None, help="Constraint: mean accuracy at least this (fraction, e.g. 0.40).")
+@click.option("--limit", type=int, default=DEFAULT_LIMIT, show_default=True,
+              help="Items per task of the search split used for accuracy.")
+@click.option("--report-limit", type=int, default=None,
+              help="Items per task of the report split measured for the Pareto front [default: --limit; 0 = skip].")
+@click.option("--profile", "profile_path", type=click.Path(), default=None,
+              help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here.")
+@click.option("--space", "space_file", type=click.Path(), default=None,
+              help="TOML/JSON overrides of the model's default search space.")
+@click.option("--out", "out", type=click.Path(), default=None, help="Output folder [default: search-TARGET].")
+@click.option("--resume", is_flag=True, help="Continue the search in --out without redoing validated subnets.")
+@seed_option
+@data_dir_option
+@click.option("--no-progress", is_flag=True, help="No live display.")
+def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: int, population: int, strategy: str,
+           objectives: str, max_tpot_ms: float | None, min_accuracy: float | None, limit: int, report_limit: int | None,
+           profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
+           data_dir: str | None, no_progress: bool) -> None:
+    """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
+
+    LINAS: validate an initial population (always the full model and the smallest subnet), fit
+    one scikit-learn predictor per objective on every validated subnet, run NSGA-II on the
+    predictors to propose the next subnets, validate those for real, and repeat until
+    --evaluations are spent. Only validated subnets are reported as Pareto-optimal.
+
+    Writes OUT/candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json.
+    """
+    from ..errors import SearchError
+    from ..search import SearchConfig, SearchStore, constraints_from_options, parse_objectives
+
+    # ---------------------------------------------------------------- cheap checks first
+    config = SearchConfig(
+        objectives=parse_objectives(objectives), constraints=constraints_from_options(max_tpot_ms, min_accuracy),
+        strategy=strategy, evaluations=evaluations, population=population, seed=seed,
+    )
+    if limit < 1:
+        raise SearchError(f"--limit must be >= 1 item per task, got {limit}")
+    report_limit = limit if report_limit is None else report_limit
+    if report_limit < 0:
+        raise SearchError(f"--report-limit must be >= 0 (0 skips the report split), got {report_limit}")
+    setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir)
+    out = out or f"search-{setup['target'].name}"
+    identity = {**setup["identity"], "objectives": list(config.objectives),
+                "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,
+                "seed": config.seed, "population": config.population}
+    SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
+
+    # ---------------------------------------------------------------- expensive part
+    from ..search import run_search
+
+    display = LiveDisplay(config, enabled=not no_progress)
+    with display:
+        display.status("loading model and tasks")
+        space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status)
+        result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
+                            report=report_fn, progress=display.progress, on_update=display.update)
+    print_result(result)
+    click.echo(f"wrote {out}/ (candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json)")
+
+
+# ---------------------------------------------------------------------------- setup
+def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit: int, profile_path: str | None,
+                   data_dir: str | None) -> dict[str, Any]:
+    """Resolve everything that can fail cheaply (target, tasks, profile, model file) before loading a model."""
+    from ..datadir import resolve_data_dir
+    from ..errors import SearchError
+    from ..models import resolve_model
+    from ..search_validate import ACCURACY_METRICS
+    from ..targets import load_target
+    from ..tasks import parse_tasks
+
+    target = load_target(target_spec)
+    if metric not in ACCURACY_METRICS:
+        raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(ACCURACY_METRICS)}")
+    task_objs = parse_tasks(tasks)  # unknown names fail here; local .jsonl paths stay paths
+    task_list = [t.name for t in task_objs]
+    data = resolve_data_dir(data_dir)
+    profile = None
+    latency_source = "measured"
+    if profile_path:
+        from ..profile import load_profile
+
+        profile = load_profile(profile_path)
+        if profile.target.name != target.name:
+            raise SearchError(f"--profile {profile_path} was made for target {profile.target.name!r}, not {target.name!r}")
+        latency_source = f"predicted (profile from host {profile.host.fingerprint})"
+    source = resolve_model(model)
+    sha = source.sha256()
+    return {
+        "target": target, "source": source, "tasks": task_list, "task_objects": task_objs, "metric": metric, "limit": limit, "data_dir": data,
+        "profile": profile, "profile_path": profile_path,
+        "identity": {"model_sha256": sha, "tasks": task_list, "limit": limit, "target": target.name,
+                     "latency_source": latency_source, "metric": metric},
+    }
+
+
+def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status) -> tuple:
+    """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
+    from ..evaluate import TaskSuite
+    from ..host import detect_host
+    from ..search_validate import SubnetValidator
+    from ..space import SearchSpace
+    from ..supernet import Supernet
+    from ..models import load_model
+
+    loaded = load_model(setup["source"].spec)
+    supernet = Supernet.from_loaded(loaded)
+    if space_file:
+        supernet.space = SearchSpace.from_file(space_file, defaults=supernet.space)
+    suite = TaskSuite(loaded.tokenizer, setup["task_objects"], split="search", limit=setup["limit"], data_dir=setup["data_dir"])
+    report_suite = (TaskSuite(loaded.tokenizer, setup["task_objects"], split="report", limit=report_limit,
+                              data_dir=setup["data_dir"]) if report_limit else None)
+    profile = setup["profile"]
+    host = detect_host()
+    model_id = setup["identity"]["model_sha256"][:12]
+    validator = SubnetValidator(
+        supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
+        latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
+    )
+    run_info = {
+        "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
+        "channel_order": bool(supernet.meta.get("channels_ordered", True)),
+        "target": setup["target"].to_dict(),
+        "host": host.to_dict(),
+        "tasks": setup["tasks"], "limit": setup["limit"], "report_limit": report_limit, "metric": setup["metric"],
+        "items": {"search": suite.describe(), "report": report_suite.describe() if report_suite else None},
+        "latency_source": setup["identity"]["latency_source"],
+        "profile": str(setup["profile_path"]) if setup["profile_path"] else None,
+        "data_dir": str(setup["data_dir"]),
+    }
+    return supernet.space, validator, (validator.report(report_suite) if report_suite else None), run_info
+
+
+# ---------------------------------------------------------------------------- live display
+class LiveDisplay:
+    """Iteration, validated count, front size, best accuracy at each latency, ETA (rich Live)."""
+
+    def __init__(self, config: Any, enabled: bool = True):
+        self.config = config
+        self.enabled = enabled
+        self.t0 = time.monotonic()
+        self.state = None
+        self.activity = ""
+        self.new_done = 0
+        self.t_search: float | None = None
+        self.live = None
+
+    def __enter__(self) -> "LiveDisplay":
+        if self.enabled:
+            from rich.live import Live
+
+            self.live = Live(self.render(), refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+            self.live.__exit__(*exc)
+
+    def status(self, msg: str) -> None:
+        self.activity = msg
+        self._refresh()
+
+    def progress(self, done: int, total: int, label: str = "") -> None:
+        self.activity = label
+        self._refresh()
+
+    def update(self, state: Any) -> None:
+        if self.t_search is None:
+            self.t_search = time.monotonic()  # model loading is over; ETA counts from here
+        if state.last is not None:
+            self.new_done += 1
+        self.state = state
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def eta(self) -> str:
+        s = self.state
+        if s is None or self.new_done == 0 or self.t_search is None or s.validated >= s.budget:
+            return "-"
+        per = (time.monotonic() - self.t_search) / self.new_done
+        return _hms(per * (s.budget - s.validated))
+
+    def render(self):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        s = self.state
+        elapsed = _hms(time.monotonic() - self.t0)
+        if s is None:
+            head = Text(f"search ({self.config.strategy})  {self.activity}  elapsed {elapsed}")
+            return head
+        hv = f"{s.hypervolume:.4f}" if s.hypervolume is not None else "-"
+        head = Text.from_markup(
+            f"[bold]search ({self.config.strategy})[/]  iteration {s.iteration}  validated {s.validated}/{s.budget}  "
+            f"front {len(s.front)}  hypervolume {hv}  elapsed {elapsed}  ETA {self.eta()}"
+        )
+        x = next((o for o in self.config.objectives if o != "accuracy"), "tpot_ms")
+        table = Table(title="best accuracy at each latency (validated Pareto front)", title_justify="left")
+        table.add_column(x, justify="right")
+        table.add_column("accuracy %", justify="right")
+        table.add_column("subnet")
+        for r in sorted(s.front, key=lambda r: r.get(x, 0))[:12]:
+            table.add_row(f"{r.get(x, 0):.4g}", f"{100 * r.get('accuracy', 0):.1f}", f"{r['key']} ({r['description']})")
+        return Group(head, Text(self.activity, style="dim"), table)
+
+
+def _hms(sec: float) -> str:
+    sec = int(max(0, sec))
+    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}" if sec >= 3600 else f"{sec // 60}:{sec % 60:02d}"
+
+
+def print_result(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    full = result.full_model
+    cols = ["subnet", "layers", "MLP", "acc % (search)", "acc % (report)", "TPOT ms", "TTFT ms", "Δacc pts", "TPOT speed-up"]
+    table = Table(title=f"Pareto front: {len(result.pareto)} of {len(result.records)} validated subnets ({result.config.strategy})")
+    for c in cols:
+        table.add_column(c, justify="left" if c == "subnet" else "right")
+    rows = list(result.pareto)
+    if full and full["key"] not in {r["key"] for r in rows}:
+        rows.append(full)
+    for r in rows:
+        vs = r.get("vs_full") or {}
+        w = r["subnet"]["mlp_widths"]
+        table.add_row(
+            r["key"] + (" (full)" if r.get("full_model") else ""), str(len(w)),
+            f"{min(w)}-{max(w)}" if min(w) != max(w) else str(w[0]),
+            f"{100 * r['accuracy']:.1f}",
+            f"{100 * r['report']['accuracy']:.1f}" if r.get("report") else "-",
+            f"{r['tpot_ms']:.2f}" if r.get("tpot_ms") is not None else "-",
+            f"{r['ttft_ms']:.1f}" if r.get("ttft_ms") is not None else "-",
+            f"{vs['accuracy_points']:+.1f}" if vs.get("accuracy_points") is not None else "-",
+            f"{vs['tpot_speedup']:.2f}x" if vs.get("tpot_speedup") else "-",
+        )
+    console.print(table)
+    pick = result.pick_fastest_within(1.0)
+    if pick is not None:
+        vs = pick.get("vs_full") or {}
+        console.print(f"fastest within 1 point of the full model: [bold]{pick['key']}[/] ({pick['description']}), "
+                      f"{vs.get('accuracy_points', 0):+.1f} pts, TPOT {pick.get('tpot_ms', 0):.2f} ms "
+                      f"({vs.get('tpot_speedup', 1):.2f}x)")
+    if any(r.get("latency_source", "").startswith("predicted") for r in result.records):
+        console.print("[yellow]latency figures are predicted by the profile's latency model, not measured on this host[/]")

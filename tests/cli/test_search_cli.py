@@ -1,0 +1,160 @@
+"""`hwnas search` through click's CliRunner: bad input, the full flow on a synthetic objective, resume,
+and one real run (tiny random LLaMA, local task file, OpenVINO measurement)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hwnas.cli import main
+from hwnas.io import read_jsonl
+from hwnas.search import SearchConfig, SyntheticValidator, run_search
+from hwnas.space import SearchSpace
+
+SPACE = SearchSpace(num_layers=10, full_width=256, widths=(64, 128, 192, 256), min_layers=5, always_keep=(0, 9))
+
+TINY_TARGET = """
+name = "tiny"
+[openvino]
+INFERENCE_PRECISION_HINT = "f32"
+NUM_STREAMS = 1
+[workload]
+prompt_tokens = 8
+new_tokens = 4
+batch_sizes = [1]
+[measure]
+warmup = 1
+repeats = 2
+max_remeasure = 0
+"""
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture
+def tiny_task(tmp_path):
+    path = tmp_path / "tinyqa.jsonl"
+    with open(path, "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"id": str(i), "question": f"what is {i} plus one?",
+                                "choices": [str(i + 1), str(i + 7), "blue"], "answer": 0}) + "\n")
+    return path
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    """Replace model loading and real validation by the synthetic objective on a small space."""
+    import hwnas.cli.search_cmd as sc
+
+    calls = {"validate": 0}
+
+    def fake_prepare(target_spec, model, tasks, metric, limit, profile_path, data_dir):
+        from hwnas.targets import load_target
+
+        target = load_target(target_spec)
+        return {"target": target, "identity": {"model_sha256": f"sha-of-{model}", "tasks": tasks.split(","),
+                                               "limit": limit, "target": target.name, "latency_source": "synthetic",
+                                               "metric": metric}}
+
+    def fake_build(setup, space_file, report_limit, seed, status):
+        v = SyntheticValidator(SPACE)
+
+        def validate(cfg):
+            calls["validate"] += 1
+            return v(cfg)
+
+        report = (lambda cfg: {"accuracy": v(cfg)["accuracy"] - 0.01, "tasks": {}}) if report_limit else None
+        return SPACE, validate, report, {"model": {"spec": "synthetic"}}
+
+    monkeypatch.setattr(sc, "prepare_search", fake_prepare)
+    monkeypatch.setattr(sc, "build_validation", fake_build)
+    return calls
+
+
+SMALL = ["--evaluations", "12", "--population", "4", "--no-progress"]
+
+
+def test_search_writes_every_output(tmp_path, synthetic):
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["search", "--target", "xeon", "--out", str(out), *SMALL])
+    assert r.exit_code == 0, r.output
+    assert synthetic["validate"] == 12
+    assert "Pareto front" in r.output and "fastest within 1 point" in r.output
+    for f in ("candidates.jsonl", "pareto.json", "history.jsonl", "pareto.png", "summary.md", "config.json"):
+        assert (out / f).is_file(), f
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["search"]["evaluations"] == 12 and cfg["search"]["seed"] == 0
+    assert cfg["identity"]["model_sha256"] == "sha-of-default" and cfg["space"]["num_layers"] == 10
+    assert "pymoo" in cfg["versions"] and "scikit-learn" in cfg["versions"]
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert all("report" in p and "vs_full" in p for p in pareto)
+    # export's --pick reads the same file
+    from hwnas.bundle import pick_from_search
+
+    p = pick_from_search(out, "fastest-within 1.0")
+    assert p.record["key"] in {x["key"] for x in pareto}
+
+
+def test_resume_finishes_without_duplicates(tmp_path, synthetic):
+    out = tmp_path / "s"
+    # a first run that stopped after 6 subnets (as if killed), then --resume with the full budget
+    run_search(SPACE, SyntheticValidator(SPACE), SearchConfig(evaluations=6, population=4), out=out,
+               identity={"model_sha256": "sha-of-default", "tasks": ["arc_easy", "arc_challenge", "mmlu", "piqa"],
+                         "limit": 25, "target": "xeon", "latency_source": "synthetic", "metric": "acc_norm"})
+    r = CliRunner().invoke(main, ["search", "--out", str(out), "--resume", *SMALL])
+    assert r.exit_code == 0, r.output
+    keys = [x["key"] for x in read_jsonl(out / "candidates.jsonl")]
+    assert len(keys) == len(set(keys)) == 12 and synthetic["validate"] == 6
+
+
+def test_bad_input_is_one_line_and_leaves_results_untouched(tmp_path, synthetic):
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["search", "--out", str(out), *SMALL])
+    assert r.exit_code == 0, r.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    cases = [
+        (["--target", "itanium"], ("unknown target 'itanium'", "xeon")),
+        (["--objectives", "accuracy,latency"], ("unknown objective 'latency'", "tpot_ms")),
+        (["--evaluations", "3"], ("--evaluations 3 is smaller than --population 4",)),
+        (["--strategy", "bayes"], ("unknown strategy 'bayes'", "linas")),
+        (["--min-accuracy", "45"], ("--min-accuracy",)),
+        ([], ("is not empty", "--resume")),
+        (["--resume", "--model", "other"], ("--resume", "different model_sha256")),
+        (["--resume", "--seed", "3"], ("--resume", "different seed")),
+    ]
+    for extra, needles in cases:
+        args = ["search", "--out", str(out), "--evaluations", "12", "--population", "4", "--no-progress", *extra]
+        r = CliRunner().invoke(main, args)
+        _one_line_error(r, *needles)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_real_validation_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
+    """Accuracy through the supernet on a local task file, latency measured with OpenVINO."""
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    out = tmp_path / "s"
+    args = ["search", "--target", str(target), "--model", str(tiny_model_dir), "--tasks", str(tiny_task),
+            "--data-dir", str(tmp_path), "--evaluations", "3", "--population", "2", "--limit", "8",
+            "--report-limit", "4", "--out", str(out), "--no-progress"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    recs = read_jsonl(out / "candidates.jsonl")
+    assert len(recs) == 3
+    full = next(x for x in recs if x["full_model"])
+    assert full["subnet"] == {"layers": [0, 1, 2, 3], "mlp_widths": [128] * 4}
+    for x in recs:
+        assert x["latency_source"] == "measured" and x["tpot_ms"] > 0 and x["ttft_ms"] > 0
+        assert set(x["tasks"]) == {"tinyqa"} and 0 <= x["accuracy"] <= 1 and x["items"] == 8
+        assert x["weight_bytes"] > 0 and x["n_params"] > 0
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto and all(p["report"]["items"] == 4 for p in pareto)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["target"]["name"] == "tiny" and cfg["items"]["search"] == {"tinyqa": 8}
