@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job on the default model, as one command (`make demo`):
+#   1. profile the target CPU with OpenVINO (once; reused on later runs),
+#   2. LINAS search for the accuracy/latency Pareto front (resumes if interrupted),
+#   3. export the fastest subnet within 1 point of the full model as an INC-int8 OpenVINO bundle,
+#   4. verify the bundle and generate from it.
+# Override with env vars: HWNAS_MODEL, HWNAS_TARGET, HWNAS_DEMO_DIR, HWNAS_EVALUATIONS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+MODEL=${HWNAS_MODEL:-default}
+TARGET=${HWNAS_TARGET:-xeon}
+OUT=${HWNAS_DEMO_DIR:-runs/demo}
+EVALS=${HWNAS_EVALUATIONS:-24}
+mkdir -p "$OUT"
+start=$(date +%s)
+
+if [ ! -f "$OUT/profile/profile.json" ]; then
+  hwnas profile --model "$MODEL" --target "$TARGET" --out "$OUT/profile" --force
+fi
+
+resume=()
+[ -f "$OUT/search/config.json" ] && resume=(--resume)
+hwnas search --model "$MODEL" --target "$TARGET" --evaluations "$EVALS" --out "$OUT/search" "${resume[@]}"
+
+hwnas export --model "$MODEL" --from "$OUT/search" --pick fastest-within 1.0 --quant int8 \
+  --target "$TARGET" --out "$OUT/bundle" --force
+hwnas verify "$OUT/bundle"
+hwnas run "$OUT/bundle" --prompt "The three primary colours are" --max-new-tokens 24
+
+echo
+echo "main job finished in $(( $(date +%s) - start )) s; results in $OUT (search/summary.md, search/pareto.png, bundle/)"
