@@ -1,23 +1,29 @@
 """Predict TTFT / TPOT / throughput of subnets that were never measured.
 
-Two parts, both small enough to travel inside profile.json to another machine:
+The model is additive over the parts of a dense subnet, as its compute is:
 
-1. **Lookup table (LUT)** from *probe* models: tiny dense models of the same architecture with
-   k decoder layers all at one MLP width (one probe per allowed width, plus a 1-layer probe). A
-   least-squares solve over the probes gives, per metric, the cost of the embedding + final norm +
-   LM head (`base_ms`) and of one decoder layer at each width (`per_layer_ms[w]`). A subnet's LUT
-   prediction is ``base_ms + sum(per_layer_ms[w] for w in its widths)``. In a dense extracted
-   subnet every kept layer costs the same whatever its index, so only the widths matter.
-2. **Correction**: a scikit-learn ``LinearRegression`` per metric, ``measured ~ a * lut + b``,
-   fit on whole-subnet measurements. It absorbs what probes miss (cache effects of a deep model,
-   per-call overheads). Its error is reported as leave-one-out MAPE on whole subnets, i.e. on
-   subnets the fitted model did not see; the LUT alone never sees whole subnets, so its MAPE is
-   reported too.
+    latency(subnet) = base_ms + sum over kept layers of per_layer_ms[width of that layer]
 
-Metrics are named ``ttft_ms@B`` and ``tpot_ms@B`` for each batch size B of the target;
-`predict(cfg)` returns the three objectives ``ttft_ms``, ``tpot_ms`` (latency batch) and
-``throughput_tok_s`` = 1000 / TPOT at the throughput batch (openvino-genai's definition).
-Widths that were not profiled are interpolated linearly between profiled ones.
+`base_ms` is the embedding + final norm + LM head + per-call overhead; `per_layer_ms[w]` is one
+decoder layer (attention + an MLP of width w). In a dense extracted subnet a layer costs the same
+whatever its index, so only the widths matter. The table is stored per metric (``ttft_ms@B`` and
+``tpot_ms@B`` for each batch size B of the target) and travels in profile.json, so predictions
+need neither the model nor the machine.
+
+How the table is fit (scikit-learn ``LinearRegression``, intercept = `base_ms`):
+- ``linear`` (default): a layer's cost is ``layer_ms + width_ms * w`` (attention is fixed, the MLP's
+  three matrices grow linearly with w), so the features of a subnet are (layer count, sum of widths)
+  and three numbers describe every width, profiled or not;
+- ``per_width``: one free cost per allowed width (features: how many layers have each width).
+It is fit on whole-subnet measurements, plus *probe* models (k layers of one width) when given.
+Why whole subnets rather than single-layer probes by default: on a small model a 1-layer model's
+decode step is mostly fixed overhead, so a layer's cost drowns in timing noise, and every probe
+is one more export; whole subnets measure the quantity predicted, at the depth it is used.
+
+Error: leave-one-out over whole subnets (the model is refit without the held-out subnet, probes
+always kept), reported as MAPE per metric. `predict(cfg)` returns ``ttft_ms`` and ``tpot_ms`` at
+the latency batch and ``throughput_tok_s`` = 1000 / TPOT at the throughput batch
+(openvino-genai's definition).
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ import numpy as np
 from .errors import MeasurementError
 
 SCHEMA_VERSION = 1
+FORMS = ("linear", "per_width")
+Sample = tuple[Sequence[int], Mapping[str, float]]  # (mlp widths of the kept layers, metric values)
 
 
 def metric_names(batch_sizes: Sequence[int]) -> list[str]:
@@ -44,7 +52,8 @@ def measurement_metrics(m: Any) -> dict[str, float]:
     return out
 
 
-def _widths_of(cfg: Any) -> tuple[int, ...]:
+def widths_of(cfg: Any) -> tuple[int, ...]:
+    """MLP widths of the kept layers from a SubnetConfig, its dict, or a plain list of widths."""
     if isinstance(cfg, Mapping):
         return tuple(int(w) for w in cfg["mlp_widths"])
     if hasattr(cfg, "mlp_widths"):
@@ -59,15 +68,29 @@ def mape(y_true: Iterable[float], y_pred: Iterable[float]) -> float:
     return float(np.mean(np.abs(p - t) / np.abs(t)) * 100.0)
 
 
+def features(widths: Sequence[int], form: str, allowed: Sequence[int]) -> np.ndarray:
+    """Regression features of one subnet (see module docstring)."""
+    if form == "linear":
+        return np.array([len(widths), float(sum(widths))])
+    col = {w: i for i, w in enumerate(allowed)}
+    x = np.zeros(len(allowed))
+    for w in widths:
+        if w not in col:
+            raise MeasurementError(f"MLP width {w} is not among the profiled widths {list(allowed)}")
+        x[col[w]] += 1
+    return x
+
+
 @dataclass
 class LatencyModel:
-    """LUT + linear correction per metric; see the module docstring."""
+    """Additive per-layer table per metric; see the module docstring."""
 
     batch_sizes: tuple[int, ...]
     widths: tuple[int, ...]
+    form: str
     base_ms: dict[str, float]
     per_layer_ms: dict[str, dict[int, float]]
-    correction: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (slope, intercept)
+    linear: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (layer_ms, width_ms)
     error: dict[str, Any] = field(default_factory=dict)
     target: str = ""
     host_fingerprint: str = ""
@@ -77,27 +100,22 @@ class LatencyModel:
     def metrics(self) -> list[str]:
         return metric_names(self.batch_sizes)
 
-    # ------------------------------------------------------------------ prediction
-    def _layer_cost(self, metric: str, w: int) -> float:
+    def layer_cost(self, metric: str, w: int) -> float:
+        if self.form == "linear":
+            a, b = self.linear[metric]
+            return a + b * w
         table = self.per_layer_ms[metric]
         if w in table:
             return table[w]
         ws = sorted(table)
-        return float(np.interp(w, ws, [table[x] for x in ws], left=None, right=None)) if ws[0] <= w <= ws[-1] else \
-            float(np.polyval(np.polyfit(ws, [table[x] for x in ws], 1), w))  # linear extrapolation
-
-    def lut_predict(self, cfg: Any) -> dict[str, float]:
-        """LUT-only prediction of every metric (no correction)."""
-        widths = _widths_of(cfg)
-        return {m: self.base_ms[m] + sum(self._layer_cost(m, w) for w in widths) for m in self.metrics}
+        ys = [table[x] for x in ws]
+        if ws[0] <= w <= ws[-1]:
+            return float(np.interp(w, ws, ys))
+        return float(np.polyval(np.polyfit(ws, ys, 1), w)) if len(ws) > 1 else ys[0]
 
     def predict_metrics(self, cfg: Any) -> dict[str, float]:
-        lut = self.lut_predict(cfg)
-        out = {}
-        for m, v in lut.items():
-            a, b = self.correction.get(m, (1.0, 0.0))
-            out[m] = max(a * v + b, 1e-6)
-        return out
+        widths = widths_of(cfg)
+        return {m: max(self.base_ms[m] + sum(self.layer_cost(m, w) for w in widths), 1e-6) for m in self.metrics}
 
     def predict(self, cfg: Any) -> dict[str, float]:
         """{ttft_ms, tpot_ms, throughput_tok_s} of a subnet (SubnetConfig, its dict, or a widths list)."""
@@ -109,18 +127,22 @@ class LatencyModel:
             "throughput_tok_s": 1000.0 / p[f"tpot_ms@{thr}"],
         }
 
+    def predict_many(self, cfgs: Iterable[Any]) -> list[dict[str, float]]:
+        return [self.predict(c) for c in cfgs]
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
-            "kind": "lut+linear",
+            "kind": "additive-per-layer",
+            "form": self.form,
             "target": self.target,
             "host_fingerprint": self.host_fingerprint,
             "batch_sizes": list(self.batch_sizes),
             "widths": list(self.widths),
             "base_ms": dict(self.base_ms),
             "per_layer_ms": {m: {str(w): v for w, v in t.items()} for m, t in self.per_layer_ms.items()},
-            "correction": {m: {"slope": a, "intercept": b} for m, (a, b) in self.correction.items()},
+            "linear": {m: {"layer_ms": a, "width_ms": b} for m, (a, b) in self.linear.items()},
             "error": self.error,
         }
 
@@ -129,12 +151,16 @@ class LatencyModel:
         try:
             if d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
                 raise MeasurementError(f"latency model schema_version {d.get('schema_version')} is not supported")
+            form = d.get("form", "linear")
+            if form not in FORMS:
+                raise MeasurementError(f"latency model form {form!r} is not one of {list(FORMS)}")
             return cls(
                 batch_sizes=tuple(int(b) for b in d["batch_sizes"]),
                 widths=tuple(int(w) for w in d["widths"]),
+                form=form,
                 base_ms={m: float(v) for m, v in d["base_ms"].items()},
                 per_layer_ms={m: {int(w): float(v) for w, v in t.items()} for m, t in d["per_layer_ms"].items()},
-                correction={m: (float(c["slope"]), float(c["intercept"])) for m, c in d.get("correction", {}).items()},
+                linear={m: (float(c["layer_ms"]), float(c["width_ms"])) for m, c in d.get("linear", {}).items()},
                 error=dict(d.get("error", {})),
                 target=d.get("target", ""),
                 host_fingerprint=d.get("host_fingerprint", ""),
@@ -144,97 +170,85 @@ class LatencyModel:
 
 
 # ---------------------------------------------------------------------------- fitting
-def fit_lut(
-    probes: Sequence[tuple[Sequence[int], Mapping[str, float]]],
-    widths: Sequence[int],
-    metrics: Sequence[str],
-) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
-    """Least-squares base + per-layer cost per width from probe (mlp_widths, metric values) pairs."""
-    widths = sorted({int(w) for w in widths})
-    col = {w: i + 1 for i, w in enumerate(widths)}
-    X = np.zeros((len(probes), len(widths) + 1))
-    for r, (pw, _) in enumerate(probes):
-        X[r, 0] = 1.0
-        for w in pw:
-            if int(w) not in col:
-                raise MeasurementError(f"probe has MLP width {w}, which is not among the profiled widths {widths}")
-            X[r, col[int(w)]] += 1.0
-    if np.linalg.matrix_rank(X) < X.shape[1]:
-        raise MeasurementError(
-            f"probes cannot separate the base cost from the per-layer cost of widths {widths}: "
-            "need a probe with each width and two probes with different layer counts"
-        )
-    base: dict[str, float] = {}
-    per: dict[str, dict[int, float]] = {}
-    for m in metrics:
-        y = np.array([float(v[m]) for _, v in probes])
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-        base[m] = float(coef[0])
-        per[m] = {w: float(coef[col[w]]) for w in widths}
-    return base, per
-
-
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """measured ~ slope * lut + intercept (sklearn LinearRegression). Below 3 points, or when the
-    fitted slope is not positive (too little spread to trust a line), a pure scale through 0."""
+def _fit_tables(samples: Sequence[Sample], widths: Sequence[int], metrics: Sequence[str], form: str):
     from sklearn.linear_model import LinearRegression
 
-    if len(x) < 3 or np.ptp(x) <= 0:
-        return (float(np.sum(x * y) / np.sum(x * x)) if len(x) and np.sum(x * x) > 0 else 1.0), 0.0
-    reg = LinearRegression().fit(x.reshape(-1, 1), y)
-    slope, icpt = float(reg.coef_[0]), float(reg.intercept_)
-    if slope <= 0:
-        return float(np.sum(x * y) / np.sum(x * x)), 0.0
-    return slope, icpt
+    X = np.array([features(widths_of(w), form, widths) for w, _ in samples])
+    if form == "linear":
+        if len({tuple(r) for r in X.tolist()}) < 3 or np.linalg.matrix_rank(np.c_[np.ones(len(X)), X]) < 3:
+            raise MeasurementError(
+                "the latency model needs at least 3 measured models that differ in layer count and total width"
+            )
+    elif np.linalg.matrix_rank(np.c_[np.ones(len(X)), X]) < X.shape[1] + 1:
+        raise MeasurementError(
+            f"measurements cannot separate the per-layer cost of each width {list(widths)}: give probes "
+            "(k layers of each width plus a 1-layer model) or use the 'linear' form"
+        )
+    base, per, lin = {}, {}, {}
+    for m in metrics:
+        y = np.array([float(v[m]) for _, v in samples])
+        reg = LinearRegression().fit(X, y)
+        base[m] = float(reg.intercept_)
+        if form == "linear":
+            a, b = (float(c) for c in reg.coef_)
+            lin[m] = (a, b)
+            per[m] = {w: a + b * w for w in widths}
+        else:
+            per[m] = {w: float(c) for w, c in zip(widths, reg.coef_)}
+    return base, per, lin
 
 
 def fit_latency_model(
-    probes: Sequence[tuple[Sequence[int], Mapping[str, float]]],
-    subnets: Sequence[tuple[Sequence[int], Mapping[str, float]]],
+    subnets: Sequence[Sample],
     widths: Sequence[int],
     batch_sizes: Sequence[int],
     *,
+    probes: Sequence[Sample] = (),
+    form: str = "linear",
     target: str = "",
     host_fingerprint: str = "",
 ) -> LatencyModel:
-    """Fit the LUT on probes and the correction on whole subnets; report leave-one-out error."""
+    """Fit the per-layer table on whole subnets (+ probes); leave-one-out error over the subnets."""
+    if form not in FORMS:
+        raise MeasurementError(f"latency model form {form!r} is not one of {list(FORMS)}")
+    widths = tuple(sorted({int(w) for w in widths}))
     metrics = metric_names(batch_sizes)
-    base, per = fit_lut(probes, widths, metrics)
-    model = LatencyModel(tuple(batch_sizes), tuple(sorted({int(w) for w in widths})), base, per,
-                         target=target, host_fingerprint=host_fingerprint)
-    if not subnets:
-        model.error = {"n_subnets": 0, "note": "no whole-subnet measurements: LUT only, error unknown"}
-        return model
-    lut = np.array([[model.lut_predict(w)[m] for m in metrics] for w, _ in subnets])
-    meas = np.array([[float(v[m]) for m in metrics] for _, v in subnets])
-    model.correction = {m: _fit_line(lut[:, j], meas[:, j]) for j, m in enumerate(metrics)}
-    model.error = cross_validate(lut, meas, metrics, batch_sizes)
+    base, per, lin = _fit_tables(list(subnets) + list(probes), widths, metrics, form)
+    model = LatencyModel(tuple(batch_sizes), widths, form, base, per, lin, target=target, host_fingerprint=host_fingerprint)
+    model.error = cross_validate(subnets, probes, widths, batch_sizes, form)
     return model
 
 
-def cross_validate(lut: np.ndarray, meas: np.ndarray, metrics: Sequence[str], batch_sizes: Sequence[int]) -> dict[str, Any]:
-    """Leave-one-out MAPE of LUT+correction on whole subnets, and the LUT-only MAPE."""
-    n = len(meas)
-    cv_pred = np.empty_like(meas)
+def cross_validate(subnets: Sequence[Sample], probes: Sequence[Sample], widths: Sequence[int],
+                   batch_sizes: Sequence[int], form: str = "linear") -> dict[str, Any]:
+    """Leave-one-out MAPE over whole subnets: refit without each one, predict it."""
+    metrics = metric_names(batch_sizes)
+    n = len(subnets)
+    meas = np.array([[float(v[m]) for m in metrics] for _, v in subnets]) if n else np.zeros((0, len(metrics)))
+    pred = np.full_like(meas, np.nan)
     for i in range(n):
-        keep = np.arange(n) != i
-        for j in range(len(metrics)):
-            a, b = _fit_line(lut[keep, j], meas[keep, j]) if n > 1 else (1.0, 0.0)
-            cv_pred[i, j] = a * lut[i, j] + b
-    per_metric = {
-        m: {"cv_mape_pct": round(mape(meas[:, j], cv_pred[:, j]), 3),
-            "lut_mape_pct": round(mape(meas[:, j], lut[:, j]), 3)}
-        for j, m in enumerate(metrics)
-    }
+        train = [s for j, s in enumerate(subnets) if j != i] + list(probes)
+        try:
+            b, per, lin = _fit_tables(train, widths, metrics, form)
+        except MeasurementError:
+            continue
+        lm = LatencyModel(tuple(batch_sizes), tuple(widths), form, b, per, lin)
+        p = lm.predict_metrics(subnets[i][0])
+        pred[i] = [p[m] for m in metrics]
+    ok = ~np.isnan(pred[:, 0]) if n else np.zeros(0, bool)
+    if ok.sum() == 0:
+        return {"method": "leave-one-out over whole subnets", "n_subnets": n,
+                "note": "too few measured subnets to cross-validate (need 4 or more)"}
     lat, thr = batch_sizes[0], batch_sizes[-1]
-    j_thr = list(metrics).index(f"tpot_ms@{thr}")
-    thr_true, thr_pred = 1000.0 / meas[:, j_thr], 1000.0 / cv_pred[:, j_thr]
+    j_thr = metrics.index(f"tpot_ms@{thr}")
+    per_metric = {m: round(mape(meas[ok, j], pred[ok, j]), 3) for j, m in enumerate(metrics)}
     return {
-        "method": "leave-one-out over whole subnets (correction refit without the held-out subnet)",
-        "n_subnets": int(n),
-        "ttft_ms_mape_pct": per_metric[f"ttft_ms@{lat}"]["cv_mape_pct"],
-        "tpot_ms_mape_pct": per_metric[f"tpot_ms@{lat}"]["cv_mape_pct"],
-        "throughput_tok_s_mape_pct": round(mape(thr_true, thr_pred), 3),
-        "per_metric": per_metric,
-        "cv_predictions": {m: [round(float(x), 4) for x in cv_pred[:, j]] for j, m in enumerate(metrics)},
+        "method": "leave-one-out over whole subnets (model refit without the held-out subnet)",
+        "n_subnets": int(ok.sum()),
+        "ttft_ms_mape_pct": per_metric[f"ttft_ms@{lat}"],
+        "tpot_ms_mape_pct": per_metric[f"tpot_ms@{lat}"],
+        "throughput_tok_s_mape_pct": round(mape(1000.0 / meas[ok, j_thr], 1000.0 / pred[ok, j_thr]), 3),
+        "mape_pct": per_metric,
+        "cv_predictions": {m: [None if np.isnan(x) else round(float(x), 4) for x in pred[:, j]]
+                           for j, m in enumerate(metrics)},
     }

@@ -16,6 +16,8 @@ inserted before the LM head), so TTFT does not pay for logits nobody reads.
 Each (model, batch size) gets warm-up generations, then `repeats` timed ones; when the
 coefficient of variation of TTFT or TPOT samples is above `max_cv`, another round of repeats is
 added (at most `max_remeasure` rounds) and the measurement is flagged unstable if that did not help.
+`measure_many` interleaves the repeats of several models round-robin, so that a busy phase of a
+shared machine slows every model alike rather than the one that happened to be running.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -268,6 +270,18 @@ class StatefulRunner:
         return ttft, steps
 
 
+@dataclass(frozen=True)
+class MeasureJob:
+    """One IR to measure and what it is (carried into its Measurement)."""
+
+    ir: str
+    subnet_key: str
+    subnet: dict[str, Any] | None = None
+    mlp_widths: tuple[int, ...] = ()
+    n_params: int = 0
+    kind: str = "subnet"
+
+
 def measure_ir(
     ir: str | os.PathLike[str],
     target: Any,
@@ -280,62 +294,108 @@ def measure_ir(
     kind: str = "subnet",
     seed: int = 0,
     progress: Progress | None = None,
-    core: Any = None,
 ) -> Measurement:
-    """Measure a stateful IR folder (or .xml) under `target`'s properties and workload on this host."""
+    """Measure one stateful IR folder (or .xml) under `target`'s properties and workload on this host."""
+    job = MeasureJob(str(ir), subnet_key, subnet, tuple(mlp_widths), n_params, kind)
+    return measure_many([job], target, host=host, seed=seed, progress=progress)[0]
+
+
+def measure_many(
+    jobs: Sequence[MeasureJob],
+    target: Any,
+    *,
+    host: Any = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[Measurement]:
+    """Measure several IRs with their repeats interleaved (round-robin).
+
+    All models are compiled first; then each round runs one generation of every model at every
+    batch size. A slow phase of a shared machine thus hits every model alike instead of biasing
+    the one measured during it, which keeps the *comparison* between subnets fair. Models whose
+    spread stays above `max_cv` get extra rounds (at most `max_remeasure`).
+    """
     from .host import detect_host
 
+    if not jobs:
+        return []
     host = host or detect_host()
     props = target.resolved_properties(host)
-    compiled, compile_ms = compile_ir(ir, props, core=core)
-    runner = StatefulRunner(compiled)
     wl, ms = target.workload, target.measure
-    rng = np.random.default_rng(seed)
-    prompt = rng.integers(0, runner.vocab_size, size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
-    batches: list[BatchMeasurement] = []
-    for bi, bs in enumerate(wl.batch_sizes):
+    n_gen = len(jobs) * len(wl.batch_sizes) * (ms.warmup + ms.repeats)
+    total = len(jobs) + n_gen
+    done = 0
+
+    def tick(label: str) -> None:
+        nonlocal done
+        done += 1
         if progress:
-            progress(bi, len(wl.batch_sizes), f"{subnet_key} batch {bs}")
-        batches.append(measure_batch(runner.generate, prompt[:bs], wl.new_tokens, ms, label=f"{subnet_key}@{bs}"))
-    lat, thr = batches[0], batches[-1]
-    return Measurement(
-        subnet_key=subnet_key, target=target.name, host_fingerprint=host.fingerprint, ttft_ms=lat.ttft_ms,
-        tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s, latency_batch_size=lat.batch_size,
-        throughput_batch_size=thr.batch_size, prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens,
-        batches=tuple(batches), properties=props, kind=kind, subnet=subnet, n_params=n_params,
-        mlp_widths=tuple(mlp_widths), warmup=ms.warmup, compile_ms=round(compile_ms, 1),
-        openvino_version=host.openvino_version, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
+            progress(min(done, total), total, label)
 
+    runners: list[StatefulRunner] = []
+    compile_ms: list[float] = []
+    import openvino as ov
 
-def measure_batch(
-    generate: Callable[[np.ndarray, int], tuple[float, list[float]]],
-    prompt: np.ndarray,
-    new_tokens: int,
-    settings: Any,
-    label: str = "",
-) -> BatchMeasurement:
-    """Warm-up, `repeats` timed generations, and extra rounds while the spread is above max_cv."""
-    for _ in range(settings.warmup):
-        generate(prompt, new_tokens)
-    ttfts: list[float] = []
-    steps: list[list[float]] = []
-    rounds = 0
-    while True:
-        for _ in range(settings.repeats):
-            ttft, st = generate(prompt, new_tokens)
-            ttfts.append(ttft)
-            steps.append(st)
-        bm = BatchMeasurement.from_samples(prompt.shape[0], ttfts, steps, rounds, settings.max_cv)
-        if bm.stable or rounds >= settings.max_remeasure:
+    core = ov.Core()
+    for job in jobs:
+        compiled, cms = compile_ir(job.ir, props, core=core)
+        runners.append(StatefulRunner(compiled))
+        compile_ms.append(cms)
+        tick(f"compiled {job.subnet_key}")
+    rng = np.random.default_rng(seed)
+    vocab = min(r.vocab_size for r in runners)
+    prompt = rng.integers(0, vocab, size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
+    ttfts: dict[tuple[int, int], list[float]] = {(j, b): [] for j in range(len(jobs)) for b in wl.batch_sizes}
+    steps: dict[tuple[int, int], list[list[float]]] = {k: [] for k in ttfts}
+    for j, r in enumerate(runners):
+        for b in wl.batch_sizes:
+            for _ in range(ms.warmup):
+                r.generate(prompt[:b], wl.new_tokens)
+                tick(f"warm-up {jobs[j].subnet_key}")
+
+    def one_round(which: Sequence[int], label: str) -> None:
+        for j in which:
+            for b in wl.batch_sizes:
+                t, st = runners[j].generate(prompt[:b], wl.new_tokens)
+                ttfts[(j, b)].append(t)
+                steps[(j, b)].append(st)
+                tick(f"{label} {jobs[j].subnet_key} @{b}")
+
+    for r in range(ms.repeats):
+        one_round(range(len(jobs)), f"repeat {r + 1}/{ms.repeats}")
+
+    def result(j: int, b: int, rounds: int) -> BatchMeasurement:
+        return BatchMeasurement.from_samples(b, ttfts[(j, b)], steps[(j, b)], rounds, ms.max_cv)
+
+    rounds = {j: 0 for j in range(len(jobs))}
+    for extra in range(ms.max_remeasure):
+        noisy = [j for j in range(len(jobs)) if not all(result(j, b, 0).stable for b in wl.batch_sizes)]
+        if not noisy:
             break
-        rounds += 1
-        log.info("%s: spread too high (TTFT CV %.2f, TPOT CV %.2f > %.2f); re-measuring (round %d)",
-                 label, bm.ttft_cv, bm.tpot_cv, settings.max_cv, rounds)
-    if not bm.stable:
-        log.warning("%s: timings stayed noisy after %d extra round(s) (TTFT CV %.2f, TPOT CV %.2f); is the machine busy?",
-                    label, rounds, bm.ttft_cv, bm.tpot_cv)
-    return bm
+        log.info("re-measuring %d model(s) whose spread is above CV %.2f (round %d)", len(noisy), ms.max_cv, extra + 1)
+        total += len(noisy) * len(wl.batch_sizes) * ms.repeats
+        for r in range(ms.repeats):
+            one_round(noisy, f"re-measure {extra + 1}")
+        for j in noisy:
+            rounds[j] += 1
+    out = []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for j, job in enumerate(jobs):
+        batches = tuple(result(j, b, rounds[j]) for b in wl.batch_sizes)
+        for bm in batches:
+            if not bm.stable:
+                log.warning("%s @%d: timings stayed noisy (TTFT CV %.2f, TPOT CV %.2f > %.2f); is the machine busy?",
+                            job.subnet_key, bm.batch_size, bm.ttft_cv, bm.tpot_cv, ms.max_cv)
+        lat, thr = batches[0], batches[-1]
+        out.append(Measurement(
+            subnet_key=job.subnet_key, target=target.name, host_fingerprint=host.fingerprint, ttft_ms=lat.ttft_ms,
+            tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s, latency_batch_size=lat.batch_size,
+            throughput_batch_size=thr.batch_size, prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens,
+            batches=batches, properties=props, kind=job.kind, subnet=job.subnet, n_params=job.n_params,
+            mlp_widths=tuple(job.mlp_widths), warmup=ms.warmup, compile_ms=round(compile_ms[j], 1),
+            openvino_version=host.openvino_version, timestamp=stamp,
+        ))
+    return out
 
 
 def time_static_ir(ir: str | os.PathLike[str], properties: dict[str, Any], inputs: dict[str, np.ndarray], *,

@@ -1,17 +1,13 @@
 """`hwnas profile`: measure subnets on this CPU under a target and fit the latency model.
 
-`run_profile` exports (cached) and measures
-- **probes**: small dense models with k layers at each allowed MLP width, plus a 1-layer one,
-  from which the latency model's lookup table is solved (see latency_model.py), and
+`run_profile` exports (cached by subnet key) and then measures, with repeats interleaved across models,
 - **whole subnets**: the full model, the smallest subnet and `samples - 1` random ones spread over
-  the allowed layer counts (half with one width for every layer, half with mixed widths), on which
-  the correction is fit and the model's error is cross-validated,
-then writes ``profile.json`` (target, host, every measurement, latency-model parameters and error,
+  the allowed layer counts (half with one width for every layer, half with mixed widths), and
+- optionally **probes** (`probe_layers` = k > 0): k layers of each allowed MLP width plus a 1-layer
+  model, extra rows for the latency model's per-layer table,
+fits the latency model (latency_model.py) with its leave-one-out error on whole subnets, and
+writes ``profile.json`` (target, host, every measurement, latency-model parameters and error,
 Kendall's tau of parameter count vs measured TPOT) atomically into `out_dir`.
-
-Why probes and not one single-layer model per width: a 1-layer model's decode step is mostly fixed
-overhead (embedding, LM head, per-call cost), so a layer's cost would drown in noise; k layers of one
-width and a shared 1-layer probe separate the two by least squares at the cost of a few small exports.
 
 A profile records its host's fingerprint in every measurement. `load_profile` refuses a file whose
 measurements come from different hosts, and, when asked with `expect_host`, one made on another host.
@@ -38,7 +34,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PROFILE_FILE = "profile.json"
 DEFAULT_SAMPLES = 12
-DEFAULT_PROBE_LAYERS = 3
+DEFAULT_PROBE_LAYERS = 0  # no probes: the table is fit on whole subnets (see latency_model.py)
 Progress = Callable[[int, int, str], None]
 
 
@@ -190,9 +186,12 @@ def choose_subnets(space: Any, samples: int, rng: np.random.Generator) -> list[A
 
 
 def probe_configs(widths: Sequence[int], layers: int = DEFAULT_PROBE_LAYERS) -> list[Any]:
-    """k layers at each width, plus one 1-layer probe at the smallest width (separates the base cost)."""
+    """k layers at each width, plus one 1-layer probe at the smallest width (separates the base cost);
+    none when `layers` is 0."""
     from .space import SubnetConfig
 
+    if layers == 0:
+        return []
     if layers < 2:
         raise MeasurementError(f"probe layers must be >= 2 to separate per-layer from fixed cost, got {layers}")
     ws = sorted(set(widths))
@@ -234,6 +233,7 @@ def run_profile(
     progress: Progress | None = None,
     *,
     probe_layers: int = DEFAULT_PROBE_LAYERS,
+    form: str = "linear",
     host: HostInfo | None = None,
     force: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -242,7 +242,7 @@ def run_profile(
     from .host import detect_host
     from .io import check_writable_dir_target
     from .irexport import export_ir_cached, model_fingerprint, tool_versions
-    from .measure import measure_ir
+    from .measure import MeasureJob, measure_many
     from .targets import load_target
 
     t_start = time.perf_counter()
@@ -264,38 +264,42 @@ def run_profile(
     probes = probe_configs(space.widths, probe_layers)
     sn.reset()
     model_id = (model_info.get("sha256") or model_fingerprint(sn.model))[:12]
-    jobs = [("probe", c) for c in probes] + [("subnet", c) for c in subnets]
-    total = len(jobs)
-    results: dict[str, list[Measurement]] = {"probe": [], "subnet": []}
-    t_export = t_measure = 0.0
-    n_exported = 0
-    for i, (kind, cfg) in enumerate(jobs):
-        label = f"{kind} {cfg.key} ({cfg.describe()})"
+    items = [("probe", c) for c in probes] + [("subnet", c) for c in subnets]
+    # Progress: one step per export, then measure_many's own steps (compiles + generations).
+    n_export = len(items)
+    state = {"measure_total": 0}
+
+    def report(done: int, total: int, label: str) -> None:
         if progress:
-            progress(i, total, f"export {label}")
-        t0 = time.perf_counter()
+            state["measure_total"] = total
+            progress(n_export + done, n_export + total, label)
+
+    jobs = []
+    t0 = time.perf_counter()
+    n_exported = 0
+    for i, (kind, cfg) in enumerate(items):
+        if progress:
+            progress(i, n_export + 1, f"export {kind} {cfg.key} ({cfg.describe()})")
         dense = sn.extract(cfg)
         ir, fresh = export_ir_cached(dense, f"{model_id}-{cfg.key}", cache_dir=cache_dir)
         del dense
         n_exported += int(fresh)
-        t1 = time.perf_counter()
-        if progress:
-            progress(i, total, f"measure {label}")
-        m = measure_ir(ir, target, host=host, subnet_key=cfg.key, subnet=cfg.to_dict(), mlp_widths=cfg.mlp_widths,
-                       n_params=cfg.n_params(sn.config), kind=kind, seed=seed)
-        t2 = time.perf_counter()
-        t_export += t1 - t0
-        t_measure += t2 - t1
-        results[kind].append(m)
-        log.info("%s: TTFT %.2f ms, TPOT %.2f ms, %.1f tok/s @%d", label, m.ttft_ms, m.tpot_ms, m.throughput_tok_s,
-                 m.throughput_batch_size)
-    if progress:
-        progress(total, total, "fitting latency model")
+        jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), kind))
+    t1 = time.perf_counter()
+    measured = measure_many(jobs, target, host=host, seed=seed, progress=report)
+    t2 = time.perf_counter()
+    results: dict[str, list[Measurement]] = {"probe": [], "subnet": []}
+    for m in measured:
+        results[m.kind].append(m)
+        log.info("%s %s: TTFT %.2f ms, TPOT %.2f ms, %.1f tok/s @%d", m.kind, m.subnet_key, m.ttft_ms, m.tpot_ms,
+                 m.throughput_tok_s, m.throughput_batch_size)
     lm = fit_latency_model(
-        [(m.mlp_widths, measurement_metrics(m)) for m in results["probe"]],
         [(m.mlp_widths, measurement_metrics(m)) for m in results["subnet"]],
-        space.widths, target.workload.batch_sizes, target=target.name, host_fingerprint=host.fingerprint,
+        space.widths, target.workload.batch_sizes,
+        probes=[(m.mlp_widths, measurement_metrics(m)) for m in results["probe"]],
+        form=form, target=target.name, host_fingerprint=host.fingerprint,
     )
+    t_export, t_measure, total = t1 - t0, t2 - t1, len(items)
     ranking = rank_agreement(results["subnet"], lm)
     prof = Profile(
         target=target, host=host,

@@ -117,7 +117,7 @@ class MeasureSettings:
     warmup: int = 1
     repeats: int = 3
     max_cv: float = 0.10
-    max_remeasure: int = 2
+    max_remeasure: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "repeats": self.repeats, "max_cv": self.max_cv, "max_remeasure": self.max_remeasure}

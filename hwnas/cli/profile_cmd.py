@@ -19,12 +19,14 @@ def register(main: click.Group) -> None:
 @click.option("--out", "out", type=click.Path(), default=None,
               help="New folder for profile.json [default: profile-TARGET].")
 @seed_option
-@click.option("--probe-layers", type=int, default=3, show_default=True,
-              help="Decoder layers in each per-width probe model of the latency lookup table.")
+@click.option("--probe-layers", type=int, default=0, show_default=True,
+              help="Also measure probe models of K layers per allowed width for the latency table (0: none).")
+@click.option("--latency-form", type=click.Choice(["linear", "per_width"]), default="linear", show_default=True,
+              help="Per-layer cost linear in MLP width, or one free cost per width.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def profile(target_spec: str, model: str, samples: int, out: str | None, seed: int, probe_layers: int,
-            force: bool, no_progress: bool) -> None:
+            latency_form: str, force: bool, no_progress: bool) -> None:
     """Measure the full model and SAMPLES subnets on this CPU with OpenVINO under --target.
 
     Writes OUT/profile.json: the target, this host (CPU, ISA, fingerprint), every measurement
@@ -38,8 +40,8 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     target = load_target(target_spec)  # a bad target fails before anything is loaded
     if samples < 1:
         raise MeasurementError(f"--samples must be >= 1 (subnets measured besides the full model), got {samples}")
-    if probe_layers < 2:
-        raise MeasurementError(f"--probe-layers must be >= 2, got {probe_layers}")
+    if probe_layers == 1 or probe_layers < 0:
+        raise MeasurementError(f"--probe-layers must be 0 (no probes) or >= 2, got {probe_layers}")
     out = out or f"profile-{target.name}"
     check_writable_dir_target(out, force=force)
 
@@ -58,7 +60,7 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     loaded = load_model(model)
     with progress_bar(f"profile {target.name}", enabled=not no_progress) as update:
         prof = run_profile(loaded, target, samples=samples, seed=seed, out_dir=out, progress=update,
-                           probe_layers=probe_layers, host=host, force=force)
+                           probe_layers=probe_layers, form=latency_form, host=host, force=force)
     _print_report(prof)
     click.echo(f"wrote {out}/{PROFILE_FILE}")
 
@@ -68,6 +70,8 @@ def _print_report(prof) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped output: do not truncate the table to 80 columns
     m0 = prof.measurements[0]
     props = m0.properties
     console.print(
@@ -78,7 +82,7 @@ def _print_report(prof) -> None:
     table = Table(title=f"measured on {prof.host.cpu_model} ({prof.host.fingerprint})")
     for col, just in (("subnet", "left"), ("layers", "right"), ("MLP widths", "left"), ("params (M)", "right"),
                       (f"TTFT ms @{m0.latency_batch_size}", "right"), (f"TPOT ms @{m0.latency_batch_size}", "right"),
-                      (f"tok/s @{m0.throughput_batch_size}", "right"), ("TPOT CV", "right"), ("predicted TPOT", "right")):
+                      (f"tok/s @{m0.throughput_batch_size}", "right"), ("TPOT CV", "right"), ("TPOT LOO pred.", "right")):
         table.add_column(col, justify=just)
     cvp = prof.latency_model.error.get("cv_predictions", {}).get(f"tpot_ms@{m0.latency_batch_size}", [])
     for i, m in enumerate(prof.measurements):
@@ -88,12 +92,12 @@ def _print_report(prof) -> None:
         flag = "" if m.stable else " !"
         table.add_row(m.subnet_key, str(len(m.mlp_widths)), wdesc, f"{m.n_params / 1e6:.1f}", f"{m.ttft_ms:.2f}",
                       f"{m.tpot_ms:.2f}", f"{m.throughput_tok_s:.1f}", f"{lat.tpot_cv:.2f}{flag}",
-                      f"{cvp[i]:.2f}" if i < len(cvp) else "")
+                      f"{cvp[i]:.2f}" if i < len(cvp) and cvp[i] is not None else "")
     console.print(table)
     err = prof.latency_model.error
     if err.get("n_subnets"):
         console.print(
-            f"latency model (LUT from {len(prof.probes)} probes + linear correction), leave-one-out MAPE on "
+            f"latency model (additive per-layer table, {prof.latency_model.form}), leave-one-out MAPE on "
             f"{err['n_subnets']} whole subnets: TTFT {err['ttft_ms_mape_pct']:.1f}%, TPOT {err['tpot_ms_mape_pct']:.1f}%, "
             f"throughput {err['throughput_tok_s_mape_pct']:.1f}%"
         )
