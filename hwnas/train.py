@@ -505,6 +505,8 @@ def train(
 
     out = Path(out_dir)
     progress = progress or (lambda done, total, label="": None)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     # --- cheap checks first: model source, data file, output folder
     if isinstance(model, LoadedModel):
         source = model.source
@@ -523,8 +525,6 @@ def train(
         log.info("%s already holds this finished run", out)
         return TrainResult.from_dict(run["result"])
 
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
