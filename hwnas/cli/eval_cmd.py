@@ -1,0 +1,175 @@
+"""`hwnas eval`: accuracy (multiple-choice tasks) and perplexity of a model or one of its subnets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .common import data_dir_option, model_option, progress_bar, seed_option
+
+DEFAULT_EVAL_TASKS = "arc_easy,arc_challenge,mmlu,piqa,boolq"
+
+
+def register(main: click.Group) -> None:
+    main.add_command(eval_cmd)
+
+
+def _check_out_file(out: str) -> None:
+    from ..errors import OutputError
+
+    p = Path(out)
+    if p.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a file path for the JSON results")
+    probe = p.resolve().parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise OutputError(f"--out {out} is not writable (no write permission on {probe})")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("hwnas", "torch", "transformers", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _fmt(v, pct: bool = True, err=None) -> str:
+    if v is None:
+        return "-"
+    s = f"{100 * v:.1f}" if pct else f"{v:.3f}"
+    if err is not None:
+        s += f" ± {100 * err:.1f}" if pct else f" ± {err:.3f}"
+    return s
+
+
+def _table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"hwnas eval · {result['model']['name']}"
+    if result.get("subnet_key"):
+        title += f" · subnet {result['subnet_key']}"
+    t = Table(title=title)
+    for col in ("task", "split", "n", "acc %", "acc_norm %", "perplexity", "tokens"):
+        t.add_column(col, justify="left" if col in ("task", "split") else "right")
+    for name, r in result["tasks"].items():
+        if "perplexity" in r:
+            t.add_row(name, result["split"], str(r["windows"]), "-", "-", _fmt(r["perplexity"], pct=False),
+                      str(r["tokens"]))
+        else:
+            shots = f" ({r['shots']}-shot)" if r.get("shots") else ""
+            t.add_row(name + shots, result["split"], str(r["n"]), _fmt(r["acc"], err=r["acc_stderr"]),
+                      _fmt(r["acc_norm"], err=r["acc_norm_stderr"]), "-", "-")
+    c = Console()
+    c.print(t)
+    speed = f"{result['seconds']:.1f} s, {result['precision']}"
+    if result.get("items_per_second"):
+        speed += f", {result['items_per_second']:.2f} items/s"
+    c.print(speed)
+
+
+@click.command("eval")
+@model_option
+@click.option("--subnet", "subnet_spec", default=None,
+              help='Evaluate this subnet of --model (inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}).')
+@click.option("--layers", type=int, default=None, help="Shorthand subnet: keep the first N layers.")
+@click.option("--mlp-width", type=int, default=None, help="Shorthand subnet: MLP width of every kept layer (default: full).")
+@click.option("--no-order", is_flag=True, help="Subnets use plain first-k MLP channels (no importance ordering).")
+@click.option("--tasks", default=DEFAULT_EVAL_TASKS, show_default=True,
+              help="Comma-separated: arc_easy, arc_challenge, mmlu, piqa, boolq, wikitext2, or paths to .jsonl task files.")
+@click.option("--split", type=click.Choice(["search", "report", "all"]), default="search", show_default=True,
+              help="Which fixed part of each task's items to score (the search never sees 'report').")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="First N items of the split per task, in a seeded shuffled order (perplexity: N windows).")
+@click.option("--shots", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Few-shot examples per prompt (MMLU: from dev/; ARC: from dev.jsonl; others stay zero-shot).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Packed rows per forward pass (default 4; perplexity: windows per pass).")
+@click.option("--row-tokens", type=click.IntRange(min=16), default=None,
+              help="Tokens per packed row (default 512); longer items get a row of their own.")
+@click.option("--window", type=click.IntRange(min=2), default=None, help="Perplexity window in tokens (default 512).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
+@data_dir_option
+@click.option("--out", default=None, type=click.Path(), help="Write the results as JSON to this file.")
+@seed_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limit, shots, batch_size, row_tokens,
+             window, precision, threads, data_dir, out, seed, quiet):
+    """Score --model (or a subnet of it) on multiple-choice tasks and WikiText-2 perplexity.
+
+    Multiple-choice tasks are scored as lm-evaluation-harness scores them (log-likelihood of
+    each choice; acc and length-normalised acc_norm with standard errors). Prints a table and,
+    with --out, writes JSON: {"tasks": {...}, "model", "subnet", "subnet_key", "seed", ...}.
+    """
+    from ..errors import InvalidSubnetError
+    from ..evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, DEFAULT_WINDOW, TaskSuite
+    from ..io import write_json_atomic
+    from ..space import parse_subnet_spec
+    from ..tasks import parse_tasks
+
+    # Fail on bad input before loading anything.
+    task_list = parse_tasks(tasks)
+    if subnet_spec:
+        parse_subnet_spec(subnet_spec)
+    if subnet_spec and (layers is not None or mlp_width is not None):
+        raise InvalidSubnetError("give either --subnet or --layers/--mlp-width, not both")
+    if out:
+        _check_out_file(out)
+    from ..datadir import resolve_data_dir
+
+    resolve_data_dir(data_dir)
+
+    import torch
+
+    from ..models import load_model
+    from ..supernet import Supernet, resolve_subnet_option
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model)
+    cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, loaded.model.config.intermediate_size)
+    target = loaded.model
+    subnet_record = loaded.subnet
+    ordered = None
+    if cfg is not None:
+        if loaded.subnet is not None:
+            raise InvalidSubnetError(
+                f"--model {model} is already an extracted subnet ({loaded.subnet.describe()}); evaluate it without --subnet"
+            )
+        target = Supernet.from_loaded(loaded, order=not no_order)
+        target.space.validate(cfg, structure=False)
+        subnet_record = cfg
+        ordered = bool(target.meta.get("channels_ordered"))
+
+    suite = TaskSuite(loaded.tokenizer, task_list, split=split, limit=limit, shots=shots, data_dir=data_dir,
+                      seed=seed, window=window or DEFAULT_WINDOW)
+    with progress_bar("eval", enabled=not quiet) as progress:
+        result = suite.evaluate(target, subnet=cfg, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                                row_tokens=row_tokens or DEFAULT_ROW_TOKENS, precision=precision, progress=progress)
+    record = {
+        "schema_version": result.pop("schema_version"),
+        "command": "eval",
+        "tasks": result.pop("tasks"),
+        "model": {**loaded.source.to_dict(), "sha256": loaded.source.sha256()},
+        "subnet": subnet_record.to_dict() if subnet_record is not None else None,
+        "subnet_key": subnet_record.key if subnet_record is not None else None,
+        "channel_order": ordered,
+        **result,
+        "threads": torch.get_num_threads(),
+        "data_dir": str(suite.data_dir),
+        "versions": _versions(),
+    }
+    _table(record)
+    if out:
+        write_json_atomic(out, record)
+        click.echo(f"wrote {out}")
