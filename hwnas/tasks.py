@@ -227,11 +227,12 @@ def _arc_task(name: str, folder: str, test_file: str) -> MultipleChoiceTask:
 def _piqa_docs(data_dir: Path) -> list[Doc]:
     path = data_dir / "piqa" / "valid.jsonl"
     label_path = data_dir / "piqa" / "valid-labels.lst"
+    records = list(read_jsonl(path))
     if not label_path.is_file():
         raise DataError(f"{label_path}: file not found; check --data-dir")
     labels = label_path.read_text(encoding="utf-8").splitlines()
     docs = []
-    for n, rec in read_jsonl(path):
+    for n, rec in records:
         where = f"{path}:{n}"
         if n > len(labels):
             raise DataError(f"{label_path}:{n}: missing label for {where}")
