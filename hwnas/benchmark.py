@@ -54,14 +54,21 @@ def folder_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def ir_row(name: str, kind: str, folder: str | Path, target: Any, *, host: Any = None, seed: int = 0) -> BenchRow:
-    from .measure import measure_ir
+def ir_rows(items: Sequence[tuple[str, str, str | Path]], target: Any, *, host: Any = None, seed: int = 0,
+            progress: Progress | None = None) -> list[BenchRow]:
+    """Measure several IR folders (name, kind, folder) with their repeats interleaved (hwnas.measure.measure_many)."""
+    from .measure import MeasureJob, measure_many
 
-    m = measure_ir(Path(folder), target, host=host, subnet_key=name, kind="model", seed=seed)
-    folder = Path(folder)
-    return BenchRow(name=name, kind=kind, ttft_ms=m.ttft_ms, tpot_ms=m.tpot_ms, throughput_tok_s=m.throughput_tok_s,
-                    weight_bytes=(folder / "openvino_model.bin").stat().st_size, total_bytes=folder_bytes(folder),
-                    extra={"stable": m.stable, "properties": m.properties})
+    jobs = [MeasureJob(str(Path(folder)), name, kind="model") for name, _, folder in items]
+    ms = measure_many(jobs, target, host=host, seed=seed, progress=progress)
+    rows = []
+    for (name, kind, folder), m in zip(items, ms):
+        folder = Path(folder)
+        rows.append(BenchRow(name=name, kind=kind, ttft_ms=m.ttft_ms, tpot_ms=m.tpot_ms, throughput_tok_s=m.throughput_tok_s,
+                             weight_bytes=(folder / "openvino_model.bin").stat().st_size, total_bytes=folder_bytes(folder),
+                             extra={"stable": m.stable, "properties": m.properties,
+                                    "tpot_samples_ms": list(m.batches[0].tpot_samples_ms)}))
+    return rows
 
 
 def nncf_int8_ir(loaded: Any, out: str | Path | None = None) -> Path:
@@ -92,18 +99,17 @@ def nncf_int8_ir(loaded: Any, out: str | Path | None = None) -> Path:
 
 
 def measure_torch(model: Any, target: Any, *, seed: int = 0) -> BenchRow:
-    """PyTorch fp32 eager timing with a KV cache, same workload and statistics as hwnas.measure."""
+    """PyTorch fp32 eager timing with a KV cache: the target's workload, warm-up and repeats, same statistics."""
+    import time
+
     import numpy as np
     import torch
 
-    from .measure import measure_batch
+    from .measure import BatchMeasurement
 
     model.eval()
-    vocab = int(model.config.vocab_size)
 
     def generate(prompt: np.ndarray, new_tokens: int) -> tuple[float, list[float]]:
-        import time
-
         ids = torch.from_numpy(prompt)
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -122,12 +128,22 @@ def measure_torch(model: Any, target: Any, *, seed: int = 0) -> BenchRow:
 
     wl, ms = target.workload, target.measure
     rng = np.random.default_rng(seed)
-    prompt = rng.integers(0, vocab, size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
-    batches = [measure_batch(generate, prompt[:bs], wl.new_tokens, ms, label=f"torch@{bs}") for bs in wl.batch_sizes]
+    prompt = rng.integers(0, int(model.config.vocab_size), size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
+    batches = []
+    for bs in wl.batch_sizes:
+        for _ in range(ms.warmup):
+            generate(prompt[:bs], wl.new_tokens)
+        ttfts, steps = [], []
+        for _ in range(ms.repeats):
+            t, st = generate(prompt[:bs], wl.new_tokens)
+            ttfts.append(t)
+            steps.append(st)
+        batches.append(BatchMeasurement.from_samples(bs, ttfts, steps, 0, ms.max_cv))
     nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     return BenchRow(name="full model", kind=TORCH_FP32, ttft_ms=batches[0].ttft_ms, tpot_ms=batches[0].tpot_ms,
                     throughput_tok_s=batches[-1].throughput_tok_s, weight_bytes=nbytes, total_bytes=None,
-                    extra={"stable": all(b.stable for b in batches), "threads": torch.get_num_threads()})
+                    extra={"stable": all(b.stable for b in batches), "threads": torch.get_num_threads(),
+                           "tpot_samples_ms": list(batches[0].tpot_samples_ms)})
 
 
 def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, target: Any = None,
@@ -151,16 +167,13 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
     tick(0, total, f"exporting {NNCF_INT8} baseline of {against}")
     loaded = load_model(against)
     base_dir = nncf_int8_ir(loaded)
-    rows = [ir_row("full model", NNCF_INT8, base_dir, target, host=host, seed=seed)]
-    tick(1, total, "measuring bundles")
-    for i, (b, man) in enumerate(zip(bundles, manifests)):
-        name = Path(b).name
-        row = ir_row(name, "bundle", b, target, host=host, seed=seed)
+    tick(1, total, "measuring (interleaved)")
+    items = [("full model", NNCF_INT8, base_dir)] + [(Path(b).name, "bundle", b) for b in bundles]
+    rows = ir_rows(items, target, host=host, seed=seed)
+    for row, man in zip(rows[1:], manifests):
         row.accuracy = man.accuracy
         row.extra["quantization"] = man.quantization.get("name")
         row.extra["subnet"] = (man.subnet or {}).get("key")
-        rows.append(row)
-        tick(2 + i, total, f"measured {name}")
     if torch_baseline:
         tick(total - 1, total, f"measuring {TORCH_FP32}")
         rows.append(measure_torch(loaded.model, target, seed=seed))

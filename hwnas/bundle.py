@@ -810,14 +810,17 @@ def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | Non
                 mlp_width: int | None = None) -> tuple[Any, Any, dict | None, Any]:
     """(LoadedModel, dense torch model of the subnet, supernet provenance, SubnetConfig or None)."""
     from .models import LoadedModel, load_model
+    from .supernet import Supernet, load_supernet, resolve_subnet_option
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if subnet is None and layers is None and mlp_width is None:
+    whole = subnet is None and layers is None and mlp_width is None
+    if whole:
+        loaded = model if isinstance(model, LoadedModel) else load_model(model)
         meta = {"subnet_of": loaded.subnet.to_dict()} if loaded.subnet is not None else None
         return loaded, loaded.model, meta or loaded.supernet_meta, None
-    from .supernet import Supernet, resolve_subnet_option
-
-    sn = Supernet.from_loaded(loaded, order=order_channels)
+    if isinstance(model, LoadedModel):
+        loaded, sn = model, Supernet.from_loaded(model, order=order_channels)
+    else:  # the ordered supernet is cached per model, as `hwnas search` / `hwnas extract` use it
+        loaded, sn = load_supernet(model, order=order_channels)
     if subnet is None:
         subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width)
     sn.space.validate(subnet, structure=False)

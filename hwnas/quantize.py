@@ -19,6 +19,7 @@ per-row symmetric int8 round-to-nearest, or f16, or left f32.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -143,7 +144,7 @@ class QuantRecipe:
     def describe(self) -> str:
         if self.algorithm == "none":
             return f"no weight quantization (embeddings/lm_head {self.head})"
-        g = "per-channel" if self.group_size == -1 else f"group {self.group_size}"
+        g = {-1: "per-channel", None: "group auto"}.get(self.group_size, f"group {self.group_size}")
         return (f"{self.algorithm.upper()} int{self.bits} {'sym' if self.sym else 'asym'} {g}, "
                 f"embeddings/lm_head {self.head}")
 
@@ -361,6 +362,19 @@ class QuantResult:
         return sum(q.nbytes() for q in self.weights.values())
 
 
+@contextlib.contextmanager
+def _quiet_inc():
+    """INC logs every step at INFO on its own handler; keep that out of the CLI unless hwnas logs at DEBUG."""
+    inc_log = logging.getLogger("neural_compressor")
+    before = inc_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        inc_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        inc_log.setLevel(before)
+
+
 def _inc_config(recipe: QuantRecipe, tmp: str):
     from neural_compressor.torch.quantization import AWQConfig, GPTQConfig, RTNConfig
 
@@ -401,7 +415,7 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
         from neural_compressor.torch.quantization import convert, prepare
 
         tick(0, 3, f"INC {recipe.algorithm} prepare")
-        with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad():
+        with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
             conf = _inc_config(recipe, tmp)
             try:
                 if recipe.algorithm == "awq":

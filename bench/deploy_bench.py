@@ -1,0 +1,187 @@
+"""Deployment benchmark: what hwnas ships vs what a user would deploy instead, measured in one run.
+
+Builds and measures on this host, under one target's OpenVINO properties and workload:
+  (a) full model, PyTorch fp32 eager (KV cache)
+  (b) full model, OpenVINO IR exported by optimum-intel with NNCF int8 weights   <- the baseline
+  (c) a subnet (default: the first 24 layers at MLP width 1152; --subnet or --from/--pick to
+      take the search's pick) quantized by hwnas with Neural Compressor, one bundle per --quant
+
+and reports decode tokens/s (1000 / TPOT at batch 1), TTFT, throughput at the target's largest
+batch, weight bytes (openvino_model.bin; fp32 parameters for PyTorch), bundle bytes, and
+report-split accuracy on ARC-e, ARC-c, MMLU and PIQA (--limit items per task), each with its
+ratio to (b). OpenVINO models are compiled together and timed with their repeats interleaved
+(b, c1, c2, b, c1, c2, ...; hwnas.measure.measure_many) and
+medians are reported, so a busy machine slows all of them alike. Accuracy of the
+IRs is scored with OpenVINO on the IR itself (hwnas.bundle.ir_accuracy, the target's
+properties); (a) with hwnas.evaluate in PyTorch fp32.
+
+Usage:
+  .venv/bin/python bench/deploy_bench.py [--limit 100] [--repeats 5] [--quant int8,int4]
+      [--subnet SPEC | --from SEARCH_DIR --pick 'fastest-within 1.0'] [--out bench/results/deploy]
+Writes OUT/deploy_bench.json and OUT/deploy_bench.md (and the bundles under OUT/bundles).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+log = logging.getLogger("deploy_bench")
+TASKS = ["arc_easy", "arc_challenge", "mmlu", "piqa"]
+
+
+def _acc_summary(tasks: dict) -> dict:
+    accs = [v["acc"] for v in tasks.values() if v.get("acc") is not None]
+    return {"tasks": {k: {"acc": v.get("acc"), "acc_stderr": v.get("acc_stderr"), "n": v.get("n")} for k, v in tasks.items()},
+            "mean": sum(accs) / len(accs) if accs else None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--subnet", default=None, help="subnet JSON/file (default: first 24 layers, MLP 1152)")
+    ap.add_argument("--from", dest="search_dir", default=None)
+    ap.add_argument("--pick", default="fastest-within 1.0")
+    ap.add_argument("--quant", default="int8,int4")
+    ap.add_argument("--target", default="xeon")
+    ap.add_argument("--limit", type=int, default=100, help="items per task (report split)")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per model (default: the target's)")
+    ap.add_argument("--no-torch", action="store_true", help="skip (a)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("neural_compressor", "nncf", "transformers", "optimum", "torchao"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from hwnas.benchmark import NNCF_INT8, TORCH_FP32, ir_rows, measure_torch, nncf_int8_ir, ratios
+    from hwnas.bundle import export_bundle, ir_accuracy, pick_from_search, read_manifest
+    from hwnas.evaluate import evaluate
+    from hwnas.host import detect_host
+    from hwnas.models import load_model
+    from hwnas.quantize import make_recipe
+    from hwnas.space import SubnetConfig, parse_subnet_spec
+    from hwnas.targets import load_target
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [t for t in args.tasks.split(",") if t]
+    quants = [q for q in args.quant.split(",") if q]
+    target = load_target(args.target)
+    if args.repeats:
+        import dataclasses
+
+        target = dataclasses.replace(target, measure=dataclasses.replace(target.measure, repeats=args.repeats))
+    host = detect_host()
+    props = target.resolved_properties(host)
+    t_start = time.time()
+    log.info("host %s; target %s -> %s", host.describe(), target.name, props)
+
+    if args.subnet:
+        subnet, how = parse_subnet_spec(args.subnet), "--subnet"
+    elif args.search_dir:
+        p = pick_from_search(args.search_dir, args.pick)
+        subnet, how = p.subnet, f"{args.search_dir}: {p.rule}"
+    else:
+        subnet, how = SubnetConfig.uniform(24, 1152), "fixed 24 x 1152 (no search yet)"
+    log.info("subnet %s (%s): %s", subnet.key, subnet.describe(), how)
+
+    loaded = load_model(args.model)
+    tok = loaded.tokenizer
+
+    # ---- build
+    t0 = time.time()
+    base_dir = nncf_int8_ir(loaded)
+    log.info("(b) NNCF int8 IR at %s (%.0fs)", base_dir, time.time() - t0)
+    bundles = {}
+    for q in quants:
+        t0 = time.time()
+        res = export_bundle(args.model, out / "bundles" / f"subnet-{q}", recipe=make_recipe(q), subnet=subnet,
+                            target=target, seed=args.seed, force=True, measure=False)
+        bundles[q] = res.path
+        log.info("(c) %s bundle: %s, %.1f MB (%.0fs)", q, res.manifest.recipe.describe(), res.nbytes / 1e6, time.time() - t0)
+
+    # ---- accuracy (report split)
+    acc = {}
+    t0 = time.time()
+    acc[NNCF_INT8] = ir_accuracy(base_dir, tok, tasks, limit=args.limit, seed=args.seed, properties=props)
+    log.info("(b) accuracy %.4f (%.0fs)", acc[NNCF_INT8]["mean"], time.time() - t0)
+    for q, path in bundles.items():
+        t0 = time.time()
+        acc[q] = ir_accuracy(path, tok, tasks, limit=args.limit, seed=args.seed, properties=props)
+        log.info("(c) %s accuracy %.4f (%.0fs)", q, acc[q]["mean"], time.time() - t0)
+    if not args.no_torch:
+        t0 = time.time()
+        r = evaluate(loaded.model, tok, tasks, split="report", limit=args.limit, seed=args.seed, precision="fp32")
+        acc[TORCH_FP32] = _acc_summary(r["tasks"])
+        log.info("(a) accuracy %.4f (%.0fs)", acc[TORCH_FP32]["mean"], time.time() - t0)
+
+    # ---- speed: all OpenVINO models compiled together, repeats interleaved (hwnas.measure.measure_many)
+    t0 = time.time()
+    items = [("full model", NNCF_INT8, base_dir)] + [(f"subnet {q}", "bundle", p) for q, p in bundles.items()]
+    rows = ir_rows(items, target, host=host, seed=args.seed)
+    for row in rows:
+        row.accuracy = acc.get(NNCF_INT8 if row.kind == NNCF_INT8 else row.name.split()[-1])
+        log.info("%s: TTFT %.1f ms, TPOT %.2f ms (samples %s), thr %.1f tok/s", row.name, row.ttft_ms, row.tpot_ms,
+                 row.extra.get("tpot_samples_ms"), row.throughput_tok_s)
+        if row.kind == "bundle":
+            man = read_manifest(bundles[row.name.split()[-1]])
+            row.extra.update(quantization=man.recipe.describe(), subnet_key=subnet.key)
+    log.info("OpenVINO timing %.0fs", time.time() - t0)
+    if not args.no_torch:
+        t0 = time.time()
+        trow = measure_torch(loaded.model, target, seed=args.seed)
+        trow.accuracy = acc.get(TORCH_FP32)
+        rows.insert(0, trow)
+        log.info("(a) torch: TTFT %.1f ms, TPOT %.2f ms (%.0fs)", trow.ttft_ms, trow.tpot_ms, time.time() - t0)
+
+    table = ratios(rows)
+    base_acc = (acc.get(NNCF_INT8) or {}).get("mean")
+    for d in table:
+        a = (d.get("accuracy") or {}).get("mean")
+        d["accuracy_points_vs_b"] = 100 * (a - base_acc) if a is not None and base_acc is not None else None
+    result = {"subnet": {**subnet.to_dict(), "key": subnet.key, "how": how}, "target": target.name,
+              "properties": props, "host": host.to_dict(), "limit": args.limit, "tasks": tasks, "repeats": target.measure.repeats,
+              "seconds": round(time.time() - t_start, 1), "rows": table}
+    (out / "deploy_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md = _markdown(result)
+    (out / "deploy_bench.md").write_text(md)
+    print(md)
+    return 0
+
+
+def _markdown(res: dict) -> str:
+    def f(v, d=2, s=""):
+        return "-" if v is None else f"{v:.{d}f}{s}"
+
+    lines = [f"# Deployment benchmark ({res['target']}, {res['host']['cpu_model']}, {res['host']['physical_cores']} cores)", "",
+             f"Subnet {res['subnet']['key']} ({len(res['subnet']['layers'])} layers, MLP {sorted(set(res['subnet']['mlp_widths']))}): "
+             f"{res['subnet']['how']}. Properties {res['properties']}. Accuracy: report split, {res['limit']} items per task. "
+             f"Speed: median of {res['repeats']} interleaved repeats (plus re-measure rounds when noisy); ratios vs (b).", "",
+             "| model | decode tok/s | TTFT ms | throughput tok/s | weights MB | bundle MB | speed-up | smaller | "
+             + " | ".join(res["tasks"]) + " | mean acc | Δ pts vs (b) |",
+             "|" + "---|" * (10 + len(res["tasks"]))]
+    for d in res["rows"]:
+        acc = d.get("accuracy") or {}
+        per = [f((acc.get("tasks", {}).get(t) or {}).get("acc") * 100, 1) if (acc.get("tasks", {}).get(t) or {}).get("acc") is not None
+               else "-" for t in res["tasks"]]
+        label = {"pytorch-fp32": "(a) PyTorch fp32", "openvino-nncf-int8": "(b) OV NNCF int8"}.get(d["kind"], f"(c) {d['name']}")
+        lines.append("| " + " | ".join([
+            label, f(d["decode_tok_s"], 1), f(d["ttft_ms"], 1), f(d["throughput_tok_s"], 1),
+            f(d["weight_bytes"] / 1e6 if d.get("weight_bytes") else None, 1),
+            f(d["total_bytes"] / 1e6 if d.get("total_bytes") else None, 1),
+            f(d.get("decode_speedup"), 2, "x"), f(d.get("size_ratio"), 2, "x"), *per,
+            f(acc.get("mean") * 100 if acc.get("mean") is not None else None, 1), f(d.get("accuracy_points_vs_b"), 1),
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
