@@ -386,7 +386,14 @@ def _inc_config(recipe: QuantRecipe, tmp: str):
     if recipe.algorithm == "gptq":
         return GPTQConfig(**common, act_order=False, use_layer_wise=False, model_path=tmp)
     if recipe.algorithm == "awq":
-        return AWQConfig(**common, folding=True, use_layer_wise=False)
+        # INC's automatic absorb-layer detection (a jit trace) fails on transformers 5 Llama and
+        # silently degrades AWQ to RTN; name the LLaMA absorb pairs explicitly. Scales fold into
+        # the RMSNorm weights and up_proj (v_proj -> o_proj is skipped: with grouped KV heads the
+        # shapes do not line up).
+        absorb = {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                  "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
+                  "mlp.up_proj": "mlp.down_proj"}
+        return AWQConfig(**common, folding=True, use_layer_wise=False, absorb_layer_dict=absorb)
     raise ExportError(f"no INC algorithm for recipe {recipe.name!r}")
 
 

@@ -193,3 +193,32 @@ def test_compress_refuses_mismatched_weights(float_ir):
     w["model.layers.9.mlp.up_proj"] = w[a]
     with pytest.raises(ExportError, match="not found in the IR"):
         compress_ir(ov.Core().read_model(str(ir_dir / "openvino_model.xml")), w)
+
+
+def test_awq_folds_scales_and_ir_matches(tmp_path, calib_file):
+    """AWQ folds its scales into the RMSNorm / up_proj weights, so the IR is exported from the
+    materialized model (not the float one) and must still match it."""
+    import openvino as ov
+    import torch
+
+    from hwnas.irexport import export_ir
+    from hwnas.ov_compress import compress_ir, weight_element_types
+    from hwnas.quantize import load_calibration, make_recipe, materialize, quantize_model
+
+    model = _nonuniform_model()
+    calib = load_calibration(make_tiny_tokenizer(), calib_file, n_samples=2, seq_len=16)
+    res = quantize_model(model, make_recipe("awq-int4", group_size=32, head="f32"), calib)
+    mat = materialize(res)
+    norm0 = model.model.layers[0].input_layernorm.weight
+    assert not torch.equal(mat.model.layers[0].input_layernorm.weight, norm0)  # not a silent RTN
+    export_ir(mat, tmp_path / "f")
+    om = ov.Core().read_model(str(tmp_path / "f" / "openvino_model.xml"))
+    compress_ir(om, res.weights)
+    (tmp_path / "q").mkdir()
+    ov.save_model(om, str(tmp_path / "q" / "openvino_model.xml"), compress_to_fp16=False)
+    types = weight_element_types(ov.Core().read_model(str(tmp_path / "q" / "openvino_model.xml")))
+    assert {v for k, v in types.items() if ".layers." in k} == {"u4"}
+    ids = np.random.default_rng(2).integers(3, 300, size=(1, 16)).astype(np.int64)
+    lo, _ = _ir_logits(tmp_path / "q", ids)
+    with torch.no_grad():
+        np.testing.assert_allclose(lo, mat(torch.from_numpy(ids)).logits.numpy(), atol=ATOL, rtol=0)
