@@ -5,7 +5,9 @@ so far, with `SearchSpace.features(cfg)` as input. Several candidate estimators 
 k-fold cross-validation on the same data and the one with the lowest out-of-fold mean absolute
 error is refit on everything. The candidates are ordinary sklearn estimators/Pipelines, so anything
 that takes an estimator (``cross_val_score``, ``GridSearchCV``, ``clone``) works on them; the
-selection is one visible function, not a hidden grid search behind a custom ``train()``.
+selection is one visible function, not a hidden grid search behind a custom ``train()``. The
+selection criterion is the out-of-fold Kendall tau (rank agreement), because NSGA-II only compares
+predictions; MAE breaks ties and is reported too.
 """
 from __future__ import annotations
 
@@ -115,6 +117,13 @@ def cross_validate_candidates(
     return scores, k
 
 
+def _selection_key(score: dict, select: str) -> tuple:
+    tau = score["cv_kendall_tau"]
+    if select == "tau":
+        return (-(tau if tau is not None else -1.0), score["cv_mae"])
+    return (score["cv_mae"],)
+
+
 def fit_predictor(
     X: np.ndarray,
     y: np.ndarray,
@@ -123,8 +132,17 @@ def fit_predictor(
     candidates: Sequence[str] = CANDIDATES,
     folds: int = 5,
     seed: int = 0,
+    select: str = "tau",
 ) -> PredictorFit:
-    """Pick the candidate with the lowest cross-validated MAE and fit it on all of (X, y)."""
+    """Pick a candidate by cross-validation and fit it on all of (X, y).
+
+    ``select="tau"`` (default) takes the highest out-of-fold Kendall tau, ties broken by MAE: NSGA-II
+    only uses a predictor to rank subnets, and on a few dozen samples a model with a low error can
+    still rank badly (and be exploited by the optimiser where it extrapolates). ``"mae"`` takes the
+    lowest out-of-fold mean absolute error.
+    """
+    if select not in ("tau", "mae"):
+        raise SearchError(f"unknown predictor selection {select!r}; accepted: tau, mae")
     from sklearn.base import clone
 
     X = np.asarray(X, dtype=float)
@@ -141,7 +159,7 @@ def fit_predictor(
         cv_mae = cv_tau = None
     else:
         scores, k = cross_validate_candidates(X, y, ests, folds=folds, seed=seed)
-        name = min(scores, key=lambda n: (scores[n]["cv_mae"], list(ests).index(n)))
+        name = min(scores, key=lambda n: _selection_key(scores[n], select) + (list(ests).index(n),))
         cv_mae, cv_tau = scores[name]["cv_mae"], scores[name]["cv_kendall_tau"]
     est = clone(ests[name])
     with warnings.catch_warnings():

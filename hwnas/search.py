@@ -289,6 +289,37 @@ class HypervolumeReference:
         return cls(tuple(d["objectives"]), tuple(d["lo"]), tuple(d["hi"]))
 
 
+def greedy_hypervolume_batch(
+    F: np.ndarray, base: np.ndarray, n: int, *, candidates: Iterable[int] | None = None, ref: float = HV_REFERENCE
+) -> list[int]:
+    """Indices of up to n rows of F (normalised, minimisation form) chosen one at a time, each the one
+    adding the most hypervolume to `base` plus the rows chosen before it; stops when nothing adds any."""
+    from pymoo.indicators.hv import HV
+
+    k = F.shape[1]
+    ind = HV(ref_point=np.full(k, ref))
+
+    def hv(P: np.ndarray) -> float:
+        P = P[np.all(P < ref, axis=1)] if len(P) else P
+        return float(ind(P)) if len(P) else 0.0
+
+    cand = [int(i) for i in (range(len(F)) if candidates is None else candidates) if np.all(F[int(i)] < ref)]
+    current = base.reshape(-1, k)
+    best_hv = hv(current)
+    chosen: list[int] = []
+    for _ in range(n):
+        gains = [(hv(np.vstack([current, F[i]])) - best_hv, -j, i) for j, i in enumerate(cand) if i not in chosen]
+        if not gains:
+            break
+        g, _, i = max(gains)
+        if g <= 1e-12:
+            break
+        chosen.append(i)
+        current = np.vstack([current, F[i]])
+        best_hv += g
+    return chosen
+
+
 # ---------------------------------------------------------------------------- picking candidates
 def pick_fastest_within(
     records: Sequence[Mapping[str, Any]], points: float, *, speed: str = "tpot_ms", full_accuracy: float | None = None
@@ -379,11 +410,18 @@ def _integer_operators():
             PM(eta=20, vtype=float, repair=RoundingRepair()))
 
 
-def initial_population(space: SearchSpace, n: int, rng: np.random.Generator) -> list[SubnetConfig]:
-    """Largest, smallest, then distinct uniform samples."""
+def initial_population(
+    space: SearchSpace, n: int, rng: np.random.Generator, pool: Sequence[SubnetConfig] | None = None
+) -> list[SubnetConfig]:
+    """Largest, smallest, then distinct uniform samples (from `pool` when the search is restricted to one)."""
     out: dict[str, SubnetConfig] = {}
     for cfg in (space.largest(), space.smallest()):
         out.setdefault(cfg.key, cfg)
+    if pool is not None:
+        rest = [c for c in pool if c.key not in out]
+        for i in rng.permutation(len(rest))[: max(0, n - len(out))]:
+            out.setdefault(rest[int(i)].key, rest[int(i)])
+        return list(out.values())[:n]
     tries = 0
     while len(out) < n and tries < 200 * n:
         cfg = space.sample(rng)
@@ -392,15 +430,38 @@ def initial_population(space: SearchSpace, n: int, rng: np.random.Generator) -> 
     return list(out.values())[:n]
 
 
+class PoolSnapper:
+    """Restrict a search to a finite set of subnets (a table of real measurements): any proposal is
+    replaced by the nearest (L1 over `space.features`) member that has not been validated yet."""
+
+    def __init__(self, space: SearchSpace, pool: Sequence[SubnetConfig]):
+        self.space = space
+        self.pool = list({c.key: c for c in pool}.values())
+        self.keys = [c.key for c in self.pool]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.F = np.array([space.features(c) for c in self.pool])
+
+    def __call__(self, cfg: SubnetConfig, seen: Iterable[str]) -> SubnetConfig | None:
+        seen = set(seen)
+        if cfg.key in self.index or cfg.key in seen:
+            return cfg  # a member itself (validated already: reused for free)
+        free = [i for i, k in enumerate(self.keys) if k not in seen]
+        if not free:
+            return None
+        d = np.abs(self.F[free] - self.space.features(cfg)).sum(axis=1)
+        return self.pool[free[int(np.argmin(d))]]
+
+
 # ---------------------------------------------------------------------------- strategies
 class Strategy:
     """ask(n, validated, iteration) -> proposals; tell(records) after they are validated."""
 
     name = ""
 
-    def __init__(self, space: SearchSpace, config: SearchConfig):
+    def __init__(self, space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None):
         self.space = space
         self.config = config
+        self.pool = list(pool) if pool is not None else None
         self.last_predictors: dict[str, dict[str, Any]] = {}
 
     def rng(self, iteration: int) -> np.random.Generator:
@@ -414,6 +475,11 @@ class Strategy:
 
     def _fill_random(self, props: list[Proposal], n: int, seen: set[str], rng: np.random.Generator) -> list[Proposal]:
         keys = seen | {p.cfg.key for p in props}
+        if self.pool is not None:
+            rest = [c for c in self.pool if c.key not in keys]
+            for i in rng.permutation(len(rest))[: max(0, n - len(props))]:
+                props.append(Proposal(rest[int(i)], None, "random"))
+            return props
         tries = 0
         while len(props) < n and tries < 200 * n:
             cfg = self.space.sample(rng)
@@ -430,7 +496,7 @@ class RandomStrategy(Strategy):
     def ask(self, n, validated, iteration):
         rng = self.rng(iteration)
         if iteration == 0:
-            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng)]
+            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool)]
         return self._fill_random([], n, {r["key"] for r in validated}, rng)
 
 
@@ -466,10 +532,36 @@ class LinasStrategy(Strategy):
 
         return SurrogateProblem(len(objectives), len(cons)), SpaceRepair, dedup
 
+    def select(self, items, preds, validated, n, problem, rng) -> list[int]:
+        """Pick n of the surrogate's candidates: greedily by predicted hypervolume improvement over
+        the validated front (feasible by prediction), then by rank and crowding for any slots left."""
+        from pymoo.core.population import Population
+        from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+
+        objs, cons = self.config.objectives, self.config.constraints
+        F = np.column_stack([OBJECTIVES[o].sign * preds[o] for o in objs])
+        ok = np.ones(len(items), dtype=bool)
+        for c in cons:
+            ok &= c.violation(preds[c.metric]) <= 0
+        by_key = {r["key"]: r for r in validated}
+        ext = [by_key[k] for k in (self.space.largest().key, self.space.smallest().key) if k in by_key]
+        ref = HypervolumeReference.from_extremes(objs, ext if len(ext) == 2 else list(validated))
+        base = [r for r in validated if is_feasible(r, cons)]
+        base_F = ref.normalise(objective_matrix(base, objs)) if base else np.empty((0, len(objs)))
+        chosen = greedy_hypervolume_batch(ref.normalise(F), base_F, n, candidates=np.flatnonzero(ok))
+        if len(chosen) < n:
+            rest = [i for i in range(len(items)) if i not in set(chosen)]
+            if rest:
+                pop = Population.create(*[items[i][1] for i in rest])
+                surv = RankAndCrowding().do(problem, pop, n_survive=min(n - len(chosen), len(rest)), random_state=rng)
+                ids = {id(ind) for ind in surv}
+                chosen += [i for i in rest if id(items[i][1]) in ids]
+        return chosen[:n]
+
     def ask(self, n, validated, iteration):
         rng = self.rng(iteration)
         if iteration == 0 or len(validated) < 2:
-            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng)]
+            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool)]
         from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.core.population import Population
         from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
@@ -501,17 +593,11 @@ class LinasStrategy(Strategy):
         props: list[Proposal] = []
         if pool_by_key:
             items = list(pool_by_key.values())
-            pool = Population.create(*[ind for _, ind in items])
-            k = min(n, len(items))
-            chosen = RankAndCrowding().do(problem, pool, n_survive=k, random_state=rng)
-            chosen_ids = {id(ind) for ind in chosen}
-            feats = np.array([self.space.features(cfg) for cfg, ind in items if id(ind) in chosen_ids])
+            feats = np.array([self.space.features(cfg) for cfg, _ in items])
             preds = {m: f.predict(feats) for m, f in fits.items()}
-            j = 0
-            for cfg, ind in items:
-                if id(ind) in chosen_ids:
-                    props.append(Proposal(cfg, {m: round(float(preds[m][j]), 6) for m in preds}, "linas"))
-                    j += 1
+            order = self.select(items, preds, validated, n, problem, rng)
+            for i in order:
+                props.append(Proposal(items[i][0], {m: round(float(preds[m][i]), 6) for m in preds}, "linas"))
         if len(props) < n:
             log.info("surrogate NSGA-II proposed %d new subnets; filling %d at random", len(props), n - len(props))
             props = self._fill_random(props, n, seen, rng)
@@ -523,8 +609,8 @@ class Nsga2Strategy(Strategy):
 
     name = "nsga2"
 
-    def __init__(self, space, config):
-        super().__init__(space, config)
+    def __init__(self, space, config, pool=None):
+        super().__init__(space, config, pool)
         self.algorithm = None
         self.pending = None
 
@@ -541,7 +627,7 @@ class Nsga2Strategy(Strategy):
 
     def ask(self, n, validated, iteration):
         if self.algorithm is None:
-            self._setup(initial_population(self.space, self.config.population, self.rng(0)))
+            self._setup(initial_population(self.space, self.config.population, self.rng(0), self.pool))
         self.pending = self.algorithm.ask()
         cfgs = [self.space.decode(np.rint(ind.X).astype(int)) for ind in self.pending]
         return [Proposal(c, None, "init" if iteration == 0 else "nsga2") for c in cfgs]
@@ -552,8 +638,11 @@ class Nsga2Strategy(Strategy):
         from pymoo.core.evaluator import Evaluator
         from pymoo.problems.static import StaticProblem
 
-        by_key = {r["key"]: r for r in records}
-        recs = [by_key[self.space.decode(np.rint(ind.X).astype(int)).key] for ind in self.pending]
+        recs = list(records)  # positional: records[i] is what proposal i became (maybe snapped to a pool member)
+        if len(recs) != len(self.pending):
+            raise SearchError(f"nsga2: told {len(recs)} records for {len(self.pending)} proposals")
+        for ind, r in zip(self.pending, recs):
+            ind.X = self.space.encode(SubnetConfig.from_dict(r["subnet"]))
         out = {"F": objective_matrix(recs, self.config.objectives)}
         if self.config.constraints:
             out["G"] = np.array([[c.violation(float(r[c.metric])) for c in self.config.constraints] for r in recs])
@@ -562,8 +651,9 @@ class Nsga2Strategy(Strategy):
         self.pending = None
 
 
-def make_strategy(space: SearchSpace, config: SearchConfig) -> Strategy:
-    return {"linas": LinasStrategy, "nsga2": Nsga2Strategy, "random": RandomStrategy}[config.strategy](space, config)
+def make_strategy(space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None) -> Strategy:
+    cls = {"linas": LinasStrategy, "nsga2": Nsga2Strategy, "random": RandomStrategy}[config.strategy]
+    return cls(space, config, pool)
 
 
 # ---------------------------------------------------------------------------- output folder
@@ -730,12 +820,15 @@ def run_search(
     progress: Callable[[int, int, str], None] | None = None,
     on_update: Callable[[SearchState], None] | None = None,
     hv_reference: HypervolumeReference | None = None,
+    pool: Sequence[SubnetConfig] | None = None,
 ) -> SearchResult:
     """Run (or resume) a search; with `out`, write candidates/history/config/pareto/summary there.
 
     `identity` holds what must match on --resume (model hash, space, tasks, ...); `run_info` is
     more provenance for config.json. `report(cfg)` (optional) measures the report split of each
-    Pareto subnet and the full model after the search.
+    Pareto subnet and the full model after the search. `pool` restricts the search to a finite set
+    of subnets (benchmarks on a table of real measurements): proposals snap to the nearest
+    unvalidated member; it must hold the largest and the smallest subnet.
     """
     t_start = time.monotonic()
     ident = {"space": space.to_dict(), **{k: v for k, v in config.to_dict().items() if k in IDENTITY_KEYS},
@@ -765,7 +858,13 @@ def run_search(
         )
 
     metrics = config.metrics
-    strategy = make_strategy(space, config)
+    snap = None
+    if pool is not None:
+        snap = PoolSnapper(space, pool)
+        missing = {space.largest().key, space.smallest().key} - set(snap.keys)
+        if missing:
+            raise SearchError(f"the subnet pool must hold the largest and the smallest subnet; missing {sorted(missing)}")
+    strategy = make_strategy(space, config, snap.pool if snap else None)
     seen: dict[str, dict[str, Any]] = {}
     history: list[dict[str, Any]] = []
     done_iters = {h["iteration"] for h in old_history}
@@ -790,6 +889,13 @@ def run_search(
         batch: list[dict[str, Any]] = []
         added, budget_hit, t_validate = 0, False, 0.0
         for p in proposals:
+            if snap is not None:
+                c = snap(p.cfg, seen)
+                if c is None:
+                    budget_hit = True  # the pool is exhausted
+                    break
+                if c.key != p.cfg.key:
+                    p = Proposal(c, p.predicted, p.origin + "+snap")
             key = p.cfg.key
             if key in seen:
                 batch.append(seen[key])

@@ -40,8 +40,11 @@ def test_linear_target_picks_a_low_error_model_and_reports_every_candidate():
     X, y = _data(n=40)
     fit = fit_predictor(X, y, objective="tpot_ms", folds=5, seed=0)
     assert set(fit.candidates) == set(CANDIDATES)
-    best = min(fit.candidates, key=lambda n: fit.candidates[n]["cv_mae"])
+    c = fit.candidates
+    best = min(c, key=lambda n: (-c[n]["cv_kendall_tau"], c[n]["cv_mae"]))  # rank agreement first
     assert fit.name == best
+    by_mae = fit_predictor(X, y, folds=5, seed=0, select="mae")
+    assert by_mae.name == min(c, key=lambda n: c[n]["cv_mae"])
     assert fit.cv_mae == pytest.approx(fit.candidates[best]["cv_mae"])
     assert fit.cv_mae < 0.1 * np.std(y)          # a linear target is easy for ridge
     assert fit.cv_kendall_tau > 0.9
@@ -81,6 +84,8 @@ def test_few_samples_fall_back_to_ridge_without_cv_and_bad_input_errors():
         fit_predictor(X[:1], y[:1])
     with pytest.raises(SearchError, match="NaN"):
         fit_predictor(X, np.array([1.0, np.nan, 2.0]))
+    with pytest.raises(SearchError, match="unknown predictor selection"):
+        fit_predictor(X, y, select="r2")
     with pytest.raises(SearchError, match="shape"):
         fit_predictor(X, y[:2])
 

@@ -241,3 +241,15 @@ def test_pick_fastest_within():
     assert pick_fastest_within(front, 0.5) is None
     with pytest.raises(SearchError, match="non-negative"):
         pick_fastest_within(recs, -1)
+
+
+@pytest.mark.parametrize("strategy", ["linas", "nsga2", "random"])
+def test_pool_restricts_the_search_to_a_table(strategy):
+    rng = np.random.default_rng(0)
+    pool = {c.key: c for c in [SPACE.largest(), SPACE.smallest()] + [SPACE.sample(rng) for _ in range(30)]}
+    v = Recording(SPACE)
+    res = run_search(SPACE, v, cfg(strategy=strategy, evaluations=12), pool=list(pool.values()))
+    assert len(v.keys) == len(set(v.keys)) == 12 and set(v.keys) <= set(pool)
+    assert {r["key"] for r in res.records} <= set(pool)
+    with pytest.raises(SearchError, match="largest and the smallest"):
+        run_search(SPACE, v, cfg(strategy=strategy), pool=list(pool.values())[2:])
