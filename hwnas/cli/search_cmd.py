@@ -148,6 +148,16 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     report_suite = (TaskSuite(loaded.tokenizer, setup["task_objects"], split="report", limit=report_limit,
                               data_dir=setup["data_dir"]) if report_limit else None)
     profile = setup["profile"]
+    if profile is not None:
+        space = supernet.space
+        pm = profile.model
+        got = (pm.get("num_layers"), pm.get("full_width"), pm.get("hidden_size"))
+        want = (space.num_layers, space.full_width, int(supernet.config.hidden_size))
+        if got != want:
+            from ..errors import SearchError
+
+            raise SearchError(f"--profile {setup['profile_path']} describes a model with (layers, MLP width, hidden) = "
+                              f"{got}, this model has {want}; profile this model first")
     host = detect_host()
     model_id = setup["identity"]["model_sha256"][:12]
     validator = SubnetValidator(

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwnas.cli import main
+from hwnas.cli.search_cmd import DEFAULT_LIMIT
 from hwnas.io import read_jsonl
 from hwnas.search import SearchConfig, SyntheticValidator, run_search
 from hwnas.space import SearchSpace
@@ -102,12 +103,18 @@ def test_search_writes_every_output(tmp_path, synthetic):
     assert p.record["key"] in {x["key"] for x in pareto}
 
 
+def test_live_display_runs(tmp_path, synthetic):
+    r = CliRunner().invoke(main, ["search", "--out", str(tmp_path / "s"), "--evaluations", "8", "--population", "4"])
+    assert r.exit_code == 0, r.output
+    assert "validated 8/8" in r.output and "best accuracy at each latency" in r.output
+
+
 def test_resume_finishes_without_duplicates(tmp_path, synthetic):
     out = tmp_path / "s"
     # a first run that stopped after 6 subnets (as if killed), then --resume with the full budget
     run_search(SPACE, SyntheticValidator(SPACE), SearchConfig(evaluations=6, population=4), out=out,
                identity={"model_sha256": "sha-of-default", "tasks": ["arc_easy", "arc_challenge", "mmlu", "piqa"],
-                         "limit": 25, "target": "xeon", "latency_source": "synthetic", "metric": "acc_norm"})
+                         "limit": DEFAULT_LIMIT, "target": "xeon", "latency_source": "synthetic", "metric": "acc_norm"})
     r = CliRunner().invoke(main, ["search", "--out", str(out), "--resume", *SMALL])
     assert r.exit_code == 0, r.output
     keys = [x["key"] for x in read_jsonl(out / "candidates.jsonl")]
