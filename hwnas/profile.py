@@ -340,7 +340,9 @@ def rank_agreement(measurements: Sequence[Measurement], lm: LatencyModel | None 
         out[f"p_value_params_vs_{name}"] = None if np.isnan(p) else float(p)
     if lm is not None and "cv_predictions" in lm.error:
         lat = lm.batch_sizes[0]
-        pred = lm.error["cv_predictions"][f"tpot_ms@{lat}"]
-        tau, _ = kendalltau(pred, [m.tpot_ms for m in measurements])
-        out["kendall_tau_latency_model_vs_tpot_ms"] = None if np.isnan(tau) else round(float(tau), 4)
+        pairs = [(p, m.tpot_ms) for p, m in zip(lm.error["cv_predictions"][f"tpot_ms@{lat}"], measurements)
+                 if p is not None]
+        if len(pairs) >= 3:
+            tau, _ = kendalltau([p for p, _ in pairs], [y for _, y in pairs])
+            out["kendall_tau_latency_model_vs_tpot_ms"] = None if np.isnan(tau) else round(float(tau), 4)
     return out

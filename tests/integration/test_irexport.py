@@ -142,3 +142,24 @@ def test_cache_exports_each_model_once(tmp_path, monkeypatch):
     assert fresh4 and p4.name.startswith("my-model-l2-")
     assert not list(tmp_path.glob("*.partial"))
     assert len(calls) == 3
+
+
+@pytest.mark.slow
+def test_default_model_subnet_matches_pytorch():
+    """The real default model: a 15-layer subnet with mixed widths and skipped layers, exported and
+    compared with PyTorch for the prefill and two decode steps (f32 precision and KV cache)."""
+    from hwnas.models import load_model
+
+    loaded = load_model("default")
+    sn = Supernet.from_loaded(loaded, order=False)
+    layers = tuple(range(0, 30, 2))
+    widths = tuple(sn.space.widths[i % len(sn.space.widths)] for i in range(len(layers)))
+    sub = sn.extract(SubnetConfig(layers, widths))
+    ir, _ = export_ir_cached(sub)
+    ids = torch.tensor([loaded.tokenizer("The capital of France is Paris, and the capital of Italy is")["input_ids"]])
+    ref_logits, ref_toks = torch_greedy(sub, ids, steps=2)
+    got_logits, got_toks = ov_greedy(ir, ids.numpy(), steps=2)
+    for r, g in zip(ref_logits, got_logits):
+        assert np.abs(g - r).max() < 2e-3
+    for r, g in zip(ref_toks, got_toks):
+        np.testing.assert_array_equal(g, r)
