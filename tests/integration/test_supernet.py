@@ -154,3 +154,18 @@ def test_sharded_save(tmp_path):
     with sn.subnet(cfg):
         want = logits(sn.model, ids)
     torch.testing.assert_close(logits(load_model(str(out)).model, ids), want, atol=1e-5, rtol=1e-5)
+
+
+def test_default_space_drops_layers_by_importance(tiny_model_dir, tmp_path):
+    from hwnas.supernet import load_supernet
+
+    loaded, sn = load_supernet(str(tiny_model_dir), calib_texts=TEXTS)
+    assert sn.space.layer_mode == "ranked" and sorted(sn.space.layer_order) == [0, 1, 2, 3]
+    assert sn.space.layer_order == tuple(sn.meta["layer_order"])
+    # the cached ordered supernet comes back with the same space and weights
+    loaded2, sn2 = load_supernet(str(tiny_model_dir), calib_texts=TEXTS)
+    assert sn2.space == sn.space
+    assert torch.equal(sn2.model.model.layers[0].mlp.gate_proj.weight, sn.model.model.layers[0].mlp.gate_proj.weight)
+    # without ordering, any layer may be skipped (first and last kept)
+    _, plain = load_supernet(str(tiny_model_dir), order=False)
+    assert plain.space.layer_mode == "skip"
