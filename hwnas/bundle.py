@@ -638,19 +638,15 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
             continue
         lls = []
         for r in data.requests:
-            scores = []
-            for cont in r.continuations:
-                seq = list(r.context) + list(cont[:-1])
-                req.reset_state()
-                t = len(seq)
-                res = req.infer({"input_ids": np.asarray([seq], dtype=np.int64),
-                                 "attention_mask": np.ones((1, t), dtype=np.int64),
-                                 "position_ids": np.arange(t, dtype=np.int64)[None],
-                                 "beam_idx": np.zeros(1, dtype=np.int32)})
-                lg = res[logits_out][0, len(r.context) - 1:].astype(np.float64)
-                lg = lg - lg.max(axis=-1, keepdims=True)
-                lp = lg - np.log(np.exp(lg).sum(axis=-1, keepdims=True))
-                scores.append(float(lp[np.arange(len(cont)), list(cont)].sum()))
+            if all(len(c) == 1 for c in r.continuations):
+                # one-token choices (MMLU's " A".." D"): one prefill of the context scores them all
+                lp = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])
+                scores = [float(lp[0, c[0]]) for c in r.continuations]
+            else:
+                scores = []
+                for cont in r.continuations:
+                    lg = _prefill(req, logits_out, list(r.context) + list(cont[:-1]))[len(r.context) - 1:]
+                    scores.append(float(_log_softmax(lg)[np.arange(len(cont)), list(cont)].sum()))
             lls.append(np.asarray(scores))
             done += 1
             if progress:
@@ -660,6 +656,25 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     accs = [v["acc"] for v in results.values() if v["acc"] is not None]
     return {"split": split, "limit": limit, "scored_with": "openvino", "tasks": results,
             "mean": float(np.mean(accs)) if accs else None}
+
+
+def _prefill(req: Any, logits_out: Any, seq: list[int]) -> Any:
+    """Logits [T, vocab] of one fresh prefill of `seq` (KV state reset first)."""
+    import numpy as np
+
+    req.reset_state()
+    t = len(seq)
+    res = req.infer({"input_ids": np.asarray([seq], dtype=np.int64), "attention_mask": np.ones((1, t), dtype=np.int64),
+                     "position_ids": np.arange(t, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)})
+    return res[logits_out][0]
+
+
+def _log_softmax(lg: Any) -> Any:
+    import numpy as np
+
+    lg = np.asarray(lg, dtype=np.float64)
+    lg = lg - lg.max(axis=-1, keepdims=True)
+    return lg - np.log(np.exp(lg).sum(axis=-1, keepdims=True))
 
 
 # ----------------------------------------------------------------------------- building

@@ -172,3 +172,37 @@ def test_bad_inputs_leave_nothing(built, tmp_path):
         export_bundle(str(model_dir), busy, recipe=make_recipe("int8"), measure=False)
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]  # no *.partial left over
+
+
+def test_verify_remeasure_compares_with_manifest(built):
+    res, _ = built
+    recorded = read_manifest(res.path).measurement["tpot_ms"]
+    slow = verify_bundle(res.path, generate=False, measure=True, measure_fn=lambda p, t: {"tpot_ms": 3 * recorded})
+    assert not slow.ok and "(3.00x)" in slow.problems[0]  # same host: a 3x slower bundle fails
+    same = verify_bundle(res.path, generate=False, measure=True, measure_fn=lambda p, t: {"tpot_ms": 1.1 * recorded})
+    assert same.ok and any("(1.10x)" in c for c in same.checks)
+
+
+def test_ir_accuracy_agrees_with_torch_evaluate(tmp_path):
+    """The IR scorer (used for bundles and the NNCF baseline) gives the same metrics as hwnas.evaluate."""
+    from hwnas.bundle import ir_accuracy
+    from hwnas.datadir import resolve_data_dir
+    from hwnas.errors import DataError
+    from hwnas.evaluate import evaluate
+    from hwnas.irexport import export_ir
+    from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+
+    try:
+        resolve_data_dir()
+    except DataError:
+        pytest.skip("evaluation data not available")
+    model, tok = make_tiny_llama(), make_tiny_tokenizer()
+    export_ir(model, tmp_path / "ir")
+    tasks = ["arc_easy", "mmlu"]  # multi-token and one-token choices
+    got = ir_accuracy(tmp_path / "ir", tok, tasks, limit=6, properties={"INFERENCE_PRECISION_HINT": "f32",
+                                                                        "KV_CACHE_PRECISION": "f32"})
+    ref = evaluate(model, tok, tasks, split="report", limit=6, precision="fp32")
+    for t in tasks:
+        assert got["tasks"][t]["n"] == ref["tasks"][t]["n"] == 6
+        assert got["tasks"][t]["acc"] == ref["tasks"][t]["acc"]
+        assert got["tasks"][t]["acc_norm"] == ref["tasks"][t]["acc_norm"]
