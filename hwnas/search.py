@@ -661,6 +661,7 @@ CANDIDATES_FILE = "candidates.jsonl"
 HISTORY_FILE = "history.jsonl"
 CONFIG_FILE = "config.json"
 PARETO_FILE = "pareto.json"
+REPORT_FILE = "report.jsonl"  # report-split accuracy of the front and the full model, appended as measured
 # What must match for --resume to continue a folder (evaluations may grow).
 IDENTITY_KEYS = ("model_sha256", "space", "tasks", "limit", "metric", "target", "latency_source", "objectives",
                  "constraints", "strategy", "seed", "population")
@@ -736,11 +737,13 @@ class SearchStore:
     def load_history(self) -> list[dict[str, Any]]:
         return self._load_jsonl(HISTORY_FILE)
 
-    def load_pareto(self) -> list[dict[str, Any]]:
-        try:
-            return json.loads((self.out / PARETO_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return []
+    def load_reports(self) -> dict[str, dict[str, Any]]:
+        return {r["key"]: r["report"] for r in self._load_jsonl(REPORT_FILE)}
+
+    def append_report(self, key: str, report: Mapping[str, Any]) -> None:
+        from .io import append_jsonl
+
+        append_jsonl(self.out / REPORT_FILE, {"key": key, "report": dict(report)})
 
     def append_record(self, rec: Mapping[str, Any]) -> None:
         from .io import append_jsonl
@@ -843,7 +846,7 @@ def run_search(
             doc = store.read_config()
             known = {r["key"]: r for r in store.load_records()}
             old_history = store.load_history()
-            old_report = {r["key"]: r.get("report") for r in store.load_pareto() if r.get("report")}
+            old_report = store.load_reports()
             doc.setdefault("resumed", []).append({"time": _now(), "validated_before": len(known)})
             doc["search"] = config.to_dict()
         else:
@@ -995,6 +998,8 @@ def run_search(
             if progress:
                 progress(i, len(todo), "report split")
             r["report"] = report(SubnetConfig.from_dict(r["subnet"]))
+            if store is not None:
+                store.append_report(r["key"], r["report"])
         if full is not None:
             full = dict(full)
             full["report"] = next(r["report"] for r in todo if r["key"] == full_key)

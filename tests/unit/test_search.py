@@ -203,6 +203,10 @@ def test_report_split_measured_for_front_and_full_model(tmp_path):
     assert set(seen) == {r["key"] for r in res.pareto} | {SPACE.largest().key}
     assert all(r["report"]["accuracy"] == 0.5 for r in json.loads((tmp_path / "o" / "pareto.json").read_text()))
     assert "[50.0]" in (tmp_path / "o" / "summary.md").read_text()
+    # resuming a finished run measures no report twice
+    seen.clear()
+    run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", report=report, resume=True)
+    assert seen == []
 
 
 def test_pareto_front_and_hypervolume_by_hand():
