@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -94,7 +95,7 @@ def _table(result: dict) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Packed rows per forward pass (default 4; perplexity: windows per pass).")
 @click.option("--row-tokens", type=click.IntRange(min=16), default=None,
-              help="Tokens per packed row (default 512); longer items get a row of their own.")
+              help="Tokens per packed row (default 128); longer items get a row of their own.")
 @click.option("--window", type=click.IntRange(min=2), default=None, help="Perplexity window in tokens (default 512).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
@@ -129,6 +130,11 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
 
     resolve_data_dir(data_dir)
 
+    # OpenMP threads that spin while waiting are up to 7x slower on a shared, oversubscribed CPU
+    # (measured on the 2-core dev box); sleeping waiters cost a few percent when the CPU is idle.
+    # It must be set before torch loads libgomp, so only when torch is not imported yet.
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from ..models import load_model

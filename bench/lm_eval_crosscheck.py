@@ -1,0 +1,138 @@
+"""Cross-check hwnas's scoring against lm-evaluation-harness on the first N ARC-Easy test items.
+
+Both run offline on the same model (the default SmolLM2-135M-Instruct with hwnas's correct
+tokenizer, saved as a plain Hugging Face folder): lm-eval through its `hf` model type and a
+local YAML task (the stock arc_easy prompt over a local jsonl), hwnas through `TaskSuite`.
+Reports both accuracies, the per-item agreement and the largest log-likelihood difference.
+The two must agree within 1 point at N >= 200.
+
+    .venv/bin/python bench/lm_eval_crosscheck.py --n 250 [--model default] [--threads 1] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# offline, before anything imports huggingface_hub / datasets
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TASK_YAML = """\
+task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+output_type: multiple_choice
+test_split: test
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
+doc_to_choice: "{{{{choices.text}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=250, help="first N items of ARC-Easy test.jsonl")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=16, help="lm-eval batch size")
+    ap.add_argument("--out", default=None, help="write the summary JSON here")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from hwnas.datadir import resolve_data_dir
+    from hwnas.evaluate import TaskSuite, mc_metrics, resolve_precision
+    from hwnas.models import load_model
+    from hwnas.tasks import MultipleChoiceTask, get_task
+
+    data_dir = resolve_data_dir(args.data_dir)
+    docs = get_task("arc_easy").docs(data_dir)[: args.n]
+    loaded = load_model(args.model)
+    summary: dict = {"n": len(docs), "model": loaded.source.to_dict(), "threads": torch.get_num_threads()}
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-lmeval-") as tmp:
+        tmp = Path(tmp)
+        # 1. the model + correct tokenizer as a plain HF folder; the items as a local jsonl (ai2_arc schema)
+        model_dir = tmp / "model"
+        loaded.model.save_pretrained(model_dir)
+        loaded.tokenizer.save_pretrained(model_dir)
+        src = [json.loads(line) for line in (data_dir / "arc_easy" / "test.jsonl").read_text().splitlines() if line.strip()]
+        with open(tmp / "arc_easy_first.jsonl", "w") as f:
+            for rec in src[: args.n]:
+                ch = rec["question"]["choices"]
+                f.write(json.dumps({"id": rec["id"], "question": rec["question"]["stem"],
+                                    "choices": {"text": [c["text"] for c in ch], "label": [c["label"] for c in ch]},
+                                    "answerKey": rec["answerKey"]}) + "\n")
+        (tmp / "tasks").mkdir()
+        (tmp / "tasks" / "hwnas_arc_easy_local.yaml").write_text(
+            TASK_YAML.format(name="hwnas_arc_easy_local", data=tmp / "arc_easy_first.jsonl"))
+
+        # 2. lm-eval
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+
+        t0 = time.perf_counter()
+        res = lm_eval.simple_evaluate(
+            model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"},
+            tasks=["hwnas_arc_easy_local"], task_manager=TaskManager(include_path=str(tmp / "tasks")),
+            batch_size=args.batch_size, device="cpu", log_samples=True,
+        )
+        lm_sec = time.perf_counter() - t0
+        r = res["results"]["hwnas_arc_easy_local"]
+        lm_lls = {}
+        for s in res["samples"]["hwnas_arc_easy_local"]:
+            lm_lls[s["doc"]["id"]] = np.array([float(x[0]) for x in s["filtered_resps"]])
+        summary["lm_eval"] = {"version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
+                              "acc": r["acc,none"], "acc_norm": r["acc_norm,none"], "seconds": round(lm_sec, 1)}
+
+    # 3. hwnas on the same items, fp32 and the default precision
+    task = MultipleChoiceTask("arc_easy_first", lambda _d: docs)
+    suite = TaskSuite(loaded.tokenizer, [task], split="all", data_dir=data_dir)
+    reqs = suite.data["arc_easy_first"].requests
+    for prec in ("fp32", "auto"):
+        t0 = time.perf_counter()
+        lls = suite.loglikelihoods(loaded.model, precision=prec)["arc_easy_first"]
+        sec = time.perf_counter() - t0
+        m = mc_metrics(lls, [q.gold for q in reqs], [np.array(q.choice_bytes, dtype=float) for q in reqs])
+        diffs = [float(np.abs(ll - lm_lls[q.id]).max()) for ll, q in zip(lls, reqs)]
+        same_pred = np.mean([int(np.argmax(ll)) == int(np.argmax(lm_lls[q.id])) for ll, q in zip(lls, reqs)])
+        summary[f"hwnas_{resolve_precision(prec)}"] = {
+            "acc": m["acc"], "acc_norm": m["acc_norm"], "acc_stderr": m["acc_stderr"], "seconds": round(sec, 1),
+            "acc_diff_points": round(100 * (m["acc"] - summary["lm_eval"]["acc"]), 3),
+            "acc_norm_diff_points": round(100 * (m["acc_norm"] - summary["lm_eval"]["acc_norm"]), 3),
+            "same_prediction_fraction": float(same_pred),
+            "max_abs_loglik_diff": max(diffs), "median_abs_loglik_diff": float(np.median(diffs)),
+        }
+    ok = all(abs(v["acc_diff_points"]) <= 1.0 for k, v in summary.items() if k.startswith("hwnas_"))
+    summary["agree_within_1_point"] = bool(ok)
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        from hwnas.io import write_json_atomic
+
+        write_json_atomic(args.out, summary)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
