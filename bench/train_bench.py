@@ -65,13 +65,13 @@ def precision_probe(sn, reps: int, seq_len: int, batch: int) -> dict:
         "tokens_per_step": batch * seq_len, "bf16_over_fp32_median": statistics.median(times["bf16"]) / statistics.median(times["fp32"])}
 
 
-def evaluate_all(sn, suites, subnets, label: str) -> dict:
+def evaluate_all(sn, suites, subnets, label: str, precision: str) -> dict:
     out = {}
     for name, cfg in subnets.items():
         t = time.perf_counter()
         res = {}
         for suite in suites:
-            res.update(suite.evaluate(sn, subnet=cfg)["tasks"])
+            res.update(suite.evaluate(sn, subnet=cfg, precision=precision)["tasks"])
         accs = [res[t]["acc"] for t in MC_TASKS]
         out[name] = {"tasks": res, "mean_acc": float(np.mean(accs)), "ppl": res["wikitext2"]["perplexity"],
                      "seconds": time.perf_counter() - t}
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--limit", type=int, default=40, help="items per multiple-choice task (search split)")
     ap.add_argument("--windows", type=int, default=4, help="512-token WikiText-2 windows (search split)")
+    ap.add_argument("--eval-precision", default="fp32", help="precision of the accuracy/perplexity evaluation")
     ap.add_argument("--random-subnets", type=int, default=5)
     ap.add_argument("--subnet-seed", type=int, default=2024)
     ap.add_argument("--precision-probe", type=int, default=0, help="repeats of the fp32-vs-bf16 step timing (0: skip)")
@@ -118,7 +119,7 @@ def main() -> None:
         print("precision probe:", {k: v if not isinstance(v, dict) else round(v["median_s"], 2)
                                    for k, v in report["precision_probe"].items()}, flush=True)
     t = time.time()
-    report["before"] = evaluate_all(sn, suites, subnets, "before")
+    report["before"] = evaluate_all(sn, suites, subnets, "before", args.eval_precision)
     report["eval_before_s"] = time.time() - t
     del sn, loaded
 
@@ -138,7 +139,7 @@ def main() -> None:
     sn = Supernet.from_loaded(loaded)
     assert loaded.supernet_meta.get("channels_ordered"), "trained folder lost its channel order"
     t = time.time()
-    report["after"] = evaluate_all(sn, suites, subnets, "after")
+    report["after"] = evaluate_all(sn, suites, subnets, "after", args.eval_precision)
     report["eval_after_s"] = time.time() - t
     report["total_s"] = time.time() - t_all
 
