@@ -5,8 +5,11 @@ Prints (and writes as JSON with --json-out):
    target's precision -- TTFT and TPOT medians and their ratios -- plus openvino-genai's own
    PerfMetrics on the same IR as a check of the TTFT/TPOT definitions.
 2. `run_profile` with default settings (timed; --cold exports every IR afresh into a temporary
-   cache), its leave-one-out MAPE, and the latency model's MAPE on held-out subnets measured
-   afterwards (never seen by the fit), next to a parameter-count baseline.
+   cache) and its leave-one-out MAPE; then the latency model's MAPE on held-out subnets never seen
+   by the fit: the profile's subnets and the held-out ones re-measured in one interleaved session,
+   the model refit on the former and scored on the latter (no load drift between sessions), next
+   to the per-width form and a parameter-count baseline; and the profile's own model scored on
+   those held-out measurements (a profile reused later).
 3. Kendall's tau between parameter count and measured TPOT.
 4. benchmark_app sanity check: the prefill of the full model on a stateless, fixed-shape IR, timed by
    hwnas (`time_static_ir`) and by OpenVINO's benchmark_app with the same properties.
@@ -182,58 +185,75 @@ def main() -> None:
     print(f"\nprofile: {res['profile_wall_s']:.0f} s wall ({prof.timings_s}); LOO MAPE {res['loo_mape_pct']}")
     print(f"Kendall tau params vs TPOT (profile subnets): {prof.ranking.get('kendall_tau_params_vs_tpot_ms')}")
 
-    # ---- held-out subnets, measured with the full model as an anchor for load drift
+    # ---- held-out subnets. Two views:
+    # (a) same session: the profile's subnets and the held-out ones re-measured together (interleaved),
+    #     the latency model refit on the profile's subnets only, then scored on the held-out ones, so
+    #     load drift between sessions cannot bias the score;
+    # (b) transfer: the profile's own model predicting the held-out measurements of (a), i.e. a
+    #     profile used later on the same host (includes any drift; the full model's ratio shows it).
     from hwnas.supernet import Supernet
 
-    sn = Supernet(loaded.model, space=None)  # already wrapped by run_profile; reuse its space
+    sn = Supernet(loaded.model, space=None)  # run_profile wrapped the model already; same default space
     space = sn.space
     seen = {m.subnet_key for m in prof.measurements}
     rng = np.random.default_rng(args.seed + 1000)
-    held = [c for c in choose_subnets(space, args.holdout + 2, rng)[2:] if c.key not in seen][: args.holdout]
-    full = space.largest()
+    held = [c for c in choose_subnets(space, args.holdout + 4, rng)[2:] if c.key not in seen][: args.holdout]
+    train_cfgs = [m.subnet for m in prof.measurements]
+    from hwnas.space import SubnetConfig
+
     jobs = []
     model_id = prof.model["model_id"]
-    for cfg in [full] + held:
+    for kind, cfg in [("subnet", SubnetConfig.from_dict(d)) for d in train_cfgs] + [("holdout", c) for c in held]:
         dense = sn.extract(cfg)
         ir, _ = export_ir_cached(dense, f"{model_id}-{cfg.key}", cache_dir=ir_cache)
         del dense
-        jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config)))
+        jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), kind))
     ms = measure_many(jobs, target, host=host, seed=args.seed)
-    anchor, held_ms = ms[0], ms[1:]
-    lm = prof.latency_model
-    drift = anchor.tpot_ms / prof.measurements[0].tpot_ms
-    pred = [lm.predict(m.mlp_widths) for m in held_ms]
-    ho = {
-        "n": len(held_ms),
-        "ttft_ms_mape_pct": mape([m.ttft_ms for m in held_ms], [p["ttft_ms"] for p in pred]),
-        "tpot_ms_mape_pct": mape([m.tpot_ms for m in held_ms], [p["tpot_ms"] for p in pred]),
-        "throughput_tok_s_mape_pct": mape([m.throughput_tok_s for m in held_ms], [p["throughput_tok_s"] for p in pred]),
-        "full_model_tpot_now_vs_profile": drift,
-        "subnets": [{"key": m.subnet_key, "layers": len(m.mlp_widths), "n_params": m.n_params,
-                     "ttft_ms": m.ttft_ms, "tpot_ms": m.tpot_ms, "pred_ttft_ms": p["ttft_ms"], "pred_tpot_ms": p["tpot_ms"]}
-                    for m, p in zip(held_ms, pred)],
-    }
-    # the per-width form and a parameter-count baseline, fit on the same profile measurements
-    subs = [(m.mlp_widths, measurement_metrics(m)) for m in prof.measurements]
+    train_ms = [m for m in ms if m.kind == "subnet"]
+    held_ms = [m for m in ms if m.kind == "holdout"]
+    subs = [(m.mlp_widths, measurement_metrics(m)) for m in train_ms]
+    lm_same = fit_latency_model(subs, space.widths, wl.batch_sizes)
+
+    def score(lm, label):
+        pred = [lm.predict(m.mlp_widths) for m in held_ms]
+        return {
+            "model": label,
+            "ttft_ms_mape_pct": mape([m.ttft_ms for m in held_ms], [p["ttft_ms"] for p in pred]),
+            "tpot_ms_mape_pct": mape([m.tpot_ms for m in held_ms], [p["tpot_ms"] for p in pred]),
+            "throughput_tok_s_mape_pct": mape([m.throughput_tok_s for m in held_ms], [p["throughput_tok_s"] for p in pred]),
+            "pred_tpot_ms": [p["tpot_ms"] for p in pred],
+        }
+
+    ho = {"n": len(held_ms), "same_session": score(lm_same, "linear, refit in the same session"),
+          "transfer": score(prof.latency_model, "the profile's model (earlier session)"),
+          "full_model_tpot_now_vs_profile": train_ms[0].tpot_ms / prof.measurements[0].tpot_ms,
+          "same_session_loo": {k: lm_same.error[k] for k in ("ttft_ms_mape_pct", "tpot_ms_mape_pct", "throughput_tok_s_mape_pct")},
+          "subnets": [{"key": m.subnet_key, "layers": len(m.mlp_widths), "n_params": m.n_params,
+                       "ttft_ms": m.ttft_ms, "tpot_ms": m.tpot_ms} for m in held_ms]}
     try:
         pw = fit_latency_model(subs, space.widths, wl.batch_sizes, form="per_width")
-        ho["per_width_form_tpot_mape_pct"] = mape([m.tpot_ms for m in held_ms], [pw.predict(m.mlp_widths)["tpot_ms"] for m in held_ms])
-        ho["per_width_form_loo_tpot_mape_pct"] = pw.error.get("tpot_ms_mape_pct")
+        ho["same_session_per_width_form"] = score(pw, "per_width, same session")
     except Exception as e:  # noqa: BLE001 - report, do not fail the bench
         ho["per_width_form_error"] = str(e)
-    x = np.array([m.n_params for m in prof.measurements], float)
-    y = np.array([m.tpot_ms for m in prof.measurements])
+    x = np.array([m.n_params for m in train_ms], float)
+    y = np.array([m.tpot_ms for m in train_ms])
     a, b = np.polyfit(x, y, 1)
     ho["params_baseline_tpot_mape_pct"] = mape([m.tpot_ms for m in held_ms], [a * m.n_params + b for m in held_ms])
     from scipy.stats import kendalltau
 
-    all_ms = list(prof.measurements) + held_ms
-    ho["kendall_tau_params_vs_tpot_all"] = float(kendalltau([m.n_params for m in all_ms], [m.tpot_ms for m in all_ms])[0])
+    all_ms = train_ms + held_ms
+    ho["kendall_tau_params_vs_tpot_same_session"] = float(kendalltau([m.n_params for m in all_ms], [m.tpot_ms for m in all_ms])[0])
     res["holdout"] = ho
-    print(f"held-out ({ho['n']} subnets): MAPE TTFT {ho['ttft_ms_mape_pct']:.1f}%, TPOT {ho['tpot_ms_mape_pct']:.1f}%, "
-          f"throughput {ho['throughput_tok_s_mape_pct']:.1f}% (per-width form TPOT "
-          f"{ho.get('per_width_form_tpot_mape_pct', float('nan')):.1f}%, param-count baseline TPOT "
-          f"{ho['params_baseline_tpot_mape_pct']:.1f}%); full-model TPOT now / in profile = {drift:.3f}")
+    ss, tr = ho["same_session"], ho["transfer"]
+    print(f"held-out ({ho['n']} subnets, same session): MAPE TTFT {ss['ttft_ms_mape_pct']:.1f}%, TPOT {ss['tpot_ms_mape_pct']:.1f}%, "
+          f"throughput {ss['throughput_tok_s_mape_pct']:.1f}%; per-width form TPOT "
+          f"{ho.get('same_session_per_width_form', {}).get('tpot_ms_mape_pct', float('nan')):.1f}%; parameter-count "
+          f"baseline TPOT {ho['params_baseline_tpot_mape_pct']:.1f}%")
+    print(f"held-out, the profile's model from the earlier session: TTFT {tr['ttft_ms_mape_pct']:.1f}%, TPOT "
+          f"{tr['tpot_ms_mape_pct']:.1f}% (full-model TPOT now / then = {ho['full_model_tpot_now_vs_profile']:.3f})")
+    print(f"Kendall tau params vs TPOT over {len(all_ms)} subnets: {ho['kendall_tau_params_vs_tpot_same_session']:.3f}")
+    full = space.largest()
+    jobs = [j for j in jobs if j.subnet_key == full.key]
 
     # ---- 1. full model: PyTorch eager vs OpenVINO f32 vs target precision (+ genai check)
     full_ir = Path(jobs[0].ir)
