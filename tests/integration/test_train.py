@@ -159,8 +159,9 @@ def test_one_sandwich_step_updates_shared_and_largest_only_weights(tiny_model_di
         runs[strategy] = {k: v - w0[k] for k, v in _tensors(tmp_path / strategy).items()}
     d_sw, d_full = runs["sandwich"], runs["full"]
     g = "model.layers.0.mlp.gate_proj.weight"
-    assert d_sw[g][:64].abs().min() > 0  # channels the smallest subnet uses moved ...
-    assert not torch.allclose(d_sw[g][:64], d_full[g][:64], atol=1e-6)  # ... differently than with the largest alone
+    # channels the smallest subnet uses moved (Adam's first step is lr * sign(gradient), so whether the
+    # smallest's gradient changed their direction is checked on gradients, in the test above)
+    assert d_sw[g][:64].abs().min() > 0
     assert d_sw[g][64:].abs().min() > 0  # channels only the largest uses moved ...
     torch.testing.assert_close(d_sw[g][64:], d_full[g][64:], atol=1e-7, rtol=1e-5)  # ... as the largest alone moves them
     q1 = "model.layers.1.self_attn.q_proj.weight"  # a layer the smallest drops
@@ -173,14 +174,15 @@ def test_resume_continues_the_same_schedule(tiny_model_dir, text_data, tmp_path)
     full = train(str(tiny_model_dir), text_data, tmp_path / "a", cfg)
     assert full.complete and full.steps_done == 6
     out = tmp_path / "b"
-    part = train(str(tiny_model_dir), text_data, out, cfg, stop_after=2)
+    from dataclasses import replace
+
+    part = train(str(tiny_model_dir), text_data, out, replace(cfg, checkpoint_every=1), stop_after=2)
     assert not part.complete and part.steps_done == 2
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-0000002"]  # only the latest is kept
     assert (out / "checkpoints" / "step-0000002" / "state.pt").is_file()
     assert not (out / "config.json").exists()  # not a model folder until finished
     with pytest.raises(TrainError, match="unfinished run of this configuration .last checkpoint at step 2.; pass --resume"):
         train(str(tiny_model_dir), text_data, out, cfg)
-    part = train(str(tiny_model_dir), text_data, out, cfg, resume=True, stop_after=2)
-    assert part.steps_done == 4
     done = train(str(tiny_model_dir), text_data, out, cfg, resume=True)
     assert done.complete and done.steps_done == 6
     steps_a = [r for r in iter_log(tmp_path / "a") if "lr" in r]
@@ -273,3 +275,25 @@ def test_bad_data_fails_before_loading_anything(tiny_model_dir, tmp_path):
     with pytest.raises(DataError, match="holds no examples"):
         train(str(tiny_model_dir), empty, tmp_path / "o", TrainConfig(steps=1, **SMALL))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_one_step_on_the_default_model_keeps_its_channel_order(tmp_path):
+    """Real model: one sandwich step on C4 text; the folder loads as an ordered supernet of the same space."""
+    from pathlib import Path
+
+    from hwnas.supernet import load_supernet
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "c4_demo" / "c4_demo.jsonl"
+    if not data.is_file():
+        pytest.skip("shared demo data not present")
+    cfg = TrainConfig(steps=1, k=0, distill=True, lr=1e-5, seq_len=64, batch_size=1, val_sequences=1,
+                      eval_subnets=0, device="cpu")
+    res = train("default", data, tmp_path / "run", cfg)
+    assert res.val_loss["largest"] == pytest.approx(res.val_loss_before["largest"], abs=0.05)
+    assert res.val_loss["smallest"] < res.val_loss_before["smallest"]
+    _, ordered = load_supernet("default")
+    loaded = load_model(str(tmp_path / "run"))
+    assert loaded.supernet_meta["channel_order"] == ordered.meta["channel_order"]
+    sn = Supernet.from_loaded(loaded)
+    assert sn.space.smallest() == ordered.space.smallest() and sn.space.widths == ordered.space.widths
