@@ -3,7 +3,8 @@
 Builds and measures on this host, under one target's OpenVINO properties and workload:
   (a) full model, PyTorch fp32 eager (KV cache)
   (b) full model, OpenVINO IR exported by optimum-intel with NNCF int8 weights   <- the baseline
-  (c) a subnet (default: the first 24 layers at MLP width 1152; --subnet or --from/--pick to
+  (c) a subnet (default: 24 layers at MLP width 1152, the layers kept by the supernet's block-influence
+      ranking, i.e. dropping the 6 least influential; --subnet or --from/--pick to
       take the search's pick) quantized by hwnas with Neural Compressor, one bundle per --quant
 
 and reports decode tokens/s (1000 / TPOT at batch 1), TTFT, throughput at the target's largest
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per model (default: the target's)")
     ap.add_argument("--no-torch", action="store_true", help="skip (a)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse bundles and accuracies already in --out (same subnet/settings)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from hwnas.benchmark import NNCF_INT8, TORCH_FP32, ir_rows, measure_torch, nncf_int8_ir, ratios
-    from hwnas.bundle import export_bundle, ir_accuracy, pick_from_search, read_manifest
+    from hwnas.bundle import export_bundle, ir_accuracy, pick_from_search, read_manifest, sha256_file
     from hwnas.evaluate import evaluate
     from hwnas.host import detect_host
     from hwnas.models import load_model
@@ -90,7 +92,15 @@ def main(argv=None) -> int:
         p = pick_from_search(args.search_dir, args.pick)
         subnet, how = p.subnet, f"{args.search_dir}: {p.rule}"
     else:
-        subnet, how = SubnetConfig.uniform(24, 1152), "fixed 24 x 1152 (no search yet)"
+        from hwnas.supernet import load_supernet
+
+        _, sn = load_supernet(args.model)
+        if sn.space.layer_order:
+            layers = tuple(sorted(sn.space.layer_order[:24]))
+            subnet, how = SubnetConfig(layers, (1152,) * 24), "fixed 24 x 1152, layers ranked by block influence (no search yet)"
+        else:
+            subnet, how = SubnetConfig.uniform(24, 1152), "fixed 24 x 1152, first 24 layers (no search yet)"
+        del sn, _
     log.info("subnet %s (%s): %s", subnet.key, subnet.describe(), how)
 
     loaded = load_model(args.model)
@@ -103,25 +113,41 @@ def main(argv=None) -> int:
     bundles = {}
     for q in quants:
         t0 = time.time()
+        prev = out / "bundles" / f"subnet-{q}"
+        if args.reuse and (prev / "hwnas_manifest.json").is_file():
+            man = read_manifest(prev)
+            if man.subnet and man.subnet.get("key") == subnet.key and man.quantization["name"] == q:
+                bundles[q] = prev
+                log.info("(c) %s bundle reused from %s", q, prev)
+                continue
         res = export_bundle(args.model, out / "bundles" / f"subnet-{q}", recipe=make_recipe(q), subnet=subnet,
                             target=target, seed=args.seed, force=True, measure=False)
         bundles[q] = res.path
         log.info("(c) %s bundle: %s, %.1f MB (%.0fs)", q, res.manifest.recipe.describe(), res.nbytes / 1e6, time.time() - t0)
 
-    # ---- accuracy (report split)
-    acc = {}
-    t0 = time.time()
-    acc[NNCF_INT8] = ir_accuracy(base_dir, tok, tasks, limit=args.limit, seed=args.seed, properties=props)
-    log.info("(b) accuracy %.4f (%.0fs)", acc[NNCF_INT8]["mean"], time.time() - t0)
+    # ---- accuracy (report split); cached in OUT/accuracy_cache.json by weights hash and settings
+    cache_path = out / "accuracy_cache.json"
+    cache = json.loads(cache_path.read_text()) if args.reuse and cache_path.is_file() else {}
+
+    def cached(key: str, fn):
+        full = f"{key}|{args.limit}|{','.join(tasks)}|{args.seed}|{json.dumps(props, sort_keys=True, default=str)}"
+        if full not in cache:
+            t0 = time.time()
+            cache[full] = fn()
+            cache_path.write_text(json.dumps(cache, indent=1))
+            log.info("accuracy of %s: %.4f (%.0fs)", key.split("|")[0], cache[full]["mean"], time.time() - t0)
+        else:
+            log.info("accuracy of %s: %.4f (cached)", key.split("|")[0], cache[full]["mean"])
+        return cache[full]
+
+    acc = {NNCF_INT8: cached(f"{NNCF_INT8}|{sha256_file(base_dir / 'openvino_model.bin')}",
+                             lambda: ir_accuracy(base_dir, tok, tasks, limit=args.limit, seed=args.seed, properties=props))}
     for q, path in bundles.items():
-        t0 = time.time()
-        acc[q] = ir_accuracy(path, tok, tasks, limit=args.limit, seed=args.seed, properties=props)
-        log.info("(c) %s accuracy %.4f (%.0fs)", q, acc[q]["mean"], time.time() - t0)
+        acc[q] = cached(f"{q}|{sha256_file(path / 'openvino_model.bin')}",
+                        lambda: ir_accuracy(path, tok, tasks, limit=args.limit, seed=args.seed, properties=props))
     if not args.no_torch:
-        t0 = time.time()
-        r = evaluate(loaded.model, tok, tasks, split="report", limit=args.limit, seed=args.seed, precision="fp32")
-        acc[TORCH_FP32] = _acc_summary(r["tasks"])
-        log.info("(a) accuracy %.4f (%.0fs)", acc[TORCH_FP32]["mean"], time.time() - t0)
+        acc[TORCH_FP32] = cached(f"{TORCH_FP32}|{loaded.source.sha256()}", lambda: _acc_summary(
+            evaluate(loaded.model, tok, tasks, split="report", limit=args.limit, seed=args.seed, precision="fp32")["tasks"]))
 
     # ---- speed: all OpenVINO models compiled together, repeats interleaved (hwnas.measure.measure_many)
     t0 = time.time()

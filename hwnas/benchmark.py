@@ -71,14 +71,26 @@ def ir_rows(items: Sequence[tuple[str, str, str | Path]], target: Any, *, host: 
     return rows
 
 
+BASELINE_FORMAT = 2  # bump when the baseline recipe changes (cache key)
+
+
 def nncf_int8_ir(loaded: Any, out: str | Path | None = None) -> Path:
-    """The full model exported by optimum-intel with NNCF int8 weights (cached unless `out` is given)."""
+    """The full model as optimum-intel ships it with NNCF int8 weights (cached unless `out` is given).
+
+    optimum-intel's own flow: export the float IR, then `OVModelForCausalLM.from_pretrained(ir,
+    quantization_config=OVWeightQuantizationConfig(bits=8))` (what `load_in_8bit=True` does: NNCF
+    INT8_ASYM on every weight, embeddings included) and `save_pretrained`. (`export_from_model`'s
+    `ov_config` does not compress by itself; only `main_export` adds that step.)
+    """
+    import shutil
     import warnings
 
     import torch
     from optimum.exporters.openvino import export_from_model
-    from optimum.intel.openvino.configuration import OVConfig, OVWeightQuantizationConfig
+    from optimum.intel import OVModelForCausalLM
+    from optimum.intel.openvino.configuration import OVWeightQuantizationConfig
 
+    from .errors import ExportError
     from .io import atomic_dir
     from .irexport import tool_versions
     from .models import cache_dir
@@ -86,15 +98,24 @@ def nncf_int8_ir(loaded: Any, out: str | Path | None = None) -> Path:
     if out is None:
         import hashlib
 
-        tag = hashlib.sha256(json.dumps([loaded.source.sha256(), tool_versions()], sort_keys=True).encode()).hexdigest()[:12]
+        tag = hashlib.sha256(json.dumps([loaded.source.sha256(), tool_versions(), BASELINE_FORMAT],
+                                        sort_keys=True).encode()).hexdigest()[:12]
         out = cache_dir() / "baselines" / f"{loaded.source.name}-nncf-int8-{tag}"
         if (out / "openvino_model.xml").is_file():
             return out
     out = Path(out)
-    cfg = OVConfig(quantization_config=OVWeightQuantizationConfig(bits=8))
     with atomic_dir(out, force=True) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_from_model(loaded.model, tmp, task="text-generation-with-past", ov_config=cfg)
+        stage = tmp / ".float"
+        export_from_model(loaded.model, stage, task="text-generation-with-past")
+        ov_model = OVModelForCausalLM.from_pretrained(str(stage), quantization_config=OVWeightQuantizationConfig(bits=8),
+                                                      compile=False)
+        ov_model.save_pretrained(str(tmp))
+        del ov_model
+        shutil.rmtree(stage)
+        float_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        if (tmp / "openvino_model.bin").stat().st_size > 0.6 * float_bytes:
+            raise ExportError("optimum-intel did not compress the baseline's weights to int8")
     return out
 
 
