@@ -61,7 +61,7 @@ def build_table(folder: Path, n: int, args) -> None:
     """Validate the full model, the smallest subnet and `n` random subnets for real (resumable)."""
     from hwnas.cli.search_cmd import build_validation, prepare_search
 
-    setup = prepare_search(args.target, args.model, args.tasks, "acc_norm", args.limit, None, args.data_dir)
+    setup = prepare_search(args.target, args.model, args.tasks, "acc_norm", args.limit, args.profile, args.data_dir)
     identity = setup["identity"]
     space, validator, _, run_info = build_validation(setup, None, 0, args.seed, lambda m: log.info("%s", m))
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def build_table(folder: Path, n: int, args) -> None:
         if old["identity"] != identity or old["space"] != space.to_dict():
             raise SystemExit(f"{folder} holds a table made with other settings: {old['identity']}")
     else:
-        write_json_atomic(folder / "config.json", {"identity": identity, "space": space.to_dict(), **run_info})
+        write_json_atomic(folder / "config.json", {**run_info, "identity": identity, "space": space.to_dict()})
     have = {r["key"] for r in read_jsonl(folder / "candidates.jsonl")}
     rng = np.random.default_rng(args.seed)
     todo = [space.largest(), space.smallest()]
@@ -89,23 +89,37 @@ def build_table(folder: Path, n: int, args) -> None:
               f"TPOT {rec['tpot_ms']:.2f} ms ({rec['validate_s']:.0f} s)", flush=True)
 
 
-def add_runs(folder: Path, runs: list[Path]) -> None:
-    """Merge validated subnets of `hwnas search` folders made with the table's settings."""
+def add_runs(folder: Path, runs: list[Path], iterations: set[int] | None = None) -> None:
+    """Merge validated subnets of `hwnas search` folders made with the table's accuracy settings
+    (model, tasks, limit, metric, target). Only `iterations` (e.g. {0}: the random initial population,
+    so the table stays an unbiased sample) are taken. When the table's latency comes from a profile,
+    the added subnets' latency is re-predicted by it (the measured figures are kept as measured_*)."""
     cfg = json.loads((folder / "config.json").read_text())
+    keys = ("model_sha256", "tasks", "limit", "metric", "target")
+    lm = None
+    if cfg.get("profile"):
+        from hwnas.profile import load_profile
+
+        lm = load_profile(cfg["profile"]).latency_model
     have = {r["key"] for r in read_jsonl(folder / "candidates.jsonl")}
     for run in runs:
         rc = json.loads((run / "config.json").read_text())
-        same = {k: rc["identity"].get(k) for k in cfg["identity"]} == cfg["identity"] and rc["space"] == cfg["space"]
+        same = all(rc["identity"].get(k) == cfg["identity"].get(k) for k in keys) and rc["space"] == cfg["space"]
         if not same:
             raise SystemExit(f"{run} was searched with other settings than the table ({rc['identity']})")
         added = 0
         for r in read_jsonl(run / "candidates.jsonl"):
-            if r["key"] not in have:
-                append_jsonl(folder / "candidates.jsonl",
-                             {"key": r["key"], "subnet": r["subnet"], "description": r.get("description"),
-                              **{k: r[k] for k in MEASURED_FIELDS if k in r}, "from": str(run)})
-                have.add(r["key"])
-                added += 1
+            if r["key"] in have or (iterations is not None and r.get("iteration") not in iterations):
+                continue
+            rec = {"key": r["key"], "subnet": r["subnet"], "description": r.get("description"),
+                   **{k: r[k] for k in MEASURED_FIELDS if k in r}, "from": str(run)}
+            if lm is not None:
+                rec.update({f"measured_{k}": r.get(k) for k in ("tpot_ms", "ttft_ms", "throughput_tok_s")})
+                rec.update({k: round(float(v), 4) for k, v in lm.predict(SubnetConfig.from_dict(r["subnet"])).items()})
+                rec["latency_source"] = cfg["identity"]["latency_source"]
+            append_jsonl(folder / "candidates.jsonl", rec)
+            have.add(r["key"])
+            added += 1
         print(f"added {added} subnets from {run}")
 
 
@@ -220,6 +234,10 @@ def main() -> None:
     ap.add_argument("--table", type=Path, help="table folder (config.json + candidates.jsonl)")
     ap.add_argument("--build", type=int, default=0, help="validate this many random subnets into --table first")
     ap.add_argument("--add", type=Path, nargs="*", default=[], help="hwnas search folders to merge into --table")
+    ap.add_argument("--add-iterations", default="0",
+                    help="which iterations of --add runs to take (comma-separated; 'all'); 0 = random initial population")
+    ap.add_argument("--profile", default=None,
+                    help="with --build: latency from this profile's latency model (consistent on a busy machine)")
     ap.add_argument("--synthetic", action="store_true", help="use the synthetic objective instead of a table")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--evaluations", type=int, default=16)
@@ -240,7 +258,8 @@ def main() -> None:
     if args.build:
         build_table(args.table, args.build, args)
     if args.add:
-        add_runs(args.table, args.add)
+        its = None if args.add_iterations == "all" else {int(i) for i in args.add_iterations.split(",")}
+        add_runs(args.table, args.add, its)
     if args.no_compare:
         return
     if args.synthetic:

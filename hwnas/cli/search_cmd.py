@@ -137,11 +137,9 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     from ..host import detect_host
     from ..search_validate import SubnetValidator
     from ..space import SearchSpace
-    from ..supernet import Supernet
-    from ..models import load_model
+    from ..supernet import load_supernet
 
-    loaded = load_model(setup["source"].spec)
-    supernet = Supernet.from_loaded(loaded)
+    loaded, supernet = load_supernet(setup["source"].spec)  # importance-ordered (cached after the first time)
     if space_file:
         supernet.space = SearchSpace.from_file(space_file, defaults=supernet.space)
     suite = TaskSuite(loaded.tokenizer, setup["task_objects"], split="search", limit=setup["limit"], data_dir=setup["data_dir"])
