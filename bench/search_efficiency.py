@@ -3,7 +3,9 @@
 Hypervolume (accuracy vs TPOT, fixed reference from the full model and the smallest subnet) as a
 function of the number of real evaluations, over several seeds, on a **cached table of real
 measurements**: every subnet in the table was validated once for real (accuracy on the tasks'
-search split through the supernet, TPOT measured with OpenVINO on this machine). A search run on
+search split through the supernet; TPOT measured with OpenVINO on this machine, or, with
+--profile, predicted by a profile's latency model fit on such measurements, which keeps the
+latency axis consistent when the machine is too busy for stable timings). A search run on
 the table may only validate table members: a proposal outside it is replaced by the nearest
 (L1 over `SearchSpace.features`) unvalidated member, and random search draws members uniformly;
 the same rule applies to all three strategies (`run_search(..., pool=...)`).
@@ -263,11 +265,14 @@ def main() -> None:
     if args.no_compare:
         return
     if args.synthetic:
+        # the default model's space: ranked layer mode with its measured layer order
         cfg = {"num_layers": 30, "full_width": 1536, "widths": [384, 576, 768, 960, 1152, 1344, 1536],
-               "min_layers": 15, "always_keep": [0, 29]}
+               "min_layers": 15, "always_keep": [0, 29], "layer_mode": "ranked",
+               "layer_order": [0, 29, 1, 24, 23, 20, 28, 22, 27, 21, 8, 19, 18, 10, 4, 2, 7, 11, 6, 5, 9, 3, 16, 15,
+                               26, 12, 25, 13, 17, 14]}
         space = SearchSpace.from_dict(cfg)
         make = lambda: SyntheticValidator(space, seed=0)  # noqa: E731
-        pool, title = None, "synthetic objective (surrogate), default-model space"
+        pool, title = None, "synthetic objective (surrogate), default-model space (ranked)"
     else:
         space, tcfg, table = load_table(args.table)
         make = lambda: TableValidator(table)  # noqa: E731

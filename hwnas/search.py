@@ -1045,6 +1045,10 @@ class SyntheticValidator:
         n = space.num_layers
         self.space = space
         self.importance = rng.uniform(0.2, 1.0, n) * np.linspace(1.4, 0.6, n)
+        if space.layer_order is not None:  # importance follows the measured ranking, roughly
+            imp = np.sort(self.importance)[::-1] * rng.uniform(0.8, 1.2, n)
+            self.importance = np.empty(n)
+            self.importance[list(space.layer_order)] = imp
         self.layer_ms = 0.45 + rng.uniform(0, 0.05, n)
         self.mlp_ms = 0.25
         self.noise = noise

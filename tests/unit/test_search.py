@@ -19,7 +19,7 @@ from hwnas.search import (
     pick_fastest_within,
     run_search,
 )
-from hwnas.space import SearchSpace
+from hwnas.space import SearchSpace, SubnetConfig
 
 SPACE = SearchSpace(num_layers=10, full_width=256, widths=(64, 128, 192, 256), min_layers=5, always_keep=(0, 9))
 
@@ -67,6 +67,17 @@ def test_budget_respected_and_only_validated_points_reported(tmp_path, strategy)
     assert hist[-1]["validated"] == 16
     hvs = [h["hypervolume"] for h in hist]
     assert all(b >= a - 1e-12 for a, b in zip(hvs, hvs[1:]))  # more validated points never lose volume
+
+
+@pytest.mark.parametrize("mode", ["ranked", "prefix"])
+@pytest.mark.parametrize("strategy", ["linas", "nsga2"])
+def test_other_layer_modes(mode, strategy):
+    space = SPACE.with_(layer_mode=mode, layer_order=(0, 9, 4, 2, 7, 1, 8, 3, 6, 5) if mode == "ranked" else None)
+    v = Recording(space)
+    res = run_search(space, v, cfg(strategy=strategy))
+    assert v.calls == 16 and len(set(v.keys)) == 16
+    assert all(space.contains(SubnetConfig.from_dict(r["subnet"])) for r in res.records)
+    assert {r["key"] for r in res.pareto} <= set(v.keys)
 
 
 def test_predictors_refit_every_iteration(monkeypatch):
