@@ -1,12 +1,12 @@
-"""Cross-check hwnas's scoring against lm-evaluation-harness on the first N ARC-Easy test items.
+"""Cross-check hwnas's scoring against lm-evaluation-harness on the first N items of ARC-Easy (or BoolQ, PIQA).
 
 Both run offline on the same model (the default SmolLM2-135M-Instruct with hwnas's correct
 tokenizer, saved as a plain Hugging Face folder): lm-eval through its `hf` model type and a
-local YAML task (the stock arc_easy prompt over a local jsonl), hwnas through `TaskSuite`.
+local YAML task (the stock lm-eval prompt of the task over a local jsonl), hwnas through `TaskSuite`.
 Reports both accuracies, the per-item agreement and the largest log-likelihood difference.
 The two must agree within 1 point at N >= 200.
 
-    .venv/bin/python bench/lm_eval_crosscheck.py --n 250 [--model default] [--threads 1] [--out FILE]
+    .venv/bin/python bench/lm_eval_crosscheck.py --n 250 [--task arc_easy|boolq|piqa] [--model default] [--threads 1] [--out FILE]
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ dataset_kwargs:
     test: {data}
 output_type: multiple_choice
 test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
+doc_to_text: "{text}"
+doc_to_target: "{target}"
+doc_to_choice: {choice}
 metric_list:
   - metric: acc
     aggregation: mean
@@ -46,9 +46,50 @@ metadata:
 """
 
 
+def _arc_records(data_dir: Path, n: int) -> list[dict]:
+    out = []
+    for line in (data_dir / "arc_easy" / "test.jsonl").read_text().splitlines()[:n]:
+        rec = json.loads(line)
+        ch = rec["question"]["choices"]
+        out.append({"id": rec["id"], "question": rec["question"]["stem"],
+                    "choices": {"text": [c["text"] for c in ch], "label": [c["label"] for c in ch]},
+                    "answerKey": rec["answerKey"]})
+    return out
+
+
+def _boolq_records(data_dir: Path, n: int) -> list[dict]:
+    out = []
+    for k, line in enumerate((data_dir / "boolq" / "val.jsonl").read_text().splitlines()[:n], 1):
+        rec = json.loads(line)
+        out.append({"id": str(rec.get("idx", k)), "passage": rec["passage"], "question": rec["question"],
+                    "label": int(rec["label"])})
+    return out
+
+
+def _piqa_records(data_dir: Path, n: int) -> list[dict]:
+    labels = (data_dir / "piqa" / "valid-labels.lst").read_text().splitlines()
+    out = []
+    for k, line in enumerate((data_dir / "piqa" / "valid.jsonl").read_text().splitlines()[:n], 1):
+        rec = json.loads(line)
+        out.append({"id": str(k), "goal": rec["goal"], "sol1": rec["sol1"], "sol2": rec["sol2"], "label": int(labels[k - 1])})
+    return out
+
+
+# the stock lm-eval 0.4 templates of each task (arc/arc_easy.yaml, super_glue/boolq/default.yaml, piqa/piqa.yaml)
+TASKS = {
+    "arc_easy": (_arc_records, {"text": "Question: {{{{question}}}}\\nAnswer:", "target": "{{{{choices.label.index(answerKey)}}}}",
+                                "choice": '"{{{{choices.text}}}}"'}),
+    "boolq": (_boolq_records, {"text": "{{{{passage}}}}\\nQuestion: {{{{question}}}}?\\nAnswer:", "target": "{{{{label}}}}",
+                               "choice": '["no", "yes"]'}),
+    "piqa": (_piqa_records, {"text": "Question: {{{{goal}}}}\\nAnswer:", "target": "{{{{label}}}}",
+                             "choice": '"{{{{[sol1, sol2]}}}}"'}),
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=250, help="first N items of ARC-Easy test.jsonl")
+    ap.add_argument("--n", type=int, default=250, help="first N items of the task's file")
+    ap.add_argument("--task", choices=sorted(TASKS), default="arc_easy")
     ap.add_argument("--model", default="default")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -67,9 +108,9 @@ def main() -> int:
     from hwnas.tasks import MultipleChoiceTask, get_task
 
     data_dir = resolve_data_dir(args.data_dir)
-    docs = get_task("arc_easy").docs(data_dir)[: args.n]
+    docs = get_task(args.task).docs(data_dir)[: args.n]
     loaded = load_model(args.model)
-    summary: dict = {"n": len(docs), "model": loaded.source.to_dict(), "threads": torch.get_num_threads()}
+    summary: dict = {"task": args.task, "n": len(docs), "model": loaded.source.to_dict(), "threads": torch.get_num_threads()}
 
     with tempfile.TemporaryDirectory(prefix="hwnas-lmeval-") as tmp:
         tmp = Path(tmp)
@@ -77,16 +118,13 @@ def main() -> int:
         model_dir = tmp / "model"
         loaded.model.save_pretrained(model_dir)
         loaded.tokenizer.save_pretrained(model_dir)
-        src = [json.loads(line) for line in (data_dir / "arc_easy" / "test.jsonl").read_text().splitlines() if line.strip()]
-        with open(tmp / "arc_easy_first.jsonl", "w") as f:
-            for rec in src[: args.n]:
-                ch = rec["question"]["choices"]
-                f.write(json.dumps({"id": rec["id"], "question": rec["question"]["stem"],
-                                    "choices": {"text": [c["text"] for c in ch], "label": [c["label"] for c in ch]},
-                                    "answerKey": rec["answerKey"]}) + "\n")
+        records, fields = TASKS[args.task]
+        with open(tmp / "items.jsonl", "w") as f:
+            for rec in records(data_dir, args.n):
+                f.write(json.dumps(rec) + "\n")
         (tmp / "tasks").mkdir()
-        (tmp / "tasks" / "hwnas_arc_easy_local.yaml").write_text(
-            TASK_YAML.format(name="hwnas_arc_easy_local", data=tmp / "arc_easy_first.jsonl"))
+        (tmp / "tasks" / "hwnas_local.yaml").write_text(
+            TASK_YAML.format(name="hwnas_local", data=tmp / "items.jsonl", **fields).replace("{{{{", "{{").replace("}}}}", "}}"))
 
         # 2. lm-eval
         import lm_eval
@@ -95,24 +133,24 @@ def main() -> int:
         t0 = time.perf_counter()
         res = lm_eval.simple_evaluate(
             model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"},
-            tasks=["hwnas_arc_easy_local"], task_manager=TaskManager(include_path=str(tmp / "tasks")),
+            tasks=["hwnas_local"], task_manager=TaskManager(include_path=str(tmp / "tasks")),
             batch_size=args.batch_size, device="cpu", log_samples=True,
         )
         lm_sec = time.perf_counter() - t0
-        r = res["results"]["hwnas_arc_easy_local"]
+        r = res["results"]["hwnas_local"]
         lm_lls = {}
-        for s in res["samples"]["hwnas_arc_easy_local"]:
+        for s in res["samples"]["hwnas_local"]:
             lm_lls[s["doc"]["id"]] = np.array([float(x[0]) for x in s["filtered_resps"]])
         summary["lm_eval"] = {"version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
                               "acc": r["acc,none"], "acc_norm": r["acc_norm,none"], "seconds": round(lm_sec, 1)}
 
     # 3. hwnas on the same items, fp32 and the default precision
-    task = MultipleChoiceTask("arc_easy_first", lambda _d: docs)
+    task = MultipleChoiceTask("first_n", lambda _d: docs)
     suite = TaskSuite(loaded.tokenizer, [task], split="all", data_dir=data_dir)
-    reqs = suite.data["arc_easy_first"].requests
+    reqs = suite.data["first_n"].requests
     for prec in ("fp32", "auto"):
         t0 = time.perf_counter()
-        lls = suite.loglikelihoods(loaded.model, precision=prec)["arc_easy_first"]
+        lls = suite.loglikelihoods(loaded.model, precision=prec)["first_n"]
         sec = time.perf_counter() - t0
         m = mc_metrics(lls, [q.gold for q in reqs], [np.array(q.choice_bytes, dtype=float) for q in reqs])
         diffs = [float(np.abs(ll - lm_lls[q.id]).max()) for ll, q in zip(lls, reqs)]

@@ -321,7 +321,7 @@ class TaskSuite:
                 self.data[t.name] = _TaskData(t, requests=reqs, shots=shots_used)
             else:
                 assert isinstance(t, PerplexityTask)
-                ids = tokenizer(t.text(self.data_dir), add_special_tokens=False)["input_ids"]
+                ids = tokenizer(t.text(self.data_dir), add_special_tokens=False, verbose=False)["input_ids"]
                 wins = [ids[s:s + window] for s in range(0, len(ids), window)]
                 wins = [w for w in wins if len(w) >= 2]
                 keep = select(t.name, [str(k) for k in range(len(wins))], split, limit, seed)
