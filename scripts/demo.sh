@@ -23,7 +23,7 @@ resume=()
 [ -f "$OUT/search/config.json" ] && resume=(--resume)
 hwnas search --model "$MODEL" --target "$TARGET" --evaluations "$EVALS" --out "$OUT/search" "${resume[@]}"
 
-hwnas export --model "$MODEL" --from "$OUT/search" --pick fastest-within 1.0 --quant int8 \
+hwnas export --model "$MODEL" --from "$OUT/search" --pick "fastest-within 1.0" --quant int8 \
   --target "$TARGET" --out "$OUT/bundle" --force
 hwnas verify "$OUT/bundle"
 hwnas run "$OUT/bundle" --prompt "The three primary colours are" --max-new-tokens 24
