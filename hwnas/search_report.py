@@ -124,7 +124,7 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}), "
                          f"accuracy {100 * p['accuracy']:.1f}% ({vs.get('accuracy_points', 0):+.1f} pts){sp}")
         lines.append("")
-        lines.append("Export one with `hwnas export --from DIR --pick fastest-within 1.0`.")
+        lines.append("Export one with `hwnas export --from DIR --pick 'fastest-within 1.0'`.")
     if result.history:
         lines += ["", "## Iterations", "", "| iteration | validated | hypervolume | front | predictors (chosen, CV MAE) | seconds |",
                   "|---|---|---|---|---|---|"]
