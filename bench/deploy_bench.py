@@ -18,8 +18,8 @@ properties); (a) with hwnas.evaluate in PyTorch fp32.
 
 Usage:
   .venv/bin/python bench/deploy_bench.py [--limit 100] [--repeats 5] [--quant int8,int4]
-      [--subnet SPEC | --from SEARCH_DIR --pick 'fastest-within 1.0'] [--out bench/results/deploy]
-Writes OUT/deploy_bench.json and OUT/deploy_bench.md (and the bundles under OUT/bundles).
+      [--subnet SPEC | --from SEARCH_DIR --pick 'fastest-within 1.0'] [--out runs/deploy_bench] [--reuse]
+Writes RESULTS/deploy_bench.json and .md (default bench/results/); bundles go under OUT/bundles.
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip (a)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse bundles and accuracies already in --out (same subnet/settings)")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy"))
+    ap.add_argument("--out", default=str(REPO / "runs" / "deploy_bench"), help="bundles and caches")
+    ap.add_argument("--results", default=str(REPO / "bench" / "results"), help="where deploy_bench.json/.md go")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("neural_compressor", "nncf", "transformers", "optimum", "torchao"):
@@ -176,9 +177,11 @@ def main(argv=None) -> int:
     result = {"subnet": {**subnet.to_dict(), "key": subnet.key, "how": how}, "target": target.name,
               "properties": props, "host": host.to_dict(), "limit": args.limit, "tasks": tasks, "repeats": target.measure.repeats,
               "seconds": round(time.time() - t_start, 1), "rows": table}
-    (out / "deploy_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    res_dir = Path(args.results)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    (res_dir / "deploy_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = _markdown(result)
-    (out / "deploy_bench.md").write_text(md)
+    (res_dir / "deploy_bench.md").write_text(md)
     print(md)
     return 0
 

@@ -206,3 +206,25 @@ def test_ir_accuracy_agrees_with_torch_evaluate(tmp_path):
         assert got["tasks"][t]["n"] == ref["tasks"][t]["n"] == 6
         assert got["tasks"][t]["acc"] == ref["tasks"][t]["acc"]
         assert got["tasks"][t]["acc_norm"] == ref["tasks"][t]["acc_norm"]
+
+
+@pytest.mark.slow
+def test_real_default_model_int4_bundle(tmp_path):
+    """SmolLM2-135M: hidden 576 rules out group 128, so int4 resolves to group 64; the IR holds u4
+    decoder weights and an int8 embedding, and genai generates text from the bundle."""
+    import openvino as ov
+
+    from hwnas.ov_compress import weight_element_types
+
+    cfg = SubnetConfig(tuple(range(8)), (768,) * 8)
+    res = export_bundle("default", tmp_path / "b", recipe=make_recipe("int4"), subnet=cfg, measure=False)
+    m = res.manifest
+    assert m.quantization["group_size"] == 64 and m.ir["compressed"] == {"u4": 56, "i8": 1}
+    types = weight_element_types(ov.Core().read_model(str(res.path / "openvino_model.xml")))
+    assert types["model.embed_tokens"] == "i8" and types["model.layers.7.mlp.down_proj"] == "u4"
+    # u4 decoder (8 x (576*576*2 + 576*192*2 + 3*576*768) params / 2) + int8 embedding (49152*576), plus scales
+    expect = 8 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 768) // 2 + 49152 * 576
+    assert expect < (res.path / "openvino_model.bin").stat().st_size < 1.15 * expect
+    rep = verify_bundle(res.path)
+    assert rep.ok, rep.problems
+    assert rep.generated and rep.generated.strip()
