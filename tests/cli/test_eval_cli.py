@@ -107,3 +107,21 @@ def test_malformed_data_line(tiny_model_dir, data_dir, tmp_path):
 def test_out_is_a_folder(tiny_model_dir, data_dir, tmp_path):
     r = run("eval", "--model", str(tiny_model_dir), "--tasks", "boolq", "--data-dir", str(data_dir), "--out", str(tmp_path))
     assert r.exit_code == 2 and "is a folder" in r.output
+
+
+@pytest.mark.slow
+def test_default_model_above_chance(tmp_path):
+    """The real default model: ARC-Easy well above chance (25%), a sane WikiText-2 perplexity."""
+    from hwnas.datadir import resolve_data_dir
+    from hwnas.errors import DataError
+
+    try:
+        resolve_data_dir()
+    except DataError:
+        pytest.skip("shared data folder not present")
+    out = tmp_path / "real.json"
+    r = run("eval", "--model", "default", "--tasks", "arc_easy,wikitext2", "--limit", "30", "--window", "128", "--threads", "1", "--out", str(out), "-q")
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["tasks"]["arc_easy"]["n"] == 30 and res["tasks"]["arc_easy"]["acc"] > 0.3
+    assert 10 < res["tasks"]["wikitext2"]["perplexity"] < 80 and res["tasks"]["wikitext2"]["windows"] == 30
