@@ -149,6 +149,10 @@ def _ordered_model_dir(tiny_model_dir, tmp_path):
     return sn.save(tmp_path / "ordered", loaded.tokenizer)
 
 
+def _fraction_different(a, b, atol=1e-6):
+    return (a - b).abs().gt(atol).float().mean().item()
+
+
 def test_one_sandwich_step_updates_shared_and_largest_only_weights(tiny_model_dir, text_data, tmp_path):
     start_dir = _ordered_model_dir(tiny_model_dir, tmp_path)
     w0 = _tensors(start_dir)
@@ -161,12 +165,14 @@ def test_one_sandwich_step_updates_shared_and_largest_only_weights(tiny_model_di
     g = "model.layers.0.mlp.gate_proj.weight"
     # channels the smallest subnet uses moved (Adam's first step is lr * sign(gradient), so whether the
     # smallest's gradient changed their direction is checked on gradients, in the test above)
-    assert d_sw[g][:64].abs().min() > 0
-    assert d_sw[g][64:].abs().min() > 0  # channels only the largest uses moved ...
-    torch.testing.assert_close(d_sw[g][64:], d_full[g][64:], atol=1e-7, rtol=1e-5)  # ... as the largest alone moves them
+    assert (d_sw[g][:64].abs() > 0).float().mean() > 0.99
+    assert (d_sw[g][64:].abs() > 0).float().mean() > 0.99  # channels only the largest uses moved ...
+    # ... as the largest alone moves them. Adam's first step is ~lr * sign(grad), so an entry whose
+    # gradient is ~0 can flip with float summation order (thread count); allow a sliver of those.
+    assert _fraction_different(d_sw[g][64:], d_full[g][64:]) < 0.01
     q1 = "model.layers.1.self_attn.q_proj.weight"  # a layer the smallest drops
     assert d_sw[q1].abs().sum() > 0
-    torch.testing.assert_close(d_sw[q1], d_full[q1], atol=1e-7, rtol=1e-5)
+    assert _fraction_different(d_sw[q1], d_full[q1]) < 0.01
 
 
 def test_resume_continues_the_same_schedule(tiny_model_dir, text_data, tmp_path):
