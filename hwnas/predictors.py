@@ -23,19 +23,21 @@ from .errors import SearchError
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = ("ridge", "svr", "gbr")
+CANDIDATES = ("ridge_totals", "ridge", "svr", "gbr")
+TRUST_MARGIN = 0.1  # predictions are clipped to the measured range widened by this fraction of it
 MIN_CV_SAMPLES = 4  # below this no cross-validation is possible; ridge is used without a score
 
 
 def candidate_estimators(seed: int = 0, names: Sequence[str] = CANDIDATES) -> dict[str, Any]:
     """Fresh, unfitted candidate regressors by name.
 
-    - ``ridge``: standardised features, ridge regression (linear: good for latency, which is
-      close to additive over kept layers and widths);
+    - ``ridge_totals``: ridge on the last two features only (kept-layer fraction and mean width
+      fraction in `SearchSpace.features`): the additive latency model, robust on a few samples;
+    - ``ridge``: standardised features, ridge regression on every feature;
     - ``svr``: standardised features and target, RBF support-vector regression (smooth non-linear);
     - ``gbr``: gradient-boosted shallow trees (interactions, e.g. which layers are dropped together).
     """
-    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
@@ -43,6 +45,10 @@ def candidate_estimators(seed: int = 0, names: Sequence[str] = CANDIDATES) -> di
     from sklearn.svm import SVR
 
     makers = {
+        "ridge_totals": lambda: Pipeline([
+            ("totals", ColumnTransformer([("keep", "passthrough", [-2, -1])])),
+            ("scale", StandardScaler()), ("ridge", Ridge(alpha=0.1)),
+        ]),
         "ridge": lambda: Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1.0))]),
         "svr": lambda: TransformedTargetRegressor(
             regressor=Pipeline([("scale", StandardScaler()), ("svr", SVR(C=3.0, epsilon=0.05, gamma="scale"))]),
@@ -70,9 +76,13 @@ class PredictorFit:
     cv_mae: float | None                 # out-of-fold MAE of the chosen candidate (natural units)
     cv_kendall_tau: float | None         # rank agreement of its out-of-fold predictions
     candidates: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    bounds: tuple[float, float] = (-np.inf, np.inf)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator.predict(np.atleast_2d(X)), dtype=float)
+        """Predictions clipped to the trust range (measured range +- TRUST_MARGIN of it), so the
+        optimiser cannot exploit a regressor's extrapolation (e.g. a negative TPOT)."""
+        y = np.asarray(self.estimator.predict(np.atleast_2d(X)), dtype=float)
+        return np.clip(y, *self.bounds)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON summary (no estimator): what history.jsonl records each iteration."""
@@ -84,6 +94,7 @@ class PredictorFit:
             "cv_mae": self.cv_mae,
             "cv_kendall_tau": self.cv_kendall_tau,
             "candidates": self.candidates,
+            "bounds": list(self.bounds),
         }
 
 
@@ -161,9 +172,13 @@ def fit_predictor(
         scores, k = cross_validate_candidates(X, y, ests, folds=folds, seed=seed)
         name = min(scores, key=lambda n: _selection_key(scores[n], select) + (list(ests).index(n),))
         cv_mae, cv_tau = scores[name]["cv_mae"], scores[name]["cv_kendall_tau"]
+    span = float(np.ptp(y)) or abs(float(y[0])) or 1.0
+    lo, hi = float(y.min()) - TRUST_MARGIN * span, float(y.max()) + TRUST_MARGIN * span
+    if y.min() > 0:
+        lo = max(lo, 0.5 * float(y.min()))  # positive quantities (latency, size) stay positive
     est = clone(ests[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y)
     log.debug("predictor %s: %s (cv MAE %s over %d folds, n=%d)", objective, name, cv_mae, k, len(y))
-    return PredictorFit(objective, name, est, len(y), k, cv_mae, cv_tau, scores)
+    return PredictorFit(objective, name, est, len(y), k, cv_mae, cv_tau, scores, (lo, hi))

@@ -71,6 +71,8 @@ def _fmt(v: Any, metric: str) -> str:
 
 
 def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = None) -> str:
+    from .search import speed_of
+
     cfg = result.config
     info = dict(info or {})
     cols = list(dict.fromkeys(["accuracy", *cfg.objectives, "tpot_ms", "ttft_ms"]))
@@ -92,7 +94,8 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
         lines.append(f"- iterations: {len(result.history)}, final hypervolume: {hv:.4f}" if hv is not None
                      else f"- iterations: {len(result.history)}")
     lines += ["", "Accuracy in % (search split" + (", report split in brackets" if has_report else "") + ").", ""]
-    head = ["subnet", "layers", "MLP widths"] + cols + ["Δacc (pts)", "TPOT speed-up"]
+    remeasured = any(r.get("remeasured") for r in result.pareto)
+    head = ["subnet", "layers", "MLP widths"] + cols + (["TPOT final"] if remeasured else []) + ["Δacc (pts)", "TPOT speed-up"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     rows = list(result.pareto)
@@ -108,6 +111,8 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             if c == "accuracy" and r.get("report"):
                 s += f" [{_fmt(r['report'].get('accuracy'), c)}]"
             cells.append(s)
+        if remeasured:
+            cells.append(f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-")
         vs = r.get("vs_full") or {}
         cells.append(f"{vs['accuracy_points']:+.1f}" if vs.get("accuracy_points") is not None else "-")
         cells.append(f"{vs['tpot_speedup']:.2f}x" if vs.get("tpot_speedup") else "-")
@@ -120,7 +125,7 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                 lines.append(f"- fastest within {pts:g} pt of the full model: none")
                 continue
             vs = p.get("vs_full") or {}
-            sp = f", TPOT {p['tpot_ms']:.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if p.get("tpot_ms") else ""
+            sp = f", TPOT {speed_of(p):.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if speed_of(p) else ""
             lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}), "
                          f"accuracy {100 * p['accuracy']:.1f}% ({vs.get('accuracy_points', 0):+.1f} pts){sp}")
         lines.append("")
@@ -137,7 +142,10 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             lines.append(f"| {h['iteration']} | {h['validated']} | {hv:.4f} | {h['front_size']} | {preds} | "
                          f"{h['seconds']['total']:.1f} |" if hv is not None else
                          f"| {h['iteration']} | {h['validated']} | - | {h['front_size']} | {preds} | {h['seconds']['total']:.1f} |")
-    if any(r.get("latency_source") == "predicted" for r in result.records):
+    if remeasured:
+        lines += ["", "TPOT final: the Pareto subnets and the full model timed again in one session with interleaved "
+                  "repeats; speed-ups use these."]
+    if any(str(r.get("latency_source", "")).startswith("predicted") for r in result.records):
         lines += ["", "Latency figures are **predicted** by the profile's latency model (not measured on this host)."]
     return "\n".join(lines) + "\n"
 

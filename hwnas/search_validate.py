@@ -114,6 +114,30 @@ class SubnetValidator:
             "export_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3), "ir_cached": not fresh,
         }
 
+    def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
+        """Time `cfgs` again in one session with interleaved repeats (a fair comparison on a busy
+        machine). Empty when latency comes from a profile's model (nothing is measured here)."""
+        if self.latency_model is not None or not cfgs:
+            return {}
+        from .irexport import export_ir_cached
+        from .measure import MeasureJob, measure_many
+
+        jobs = []
+        for cfg in cfgs:
+            self.status(f"export {cfg.describe()}")
+            dense = self.supernet.extract(cfg)
+            ir, _ = export_ir_cached(dense, f"{self.model_id}-{cfg.key}", cache_dir=self.cache_dir)
+            del dense
+            jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
+                                   cfg.n_params(self.supernet.config)))
+        self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
+        out = {}
+        for m in measure_many(jobs, self.target, host=self.host, seed=self.seed):
+            out[m.subnet_key] = {"tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
+                                 "throughput_tok_s": round(m.throughput_tok_s, 4), "stable": m.stable,
+                                 "session": "interleaved"}
+        return out
+
     # ------------------------------------------------------------------ the protocol
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
         self.status(f"accuracy {cfg.describe()}")

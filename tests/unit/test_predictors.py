@@ -95,3 +95,23 @@ def test_fit_is_deterministic():
     a, b = fit_predictor(X, y, seed=1), fit_predictor(X, y, seed=1)
     assert a.name == b.name and a.candidates == b.candidates
     assert np.array_equal(a.predict(X), b.predict(X))
+
+
+def test_predictions_are_clipped_to_the_trust_range():
+    X, y = _data(n=30)
+    y = y + 5.0  # a positive quantity
+    fit = fit_predictor(X, y, seed=0)
+    span = np.ptp(y)
+    far = np.full((2, X.shape[1]), 50.0)
+    far[1] = -50.0
+    p = fit.predict(far)
+    assert np.all(p <= y.max() + 0.1 * span + 1e-9) and np.all(p >= max(y.min() - 0.1 * span, 0.5 * y.min()) - 1e-9)
+    assert fit.to_dict()["bounds"] == list(fit.bounds)
+
+
+def test_totals_candidate_learns_an_additive_latency():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 1, (12, 20))
+    y = 3.0 + 20 * X[:, -2] + 6 * X[:, -1]  # latency = base + per-layer + width cost
+    fit = fit_predictor(X, y, seed=0)
+    assert fit.name == "ridge_totals" and fit.cv_kendall_tau == 1.0

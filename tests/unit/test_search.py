@@ -268,3 +268,20 @@ def test_pool_restricts_the_search_to_a_table(strategy):
     assert {r["key"] for r in res.records} <= set(pool)
     with pytest.raises(SearchError, match="largest and the smallest"):
         run_search(SPACE, v, cfg(strategy=strategy), pool=list(pool.values())[2:])
+
+
+def test_final_remeasure_drives_speedups(tmp_path):
+    asked = []
+
+    def remeasure(cfgs):
+        asked.append([c.key for c in cfgs])
+        return {c.key: {"tpot_ms": 10.0 if c.key == SPACE.largest().key else 5.0} for c in cfgs}
+
+    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", remeasure=remeasure)
+    assert len(asked) == 1 and set(asked[0]) == {r["key"] for r in res.pareto} | {SPACE.largest().key}
+    others = [r for r in res.pareto if not r["full_model"]]
+    assert others and all(r["vs_full"]["tpot_speedup"] == 2.0 for r in others)
+    assert json.loads((tmp_path / "o" / "remeasured.json").read_text()).keys() == set(asked[0])
+    run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", remeasure=remeasure, resume=True)
+    assert len(asked) == 1  # cached
+    assert "TPOT final" in (tmp_path / "o" / "summary.md").read_text()
