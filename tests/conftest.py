@@ -45,6 +45,32 @@ def make_tiny_tokenizer(vocab: int = 300):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
 
 
+# A target for tiny models: f32 numerics, a short workload, few repeats (fast, deterministic enough).
+TINY_TARGET = """
+name = "tiny"
+[openvino]
+INFERENCE_PRECISION_HINT = "f32"
+NUM_STREAMS = 1
+[workload]
+prompt_tokens = 8
+new_tokens = 4
+batch_sizes = [1]
+[measure]
+warmup = 1
+repeats = 2
+max_remeasure = 0
+"""
+
+
+def one_line_error(result, *needles):
+    """The CLI's error contract: exit code 2, one line starting with "Error: ", naming the bad value."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
 @pytest.fixture
 def tiny_llama():
     return make_tiny_llama()

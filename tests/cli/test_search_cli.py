@@ -8,35 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from hwnas.cli import main
+from tests.conftest import TINY_TARGET, one_line_error as _one_line_error
 from hwnas.cli.search_cmd import DEFAULT_LIMIT
 from hwnas.io import read_jsonl
 from hwnas.search import SearchConfig, SyntheticValidator, run_search
 from hwnas.space import SearchSpace
 
 SPACE = SearchSpace(num_layers=10, full_width=256, widths=(64, 128, 192, 256), min_layers=5, always_keep=(0, 9))
-
-TINY_TARGET = """
-name = "tiny"
-[openvino]
-INFERENCE_PRECISION_HINT = "f32"
-NUM_STREAMS = 1
-[workload]
-prompt_tokens = 8
-new_tokens = 4
-batch_sizes = [1]
-[measure]
-warmup = 1
-repeats = 2
-max_remeasure = 0
-"""
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture
