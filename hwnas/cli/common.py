@@ -16,6 +16,20 @@ data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), default=None,
     help="Evaluation data folder (default: $HWNAS_DATA_DIR, else ../shared/data next to the repo).",
 )
+def subnet_options(f):
+    """--subnet / --layers / --mlp-width: which subnet of --model a command works on (one definition)."""
+    f = click.option("--mlp-width", type=int, default=None,
+                     help="Shorthand subnet: MLP width of every kept layer (default: full).")(f)
+    f = click.option("--layers", type=int, default=None, help="Shorthand subnet: keep the first N layers.")(f)
+    f = click.option("--subnet", "subnet_spec", default=None,
+                     help='Subnet as inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}.')(f)
+    return f
+
+
+no_order_option = click.option(
+    "--no-order", is_flag=True,
+    help="Plain first-k MLP channel slicing, without importance ordering (must match what the search used).",
+)
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 

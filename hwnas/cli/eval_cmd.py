@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import data_dir_option, model_option, progress_bar, seed_option
+from .common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
 
 DEFAULT_EVAL_TASKS = "arc_easy,arc_challenge,mmlu,piqa,boolq"
 
@@ -79,11 +79,8 @@ def _table(result: dict) -> None:
 
 @click.command("eval")
 @model_option
-@click.option("--subnet", "subnet_spec", default=None,
-              help='Evaluate this subnet of --model (inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}).')
-@click.option("--layers", type=int, default=None, help="Shorthand subnet: keep the first N layers.")
-@click.option("--mlp-width", type=int, default=None, help="Shorthand subnet: MLP width of every kept layer (default: full).")
-@click.option("--no-order", is_flag=True, help="Subnets use plain first-k MLP channels (no importance ordering).")
+@subnet_options
+@no_order_option
 @click.option("--tasks", default=DEFAULT_EVAL_TASKS, show_default=True,
               help="Comma-separated: arc_easy, arc_challenge, mmlu, piqa, boolq, wikitext2, or paths to .jsonl task files.")
 @click.option("--split", type=click.Choice(["search", "report", "all"]), default="search", show_default=True,

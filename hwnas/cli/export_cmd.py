@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import data_dir_option, model_option, progress_bar, seed_option
+from .common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
 
 QUANT_HELP = "Weight quantization with Neural Compressor: int8 (RTN per-channel), int4 (RTN), gptq-int4, awq-int4, none."
 
@@ -18,9 +18,7 @@ def register(main: click.Group) -> None:
 
 @click.command()
 @model_option
-@click.option("--subnet", "subnet_spec", default=None, help='Subnet as inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}.')
-@click.option("--layers", type=int, default=None, help="Shorthand subnet: keep the first N layers.")
-@click.option("--mlp-width", type=int, default=None, help="Shorthand subnet: MLP width of every kept layer (default: full).")
+@subnet_options
 @click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
               help="A `hwnas search` output folder to pick the subnet from (with --pick).")
 @click.option("--pick", default=None,
@@ -45,7 +43,7 @@ def register(main: click.Group) -> None:
 @data_dir_option
 @seed_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
-@click.option("--no-order", is_flag=True, help="Extract without MLP channel importance ordering (must match the search).")
+@no_order_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
            calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import model_option
+from .common import model_option, no_order_option, subnet_options
 
 
 def register(main: click.Group) -> None:
@@ -12,12 +12,10 @@ def register(main: click.Group) -> None:
 
 @click.command()
 @model_option
-@click.option("--subnet", "subnet_spec", default=None, help='Subnet as inline JSON or a JSON file: {"layers": [...], "mlp_widths": [...]}.')
-@click.option("--layers", type=int, default=None, help="Shorthand: keep the first N layers.")
-@click.option("--mlp-width", type=int, default=None, help="Shorthand: MLP width of every kept layer (default: full).")
+@subnet_options
 @click.option("--out", "out", required=True, type=click.Path(), help="New folder for the extracted model.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
-@click.option("--no-order", is_flag=True, help="Skip MLP channel importance ordering (plain first-k slicing).")
+@no_order_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: int | None, out: str,
             dtype: str, no_order: bool, force: bool) -> None:
