@@ -71,7 +71,7 @@ def _fmt(v: Any, metric: str) -> str:
 
 
 def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = None) -> str:
-    from .search import speed_of
+    from .search import pick_fastest_within, speed_of
 
     cfg = result.config
     info = dict(info or {})
@@ -85,8 +85,12 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
     for k in ("model", "target", "host", "tasks", "limit", "latency_source"):
         if info.get(k) is not None:
             v = info[k]
-            if isinstance(v, Mapping):
+            if isinstance(v, Mapping) and k == "host":
+                v = f"{v.get('cpu_model', '?')}, {v.get('physical_cores', '?')} cores (host {v.get('fingerprint', '?')})"
+            elif isinstance(v, Mapping):
                 v = v.get("name") or v.get("spec") or v
+            elif isinstance(v, (list, tuple)):
+                v = ", ".join(map(str, v))
             lines.append(f"- {k}: {v}")
     if result.history:
         last = result.history[-1]
@@ -128,6 +132,19 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             sp = f", TPOT {speed_of(p):.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if speed_of(p) else ""
             lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}), "
                          f"accuracy {100 * p['accuracy']:.1f}% ({vs.get('accuracy_points', 0):+.1f} pts){sp}")
+        full_rep = (full.get("report") or {}).get("accuracy")
+        rep_recs = [dict(r, accuracy=r["report"]["accuracy"]) for r in result.pareto if (r.get("report") or {}).get("accuracy") is not None]
+        if full_rep is not None and rep_recs:
+            lines.append("")
+            lines.append("The same rule on the report split (items the search never saw), among the Pareto subnets:")
+            lines.append("")
+            for pts in PICK_POINTS:
+                p = pick_fastest_within(rep_recs, pts, full_accuracy=float(full_rep))
+                if p is None:
+                    lines.append(f"- within {pts:g} pt (report split): none")
+                else:
+                    lines.append(f"- within {pts:g} pt (report split): `{p['key']}` ({p['description']}), report accuracy "
+                                 f"{100 * p['accuracy']:.1f}% ({100 * (p['accuracy'] - full_rep):+.1f} pts), TPOT {speed_of(p):.2f} ms")
         lines.append("")
         lines.append("Export one with `hwnas export --from DIR --pick 'fastest-within 1.0'`.")
     if result.history:

@@ -12,7 +12,7 @@ from .common import data_dir_option, model_option, seed_option
 DEFAULT_TASKS = "arc_easy,arc_challenge,mmlu,piqa"
 DEFAULT_EVALUATIONS = 24
 DEFAULT_POPULATION = 8
-DEFAULT_LIMIT = 20
+DEFAULT_LIMIT = 50
 
 
 def register(main: click.Group) -> None:
