@@ -21,6 +21,18 @@ the same rule applies to all three strategies (`run_search(..., pool=...)`).
 
 Prints a table (median and spread of hypervolume per strategy at each evaluation count) and the
 ratio LINAS / other at each budget; writes efficiency.json and efficiency.png into --out.
+
+The committed results (bench/results/search_efficiency_*.json/png) were made with:
+
+    python bench/search_efficiency.py --table runs/search-table-l50 --build 46 --limit 50 \
+        --profile runs/search-table-l50/profile.json --add /tmp/mainjob-l50 --no-compare
+    python bench/search_efficiency.py --table bench/results/search_table --seeds 10 --evaluations 24 --population 8
+    python bench/search_efficiency.py --table bench/results/search_table --seeds 10 --evaluations 16 --population 4
+    python bench/search_efficiency.py --synthetic --seeds 5 --evaluations 24 --population 8
+
+The table (bench/results/search_table: 48 subnets = full model, smallest, 46 random; accuracy on
+50 search-split items per task of arc_easy, arc_challenge, mmlu, piqa; TPOT from the latency model
+of a profile made on this host) is committed, so the comparison reruns in about a minute.
 """
 from __future__ import annotations
 
