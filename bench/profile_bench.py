@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hwnas.benchmark import measure_torch  # noqa: E402
 from hwnas.host import detect_host  # noqa: E402
 from hwnas.irexport import export_ir, export_ir_cached, export_tokenizer  # noqa: E402
 from hwnas.latency_model import fit_latency_model, mape, measurement_metrics  # noqa: E402
@@ -46,35 +47,6 @@ from hwnas.profile import choose_subnets, run_profile  # noqa: E402
 from hwnas.targets import load_target  # noqa: E402
 
 log = logging.getLogger("profile_bench")
-
-
-def torch_eager(model, prompt_tokens, new_tokens, repeats, threads, seed=0):
-    """PyTorch fp32 eager TTFT / TPOT (batch 1, KV cache, greedy), median over repeats."""
-    import torch
-
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    ids = torch.from_numpy(rng.integers(0, model.config.vocab_size, (1, prompt_tokens)))
-    ttfts, tpots = [], []
-    with torch.no_grad():
-        for r in range(repeats + 1):  # first = warm-up
-            t0 = time.perf_counter()
-            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            ttft = (time.perf_counter() - t0) * 1e3
-            past = out.past_key_values
-            steps = []
-            for _ in range(new_tokens - 1):
-                s = time.perf_counter()
-                out = model(input_ids=tok, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                tok = out.logits[:, -1].argmax(-1, keepdim=True)
-                steps.append((time.perf_counter() - s) * 1e3)
-            if r:
-                ttfts.append(ttft)
-                tpots.append(statistics.median(steps))
-    return {"ttft_ms": statistics.median(ttfts), "tpot_ms": statistics.median(tpots),
-            "ttft_samples_ms": ttfts, "tpot_samples_ms": tpots}
 
 
 def genai_metrics(ir_dir, tokenizer, props, prompt_tokens, new_tokens, repeats, seed=0):
@@ -261,7 +233,11 @@ def main() -> None:
     ov_tgt = measure_ir(full_ir, target, host=host, subnet_key="full-target")
     sn.reset()
     full_model = sn.extract(full)
-    pt = torch_eager(full_model, wl.prompt_tokens, wl.new_tokens, target.measure.repeats, int(props["INFERENCE_NUM_THREADS"]))
+    import torch
+
+    torch.set_num_threads(int(props["INFERENCE_NUM_THREADS"]))
+    row = measure_torch(full_model, target)  # the same timing loop `hwnas bench` uses
+    pt = {"ttft_ms": row.ttft_ms, "tpot_ms": row.tpot_ms, "tpot_samples_ms": row.extra["tpot_samples_ms"]}
     try:
         ga = genai_metrics(full_ir, tokenizer, props, wl.prompt_tokens, wl.new_tokens, target.measure.repeats)
     except Exception as e:  # noqa: BLE001
