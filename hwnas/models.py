@@ -59,8 +59,25 @@ class ModelSource:
         """Content hash of the weight files (cached by path, size and mtime)."""
         return hash_files(self.weight_files())
 
+    def tokenizer_files(self) -> list[Path]:
+        """The files a tokenizer is read from (a GGUF holds its own, so it is covered by sha256)."""
+        if self.kind in ("default", "gguf"):
+            return []
+        return sorted(f for f in self.path.iterdir() if f.is_file() and f.name in TOKENIZER_FILES)
+
+    def content_sha256(self) -> str:
+        """Hash of weights and tokenizer: what a cache derived from both must be keyed on."""
+        tok = self.tokenizer_files()
+        return hash_files(self.weight_files() + tok) if tok else self.sha256()
+
     def to_dict(self) -> dict[str, str]:
         return {"spec": self.spec, "kind": self.kind, "path": str(self.path), "name": self.name}
+
+
+TOKENIZER_FILES = frozenset({
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+})
 
 
 @dataclass

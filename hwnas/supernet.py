@@ -358,7 +358,9 @@ def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", cali
     """Load --model and wrap it as an (importance-ordered) supernet. Returns (LoadedModel, Supernet).
 
     Ordering a model costs a calibration pass; the ordered weights are cached (keyed by the
-    model's hash, the calibration text and the method), so later commands load them directly.
+    model's weights and tokenizer, the calibration text and the method), so later commands load
+    them directly. The tokenizer is part of the key: the cache also serves it, and the calibration
+    pass that ordered the channels tokenized its text with it.
     """
     import dataclasses
 
@@ -371,7 +373,7 @@ def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", cali
         return loaded, Supernet.from_loaded(loaded, order=False)
     texts = list(calib_texts) if calib_texts is not None else load_texts(n=8)
     key = hashlib.sha256(
-        f"v2|{source.sha256()}|{texts_sha256(texts)}|{ORDER_METHOD}|{dtype}".encode()).hexdigest()[:16]
+        f"v3|{source.content_sha256()}|{texts_sha256(texts)}|{ORDER_METHOD}|{dtype}".encode()).hexdigest()[:16]
     cached = cache_dir() / "supernets" / f"{source.name}-{key}"
     if (cached / "config.json").is_file():
         loaded = dataclasses.replace(load_model(str(cached), dtype=dtype), source=source)

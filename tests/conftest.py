@@ -37,7 +37,8 @@ def make_tiny_tokenizer(vocab: int = 300):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    byte_vocab = {t: i + 3 for i, t in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    # sorted: alphabet() comes in hash-set order, which differs from one process to the next
+    byte_vocab = {t: i + 3 for i, t in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     byte_vocab.update({"<pad>": 0, "<s>": 1, "</s>": 2})
     tok = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -169,3 +169,30 @@ def test_default_space_drops_layers_by_importance(tiny_model_dir, tmp_path):
     # without ordering, any layer may be skipped (first and last kept)
     _, plain = load_supernet(str(tiny_model_dir), order=False)
     assert plain.space.layer_mode == "skip"
+
+
+def test_cached_supernet_serves_the_tokenizer_of_its_own_source(tiny_model_dir, tmp_path):
+    """Two folders with the same weights but different tokenizers must not share a cache entry:
+    the cache also serves the tokenizer (a resumed training run once tokenized its data with
+    another folder's tokenizer this way)."""
+    import json
+    import shutil
+
+    from hwnas.supernet import load_supernet
+
+    other = tmp_path / "copy" / tiny_model_dir.name  # same folder name: the cache names entries by it
+    shutil.copytree(tiny_model_dir, other)
+    tj = json.loads((other / "tokenizer.json").read_text())
+    vocab = tj["model"]["vocab"]
+    a, b = (t for t, i in vocab.items() if i == 3), (t for t, i in vocab.items() if i == 4)
+    a, b = next(a), next(b)
+    vocab[a], vocab[b] = 4, 3  # swap two byte tokens
+    (other / "tokenizer.json").write_text(json.dumps(tj))
+    text = "".join(chr(c) for c in range(33, 127))
+    ids = {}
+    for folder in (tiny_model_dir, other, tiny_model_dir, other):  # the second round comes from the cache
+        loaded, _ = load_supernet(str(folder), calib_texts=TEXTS)
+        ids.setdefault(str(folder), []).append(loaded.tokenizer(text)["input_ids"])
+    own, swapped = ids[str(tiny_model_dir)], ids[str(other)]
+    assert own[0] == own[1] and swapped[0] == swapped[1]
+    assert own[0] != swapped[0]
