@@ -624,9 +624,11 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     import numpy as np
     import openvino as ov
 
-    from .evaluate import TaskSuite, mc_metrics
+    from .evaluate import TaskSuite, mc_metrics, truncate_request
 
     suite = TaskSuite(tokenizer, list(tasks), split=split, limit=limit, data_dir=data_dir, seed=seed)
+    cfg_file = Path(folder) / "config.json"
+    max_len = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
     compiled = ov.Core().compile_model(str(Path(folder) / IR_XML), "CPU", dict(properties or {}))
     req = compiled.create_infer_request()
     logits_out = compiled.output("logits")
@@ -638,6 +640,7 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
             continue
         lls = []
         for r in data.requests:
+            r = truncate_request(r, max_len)  # as hwnas.evaluate does, so both score the same tokens
             if all(len(c) == 1 for c in r.continuations):
                 # one-token choices (MMLU's " A".." D"): one prefill of the context scores them all
                 lp = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])

@@ -162,12 +162,19 @@ def encode_requests(tokenizer: Any, task: str, docs: Sequence[Any]) -> list[Requ
     return out
 
 
-def _truncate(req: Request, max_len: int | None) -> Request:
-    if max_len is None or req.fed_tokens <= max_len:
+def truncate_request(req: Request, max_len: int | None) -> Request:
+    """Cut the context from the left so that context + the longest choice fits the model's positions.
+
+    Each choice is its own branch after the shared context (positions restart at the end of the
+    context), so the limit applies to the longest branch, not to all tokens of the item; lm-eval
+    likewise truncates each (context, continuation) request on its own.
+    """
+    longest = max(len(c) for c in req.continuations) - 1  # the last choice token is predicted, not fed
+    if max_len is None or len(req.context) + longest <= max_len:
         return req
-    cut = req.fed_tokens - max_len
+    cut = len(req.context) + longest - max_len
     if cut >= len(req.context):
-        raise DataError(f"{req.task} item {req.id}: its choices alone exceed the model's {max_len} positions")
+        raise DataError(f"{req.task} item {req.id}: its longest choice alone exceeds the model's {max_len} positions")
     log.debug("truncating the context of %s/%s by %d tokens", req.task, req.id, cut)
     return Request(req.task, req.id, req.context[cut:], req.continuations, req.gold, req.choice_bytes)
 
@@ -343,7 +350,7 @@ class TaskSuite:
             reqs: list[Request] = []
             for d in self.data.values():
                 if d.requests is not None:
-                    reqs += [_truncate(r, max_len) for r in d.requests]
+                    reqs += [truncate_request(r, max_len) for r in d.requests]
             offsets, n = [], 0
             for r in reqs:
                 offsets.append(n)

@@ -74,6 +74,34 @@ def test_packed_scoring_equals_plain_forward(tiny, toy_reference, tmp_path, batc
         np.testing.assert_allclose(g, w, atol=2e-4, rtol=0)
 
 
+def test_context_is_truncated_only_when_the_longest_choice_does_not_fit(tmp_path):
+    """Choices are branches after a shared context: the position limit applies to context + the
+    longest choice (as lm-eval truncates each request), not to the item's total token count."""
+    model, tok = make_tiny_llama(), make_tiny_tokenizer()
+    limit = 80
+    model.config.max_position_embeddings = limit
+    ctx, choices = "Question: " + "ab " * 10 + "\nAnswer:", tuple("choice number %d xy" % i for i in range(4))
+    fits = Doc("fits", ctx, choices, 0)  # 48 context tokens + 18 fed per choice: 120 in all, 66 per branch
+    over = Doc("over", "Question: " + "ab " * 20 + "\nAnswer:", choices, 1)  # 78 + 18 per branch
+    suite = TaskSuite(tok, [_toy_task([fits, over])], split="all", data_dir=tmp_path)
+    got = dict(zip([r.id for r in suite.data["toy"].requests], suite.loglikelihoods(model, precision="fp32")["toy"]))
+    with torch.no_grad():
+        for d in (fits, over):
+            g = got[d.id]
+            ctx_ids = tok(d.context)["input_ids"]
+            for c, val in zip(d.choices, g):
+                cont = tok(d.context + " " + c)["input_ids"][len(ctx_ids):]
+                keep = min(len(ctx_ids), limit - (len(cont) - 1))  # lm-eval: the last `limit` fed tokens
+                ids = (ctx_ids + cont)[len(ctx_ids) - keep:]
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+                want = sum(float(logp[keep - 1 + k, t]) for k, t in enumerate(cont))
+                assert val == pytest.approx(want, abs=2e-4), (d.id, c)
+    n_ctx = [len(tok(d.context)["input_ids"]) for d in (fits, over)]
+    longest = max(len(tok(fits.context + " " + c)["input_ids"]) - n_ctx[0] for c in choices) - 1
+    assert n_ctx[0] + longest <= limit < n_ctx[0] + 4 * longest  # 'fits' is not cut, though its total exceeds the limit
+    assert n_ctx[1] + longest > limit  # 'over' is
+
+
 def test_metrics_follow_the_loglikelihoods(tiny, toy_reference, tmp_path):
     model, tok = tiny
     docs, ref = toy_reference
