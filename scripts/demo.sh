@@ -14,17 +14,22 @@ OUT=${HWNAS_DEMO_DIR:-runs/demo}
 EVALS=${HWNAS_EVALUATIONS:-24}
 mkdir -p "$OUT"
 start=$(date +%s)
+step() { echo "[demo +$(( $(date +%s) - start )) s] $*"; }
 
+step "profile"
 if [ ! -f "$OUT/profile/profile.json" ]; then
   hwnas profile --model "$MODEL" --target "$TARGET" --out "$OUT/profile" --force
 fi
 
+step "search"
 resume=()
 [ -f "$OUT/search/config.json" ] && resume=(--resume)
 hwnas search --model "$MODEL" --target "$TARGET" --evaluations "$EVALS" --out "$OUT/search" "${resume[@]}"
 
+step "export"
 hwnas export --model "$MODEL" --from "$OUT/search" --pick "fastest-within 1.0" --quant int8 \
   --target "$TARGET" --out "$OUT/bundle" --force
+step "verify and run"
 hwnas verify "$OUT/bundle"
 hwnas run "$OUT/bundle" --prompt "The three primary colours are" --max-new-tokens 24
 
