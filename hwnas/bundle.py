@@ -550,10 +550,11 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
     """A subnet from a search folder's ``pareto.json``.
 
     pick: an index N into pareto.json (0 = first record as listed), a subnet key (``l18-3fa9c01b``),
-    or ``fastest-within X``: the lowest-TPOT record whose search-split accuracy is at most X
-    percentage points below the full model's. The full model's accuracy is the record flagged
-    ``full_model`` in candidates.jsonl (the search always validates the full model), else the
-    ``vs_full`` the search stored in each pareto.json record.
+    or ``fastest-within X``: the lowest-TPOT record whose accuracy is at most X percentage points
+    below the full model's on the search split and, where the search measured it (report.jsonl),
+    on the report split too; the full model itself when no subnet qualifies. The full model's
+    accuracy is the record flagged ``full_model`` in candidates.jsonl (the search always
+    validates the full model), else the ``vs_full`` the search stored in each pareto.json record.
     """
     from .space import SubnetConfig
 
@@ -575,22 +576,33 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
             points = float(arg)
         except ValueError:
             raise SearchError(f"--pick {pick!r}: give 'fastest-within POINTS', e.g. 'fastest-within 1.0'") from None
-        full_acc = None
         from .io import read_jsonl
+        from .search import REPORT_FILE, pick_fastest_within
 
         try:
             full = [r for r in read_jsonl(search_dir / "candidates.jsonl") if r.get("full_model")]
-        except json.JSONDecodeError:
-            full = []
-        if full:
-            full_acc = float(full[0]["accuracy"])
-        from .search import pick_fastest_within
-
-        rec = pick_fastest_within(front, points, full_accuracy=full_acc)
+            reports = {r["key"]: r["report"] for r in read_jsonl(search_dir / REPORT_FILE)} \
+                if (search_dir / REPORT_FILE).is_file() else {}
+        except (json.JSONDecodeError, KeyError):
+            full, reports = [], {}
+        cands = [dict(r) for r in front]
+        if full and full[0]["key"] not in {r.get("key") for r in cands}:
+            cands.append(dict(full[0]))  # the full model is always within 0 points of itself
+        for r in cands:
+            if "report" not in r and r.get("key") in reports:
+                r["report"] = reports[r["key"]]
+        full_rep = (reports.get(full[0]["key"]) or {}).get("accuracy") if full else None
+        rec = pick_fastest_within(cands, points, full_accuracy=float(full[0]["accuracy"]) if full else None,
+                                  full_report_accuracy=full_rep)
         if rec is None:
             raise SearchError(f"--pick {pick!r}: no subnet on the Pareto front of {search_dir} is within {points:g} "
                               "points of the full model's accuracy")
-        rule = f"fastest-within {points:g} points of the full model (search split)"
+        split = "search and report splits" if full_rep is not None else "search split"
+        rule = f"fastest-within {points:g} points of the full model ({split})"
+        if rec.get("full_model"):
+            log.warning("no subnet on the Pareto front of %s is within %g points of the full model on the %s; "
+                        "picking the full model", search_dir, points, split)
+            rule += "; no subnet qualified, so the full model"
     elif pick.lstrip("-").isdigit():
         n = int(pick)
         if not 0 <= n < len(front):

@@ -122,11 +122,18 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
         cells.append(f"{vs['tpot_speedup']:.2f}x" if vs.get("tpot_speedup") else "-")
         lines.append("| " + " | ".join(cells) + " |")
     if full and "accuracy" in full:
-        lines += ["", "## Picks", ""]
+        both = (full.get("report") or {}).get("accuracy") is not None
+        lines += ["", "## Picks", "",
+                  "What `hwnas export --pick 'fastest-within X'` takes: the fastest subnet within X points of the "
+                  "full model on the search split" + (" and on the report split" if both else "")
+                  + "; the full model when none is.", ""]
         for pts in PICK_POINTS:
             p = result.pick_fastest_within(pts)
             if p is None:
                 lines.append(f"- fastest within {pts:g} pt of the full model: none")
+                continue
+            if p.get("full_model"):
+                lines.append(f"- fastest within {pts:g} pt of the full model: no subnet qualifies; the full model")
                 continue
             vs = p.get("vs_full") or {}
             sp = f", TPOT {speed_of(p):.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if speed_of(p) else ""

@@ -293,7 +293,10 @@ def print_result(result: Any) -> None:
         )
     console.print(table)
     pick = result.pick_fastest_within(1.0)
-    if pick is not None:
+    if pick is not None and pick.get("full_model"):
+        console.print("fastest within 1 point of the full model: no subnet qualifies on both the search and the "
+                      "report split; `--pick 'fastest-within 1.0'` would export the full model")
+    elif pick is not None:
         vs = pick.get("vs_full") or {}
         console.print(f"fastest within 1 point of the full model: [bold]{pick['key']}[/] ({pick['description']}), "
                       f"{vs.get('accuracy_points', 0):+.1f} pts, TPOT {speed_of(pick):.2f} ms "

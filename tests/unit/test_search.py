@@ -258,6 +258,23 @@ def test_pick_fastest_within():
         pick_fastest_within(recs, -1)
 
 
+def test_pick_fastest_within_needs_the_report_split_too():
+    """A subnet that looks within 1 point on the search split but not on the report split is the
+    winner's curse of a noisy search: it is not picked; with nothing left, the full model is."""
+    recs = [
+        {"key": "full", "accuracy": 0.500, "tpot_ms": 20.0, "full_model": True, "report": {"accuracy": 0.520}},
+        {"key": "a", "accuracy": 0.495, "tpot_ms": 15.0, "report": {"accuracy": 0.515}},
+        {"key": "b", "accuracy": 0.505, "tpot_ms": 12.0, "report": {"accuracy": 0.470}},  # lucky on the search split
+        {"key": "c", "accuracy": 0.495, "tpot_ms": 10.0},  # no report measured: the search split decides
+    ]
+    assert pick_fastest_within(recs, 1.0)["key"] == "c"
+    assert pick_fastest_within(recs[:3], 1.0)["key"] == "a"
+    assert pick_fastest_within(recs[:3], 5.0)["key"] == "b"
+    assert pick_fastest_within([recs[0], recs[2]], 1.0)["key"] == "full"
+    # the report reference can be given explicitly (pareto.json without the full model)
+    assert pick_fastest_within(recs[1:3], 1.0, full_accuracy=0.5, full_report_accuracy=0.52)["key"] == "a"
+
+
 @pytest.mark.parametrize("strategy", ["linas", "nsga2", "random"])
 def test_pool_restricts_the_search_to_a_table(strategy):
     rng = np.random.default_rng(0)
