@@ -599,7 +599,7 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
                               "points of the full model's accuracy")
         split = "search and report splits" if full_rep is not None else "search split"
         rule = f"fastest-within {points:g} points of the full model ({split})"
-        if rec.get("full_model"):
+        if rec.get("full_model") or (full and rec.get("key") == full[0]["key"]):
             log.warning("no subnet on the Pareto front of %s is within %g points of the full model on the %s; "
                         "picking the full model", search_dir, points, split)
             rule += "; no subnet qualified, so the full model"
