@@ -2,9 +2,9 @@
 
 Made for "search on the trained supernet vs on the untrained one at the same budget" (issue 7),
 but works for any folders: each is read from its own files (candidates.jsonl, pareto.json,
-report.jsonl), nothing is re-measured. Hypervolumes are computed against one common reference
-point (accuracy 0, 1.1x the slowest TPOT of all runs), so they can be compared across runs;
-each run's own history.jsonl uses its own reference and cannot.
+report.jsonl), nothing is re-measured. Hypervolumes use the search's own normalisation
+(`hwnas.search.HypervolumeReference`), fitted once over the records of all runs, so they can be
+compared across runs; each run's own history.jsonl uses its own reference and cannot.
 
 Usage:
   .venv/bin/python bench/compare_searches.py DIR[=LABEL] DIR[=LABEL] ... [--out bench/results/trained_vs_untrained]
@@ -39,27 +39,15 @@ def load_run(folder: Path, label: str) -> dict:
             "model": config.get("model"), "evaluations": len(recs)}
 
 
-def hypervolume(front: list[dict], ref_tpot: float) -> float:
-    """Area dominated by the front in (TPOT down, accuracy up), bounded by TPOT=ref_tpot and accuracy=0."""
-    from pymoo.indicators.hv import HV
-    import numpy as np
+def export_pick(run: dict, points: float) -> dict | None:
+    """What `hwnas export --pick 'fastest-within POINTS'` would take from this run (both splits)."""
+    from hwnas.search import pick_from_front
 
-    if not front:
-        return 0.0
-    pts = np.array([[r["tpot_ms"], -r["accuracy"]] for r in front])
-    return float(HV(ref_point=np.array([ref_tpot, 0.0]))(pts))
+    def with_report(r: dict) -> dict:
+        return dict(r, report={"accuracy": run["report"][r["key"]]}) if r["key"] in run["report"] else dict(r)
 
-
-def fastest_within(run: dict, points: float, split: str) -> dict | None:
-    full = run["full"]
-    if full is None:
-        return None
-    acc = (lambda r: run["report"].get(r["key"])) if split == "report" else (lambda r: r["accuracy"])
-    base = acc(full)
-    if base is None:
-        return None
-    ok = [r for r in run["front"] if acc(r) is not None and acc(r) >= base - points / 100 and not r.get("full_model")]
-    return min(ok, key=lambda r: r["tpot_ms"]) if ok else None
+    full = with_report(run["full"]) if run["full"] else None
+    return pick_from_front([with_report(r) for r in run["front"]], full, points)
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -100,23 +88,27 @@ def main() -> int:
     for spec in args.runs:
         folder, _, label = spec.partition("=")
         runs.append(load_run(Path(folder), label or Path(folder).name))
-    ref = 1.1 * max(r["tpot_ms"] for run in runs for r in run["records"])
+    from hwnas.search import HypervolumeReference
+
+    # one normalisation for all runs (the search's own: 0 = best, 1 = worst over every record here)
+    ref = HypervolumeReference.from_extremes(("accuracy", "tpot_ms"), [r for run in runs for r in run["records"]])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Search fronts compared (hypervolume reference: accuracy 0, TPOT {ref:.2f} ms)", ""]
+    point = ref.to_dict()["reference_point"]
+    lines = [f"# Search fronts compared (common hypervolume reference: accuracy {100 * point['accuracy']:.1f}%, "
+             f"TPOT {point['tpot_ms']:.2f} ms)", ""]
     summary = []
     for run in runs:
-        hv = hypervolume(run["front"], ref)
+        hv = ref.hypervolume(run["front"])
         # the same front scored on the report split (items the search never saw): an unbiased view
         rep_front = [dict(r, accuracy=run["report"][r["key"]]) for r in run["front"] if r["key"] in run["report"]]
-        hv_rep = hypervolume(rep_front, ref) if rep_front else None
+        hv_rep = ref.hypervolume(rep_front) if rep_front else None
         full = run["full"] or {}
-        pick_s, pick_r = fastest_within(run, 1.0, "search"), fastest_within(run, 1.0, "report")
+        picks = {pts: export_pick(run, pts) for pts in (1.0, 2.0)}
         summary.append({"label": run["label"], "folder": run["folder"], "evaluations": run["evaluations"],
                         "hypervolume": hv, "hypervolume_report_split": hv_rep, "full_model": {k: full.get(k) for k in ("accuracy", "tpot_ms")},
                         "full_model_report_accuracy": run["report"].get(full.get("key")),
-                        "fastest_within_1pt_search": pick_s and pick_s["key"],
-                        "fastest_within_1pt_report": pick_r and pick_r["key"],
+                        "export_pick": {f"fastest-within {pts:g}": p and p["key"] for pts, p in picks.items()},
                         "front": [{"key": r["key"], "layers": r["num_layers"], "accuracy": r["accuracy"],
                                    "report_accuracy": run["report"].get(r["key"]), "tpot_ms": r["tpot_ms"]}
                                   for r in run["front"]]})
@@ -130,13 +122,15 @@ def main() -> int:
             rep = run["report"].get(r["key"])
             lines.append(f"| {r['key']} | {r['num_layers']} | {100 * r['accuracy']:.1f} | "
                          f"{'-' if rep is None else f'{100 * rep:.1f}'} | {r['tpot_ms']:.2f} |")
-        for name, p in (("search split", pick_s), ("report split", pick_r)):
-            if p:
-                lines.append(f"\nFastest within 1 pt of the full model ({name}): `{p['key']}`, "
-                             f"{full['tpot_ms'] / p['tpot_ms']:.2f}x TPOT.")
+        for pts, p in picks.items():
+            if p and not p.get("full_model"):
+                lines.append(f"\n`--pick 'fastest-within {pts:g}'` (search and report split): `{p['key']}`, "
+                             f"{full['tpot_ms'] / p['tpot_ms']:.2f}x TPOT (search-time measurements).")
+            elif p:
+                lines.append(f"\n`--pick 'fastest-within {pts:g}'`: no subnet qualifies on both splits; the full model.")
         lines.append("")
     plot(runs, out.with_suffix(".png"))
-    write_json_atomic(out.with_suffix(".json"), {"reference_tpot_ms": ref, "runs": summary})
+    write_json_atomic(out.with_suffix(".json"), {"hypervolume_reference": ref.to_dict(), "runs": summary})
     write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -577,29 +577,24 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
         except ValueError:
             raise SearchError(f"--pick {pick!r}: give 'fastest-within POINTS', e.g. 'fastest-within 1.0'") from None
         from .io import read_jsonl
-        from .search import REPORT_FILE, pick_fastest_within
+        from .search import REPORT_FILE, pick_from_front
 
         try:
-            full = [r for r in read_jsonl(search_dir / "candidates.jsonl") if r.get("full_model")]
+            full = next((r for r in read_jsonl(search_dir / "candidates.jsonl") if r.get("full_model")), None)
             reports = {r["key"]: r["report"] for r in read_jsonl(search_dir / REPORT_FILE)} \
                 if (search_dir / REPORT_FILE).is_file() else {}
         except (json.JSONDecodeError, KeyError):
-            full, reports = [], {}
-        cands = [dict(r) for r in front]
-        if full and full[0]["key"] not in {r.get("key") for r in cands}:
-            cands.append(dict(full[0]))  # the full model is always within 0 points of itself
-        for r in cands:
-            if "report" not in r and r.get("key") in reports:
-                r["report"] = reports[r["key"]]
-        full_rep = (reports.get(full[0]["key"]) or {}).get("accuracy") if full else None
-        rec = pick_fastest_within(cands, points, full_accuracy=float(full[0]["accuracy"]) if full else None,
-                                  full_report_accuracy=full_rep)
+            full, reports = None, {}
+        front = [dict(r, report=r.get("report") or reports.get(r.get("key"))) for r in front]
+        if full is not None:
+            full = dict(full, report=reports.get(full["key"]))
+        rec = pick_from_front(front, full, points)
         if rec is None:
             raise SearchError(f"--pick {pick!r}: no subnet on the Pareto front of {search_dir} is within {points:g} "
                               "points of the full model's accuracy")
-        split = "search and report splits" if full_rep is not None else "search split"
+        split = "search and report splits" if (full or {}).get("report") else "search split"
         rule = f"fastest-within {points:g} points of the full model ({split})"
-        if rec.get("full_model") or (full and rec.get("key") == full[0]["key"]):
+        if full is not None and rec.get("key") == full["key"]:
             log.warning("no subnet on the Pareto front of %s is within %g points of the full model on the %s; "
                         "picking the full model", search_dir, points, split)
             rule += "; no subnet qualified, so the full model"

@@ -359,6 +359,19 @@ def pick_fastest_within(
     return dict(best)
 
 
+def pick_from_front(front: Sequence[Mapping[str, Any]], full: Mapping[str, Any] | None, points: float, *,
+                    speed: str = "tpot_ms") -> dict[str, Any] | None:
+    """`--pick 'fastest-within POINTS'`: the fastest front record within POINTS of the full model on
+    the search split and, where both carry a ``report``, on the report split; the full model itself
+    (always within 0 points of itself) when no subnet is."""
+    keys = {r["key"] for r in front}
+    cands = list(front) + ([dict(full)] if full is not None and full["key"] not in keys else [])
+    rep = ((full or {}).get("report") or {}).get("accuracy")
+    return pick_fastest_within(cands, points, speed=speed,
+                               full_accuracy=None if full is None else float(full["accuracy"]),
+                               full_report_accuracy=None if rep is None else float(rep))
+
+
 def speed_of(record: Mapping[str, Any], metric: str = "tpot_ms") -> float | None:
     """A latency figure of a record: the final interleaved re-measurement when there is one."""
     again = record.get("remeasured") or {}
@@ -838,11 +851,7 @@ class SearchResult:
         full model itself when no subnet is."""
         if not self.full_model:
             return None
-        rep = (self.full_model.get("report") or {}).get("accuracy")
-        keys = {r["key"] for r in self.pareto}
-        cands = list(self.pareto) + ([dict(self.full_model)] if self.full_model["key"] not in keys else [])
-        return pick_fastest_within(cands, points, full_accuracy=float(self.full_model["accuracy"]),
-                                   full_report_accuracy=None if rep is None else float(rep))
+        return pick_from_front(self.pareto, self.full_model, points)
 
 
 def _check_measured(measured: Mapping[str, Any], metrics: Sequence[str], cfg: SubnetConfig) -> None:
