@@ -175,9 +175,7 @@ def main() -> None:
     jobs = []
     model_id = prof.model["model_id"]
     for kind, cfg in [("subnet", SubnetConfig.from_dict(d)) for d in train_cfgs] + [("holdout", c) for c in held]:
-        dense = sn.extract(cfg)
-        ir, _ = export_ir_cached(dense, f"{model_id}-{cfg.key}", cache_dir=ir_cache)
-        del dense
+        ir, _ = export_ir_cached(key=f"{model_id}-{cfg.key}", build=lambda: sn.extract(cfg), cache_dir=ir_cache)
         jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), kind))
     ms = measure_many(jobs, target, host=host, seed=args.seed)
     train_ms = [m for m in ms if m.kind == "subnet"]

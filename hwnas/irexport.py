@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import ExportError
 
@@ -257,9 +257,10 @@ def is_complete(folder: Path) -> bool:
 
 
 def export_ir_cached(
-    model: Any,
+    model: Any = None,
     key: str | None = None,
     *,
+    build: Callable[[], Any] | None = None,
     stateful: bool = True,
     compress_to_fp16: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -267,13 +268,19 @@ def export_ir_cached(
     """The IR of `model` from the cache, exporting it on a miss. Returns (folder, exported_now).
 
     `key` identifies the model (e.g. model hash + subnet key); by default the structure and every
-    weight are hashed. Concurrent writers are safe: the first complete folder wins.
+    weight are hashed. With `key` and `build` instead of `model`, the model is only built (e.g. a
+    subnet extracted from the supernet, GBs for a 7B model) on a cache miss. Concurrent writers
+    are safe: the first complete folder wins.
     """
+    if (model is None) == (build is None) or (build is not None and key is None):
+        raise ValueError("export_ir_cached needs a model, or a key and a build function")
     key = key or "m-" + model_fingerprint(model)
     dest = cached_ir_path(key, stateful=stateful, compress_to_fp16=compress_to_fp16, cache_dir=cache_dir)
     if is_complete(dest):
         log.debug("IR cache hit %s", dest)
         return dest, False
+    if model is None:
+        model = build()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:

@@ -280,9 +280,7 @@ def run_profile(
     for i, (kind, cfg) in enumerate(items):
         if progress:
             progress(i, n_export + 1, f"export {kind} {cfg.key} ({cfg.describe()})")
-        dense = sn.extract(cfg)
-        ir, fresh = export_ir_cached(dense, f"{model_id}-{cfg.key}", cache_dir=cache_dir)
-        del dense
+        ir, fresh = export_ir_cached(key=f"{model_id}-{cfg.key}", build=lambda: sn.extract(cfg), cache_dir=cache_dir)
         n_exported += int(fresh)
         jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), kind))
     t1 = time.perf_counter()

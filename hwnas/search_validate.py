@@ -90,14 +90,11 @@ class SubnetValidator:
                 "throughput_tok_s": round(float(p["throughput_tok_s"]), 4), "latency_source": "predicted",
                 "n_params": n_params, "weight_bytes": 4 * n_params,
             }
-        from .irexport import export_ir_cached
         from .measure import measure_ir
 
         t0 = time.perf_counter()
         self.status(f"export {cfg.describe()}")
-        dense = self.supernet.extract(cfg)
-        ir, fresh = export_ir_cached(dense, f"{self.model_id}-{cfg.key}", cache_dir=self.cache_dir)
-        del dense
+        ir, fresh = self._ir(cfg)
         t1 = time.perf_counter()
         self.status(f"measure {cfg.describe()}")
         m = measure_ir(ir, self.target, host=self.host, subnet_key=cfg.key, subnet=cfg.to_dict(),
@@ -114,20 +111,24 @@ class SubnetValidator:
             "export_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3), "ir_cached": not fresh,
         }
 
+    def _ir(self, cfg: SubnetConfig) -> tuple[Path, bool]:
+        """The subnet's IR from the cache; extracted from the supernet and exported only on a miss."""
+        from .irexport import export_ir_cached
+
+        return export_ir_cached(key=f"{self.model_id}-{cfg.key}", build=lambda: self.supernet.extract(cfg),
+                                cache_dir=self.cache_dir)
+
     def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
         """Time `cfgs` again in one session with interleaved repeats (a fair comparison on a busy
         machine). Empty when latency comes from a profile's model (nothing is measured here)."""
         if self.latency_model is not None or not cfgs:
             return {}
-        from .irexport import export_ir_cached
         from .measure import MeasureJob, measure_many
 
         jobs = []
         for cfg in cfgs:
             self.status(f"export {cfg.describe()}")
-            dense = self.supernet.extract(cfg)
-            ir, _ = export_ir_cached(dense, f"{self.model_id}-{cfg.key}", cache_dir=self.cache_dir)
-            del dense
+            ir, _ = self._ir(cfg)
             jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
                                    cfg.n_params(self.supernet.config)))
         self.status(f"re-measuring {len(jobs)} subnets (interleaved)")

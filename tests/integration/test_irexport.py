@@ -142,6 +142,19 @@ def test_cache_exports_each_model_once(tmp_path, monkeypatch):
     assert fresh4 and p4.name.startswith("my-model-l2-")
     assert not list(tmp_path.glob("*.partial"))
     assert len(calls) == 3
+    # with key + build, the model is built only on a miss (extraction is GBs for a 7B model)
+    builds = []
+
+    def build():
+        builds.append(1)
+        return other
+
+    p5, fresh5 = export_ir_cached(key="my-model-l2", build=build, cache_dir=tmp_path)
+    assert (p5, fresh5, builds) == (p4, False, [])
+    p6, fresh6 = export_ir_cached(key="my-model-l2b", build=build, cache_dir=tmp_path)
+    assert fresh6 and builds == [1] and len(calls) == 4
+    with pytest.raises(ValueError, match="a key and a build function"):
+        export_ir_cached(build=build, cache_dir=tmp_path)
 
 
 @pytest.mark.slow
