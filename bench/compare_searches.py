@@ -3,7 +3,7 @@
 Made for "search on the trained supernet vs on the untrained one at the same budget" (issue 7),
 but works for any folders: each is read from its own files (candidates.jsonl, pareto.json,
 report.jsonl), nothing is re-measured. Hypervolumes use the search's own normalisation
-(`hwnas.search.HypervolumeReference`), fitted once over the records of all runs, so they can be
+(`hwnas.search.pareto.HypervolumeReference`), fitted once over the records of all runs, so they can be
 compared across runs; each run's own history.jsonl uses its own reference and cannot.
 
 Usage:
@@ -41,7 +41,7 @@ def load_run(folder: Path, label: str) -> dict:
 
 def export_pick(run: dict, points: float) -> dict | None:
     """What `hwnas export --pick 'fastest-within POINTS'` would take from this run (both splits)."""
-    from hwnas.search import pick_from_front
+    from hwnas.search.picking import pick_from_front
 
     def with_report(r: dict) -> dict:
         return dict(r, report={"accuracy": run["report"][r["key"]]}) if r["key"] in run["report"] else dict(r)
@@ -88,7 +88,7 @@ def main() -> int:
     for spec in args.runs:
         folder, _, label = spec.partition("=")
         runs.append(load_run(Path(folder), label or Path(folder).name))
-    from hwnas.search import HypervolumeReference
+    from hwnas.search.pareto import HypervolumeReference
 
     # one normalisation for all runs (the search's own: 0 = best, 1 = worst over every record here)
     ref = HypervolumeReference.from_extremes(("accuracy", "tpot_ms"), [r for run in runs for r in run["records"]])

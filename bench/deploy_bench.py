@@ -11,10 +11,10 @@ and reports decode tokens/s (1000 / TPOT at batch 1), TTFT, throughput at the ta
 batch, weight bytes (openvino_model.bin; fp32 parameters for PyTorch), bundle bytes, and
 report-split accuracy on ARC-e, ARC-c, MMLU and PIQA (--limit items per task), each with its
 ratio to (b). OpenVINO models are compiled together and timed with their repeats interleaved
-(b, c1, c2, b, c1, c2, ...; hwnas.measure.measure_many) and
+(b, c1, c2, b, c1, c2, ...; hwnas.hardware.measure.measure_many) and
 medians are reported, so a busy machine slows all of them alike. Accuracy of the
-IRs is scored with OpenVINO on the IR itself (hwnas.bundle.ir_accuracy, the target's
-properties); (a) with hwnas.evaluate in PyTorch fp32.
+IRs is scored with OpenVINO on the IR itself (hwnas.deploy.ir_accuracy.ir_accuracy, the target's
+properties); (a) with hwnas.accuracy.evaluate in PyTorch fp32.
 
 Usage:
   .venv/bin/python bench/deploy_bench.py [--limit 100] [--repeats 5] [--quant int8,int4]
@@ -71,14 +71,18 @@ def main(argv=None) -> int:
     for noisy in ("neural_compressor", "nncf", "transformers", "optimum", "torchao"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from hwnas.benchmark import NNCF_INT8, TORCH_FP32, ir_rows, measure_torch, nncf_int8_ir, ratios
-    from hwnas.bundle import export_bundle, ir_accuracy, pick_from_search, read_manifest, sha256_file
-    from hwnas.evaluate import evaluate
-    from hwnas.host import detect_host
-    from hwnas.models import load_model
-    from hwnas.quantize import make_recipe
-    from hwnas.space import SubnetConfig, parse_subnet_spec
-    from hwnas.targets import load_target
+    from hwnas.accuracy.evaluate import evaluate
+    from hwnas.deploy.archive import sha256_file
+    from hwnas.deploy.benchmark import NNCF_INT8, TORCH_FP32, ir_rows, measure_torch, nncf_int8_ir, ratios
+    from hwnas.deploy.export import export_bundle
+    from hwnas.deploy.ir_accuracy import ir_accuracy
+    from hwnas.deploy.manifest import read_manifest
+    from hwnas.deploy.quantize import make_recipe
+    from hwnas.hardware.host import detect_host
+    from hwnas.hardware.targets import load_target
+    from hwnas.model.loading import load_model
+    from hwnas.model.space import SubnetConfig, parse_subnet_spec
+    from hwnas.search.picking import pick_from_search
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
         p = pick_from_search(args.search_dir, args.pick)
         subnet, how = p.subnet, f"{args.search_dir}: {p.rule}"
     else:
-        from hwnas.supernet import load_supernet
+        from hwnas.model.supernet import load_supernet
 
         _, sn = load_supernet(args.model)
         if sn.space.layer_order:
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
         acc[TORCH_FP32] = cached(f"{TORCH_FP32}|{loaded.source.sha256()}", lambda: _acc_summary(
             evaluate(loaded.model, tok, tasks, split="report", limit=args.limit, seed=args.seed, precision="fp32")["tasks"]))
 
-    # ---- speed: all OpenVINO models compiled together, repeats interleaved (hwnas.measure.measure_many)
+    # ---- speed: all OpenVINO models compiled together, repeats interleaved (hwnas.hardware.measure.measure_many)
     t0 = time.time()
     items = [("full model", NNCF_INT8, base_dir)] + [(f"subnet {q}", "bundle", p) for q, p in bundles.items()]
     rows = ir_rows(items, target, host=host, seed=args.seed)

@@ -39,10 +39,10 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from hwnas.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, TaskSuite, mc_metrics
-    from hwnas.models import load_model
-    from hwnas.space import SubnetConfig
-    from hwnas.supernet import Supernet
+    from hwnas.accuracy.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, TaskSuite, mc_metrics
+    from hwnas.model.loading import load_model
+    from hwnas.model.space import SubnetConfig
+    from hwnas.model.supernet import Supernet
 
     bs = args.batch_size or DEFAULT_BATCH_SIZE
     rt = args.row_tokens or DEFAULT_ROW_TOKENS

@@ -102,10 +102,10 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from hwnas.accuracy.evaluate import TaskSuite, mc_metrics, resolve_precision
+    from hwnas.accuracy.tasks import MultipleChoiceTask, get_task
     from hwnas.datadir import resolve_data_dir
-    from hwnas.evaluate import TaskSuite, mc_metrics, resolve_precision
-    from hwnas.models import load_model
-    from hwnas.tasks import MultipleChoiceTask, get_task
+    from hwnas.model.loading import load_model
 
     data_dir = resolve_data_dir(args.data_dir)
     docs = get_task(args.task).docs(data_dir)[: args.n]

@@ -11,17 +11,16 @@ Usage: python bench/ordering.py [--model default] [--windows 40] [--out bench/re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hwnas.evaluate import TaskSuite  # noqa: E402
+from hwnas.accuracy.evaluate import TaskSuite
 from hwnas.io import write_json_atomic  # noqa: E402
-from hwnas.space import SubnetConfig  # noqa: E402
-from hwnas.supernet import load_supernet  # noqa: E402
+from hwnas.model.space import SubnetConfig
+from hwnas.model.supernet import load_supernet
 
 
 def main() -> None:

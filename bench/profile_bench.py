@@ -37,14 +37,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwnas.benchmark import measure_torch  # noqa: E402
-from hwnas.host import detect_host  # noqa: E402
-from hwnas.irexport import export_ir, export_ir_cached, export_tokenizer  # noqa: E402
-from hwnas.latency_model import fit_latency_model, mape, measurement_metrics  # noqa: E402
-from hwnas.measure import MeasureJob, measure_ir, measure_many, time_static_ir  # noqa: E402
-from hwnas.models import load_model  # noqa: E402
-from hwnas.profile import choose_subnets, run_profile  # noqa: E402
-from hwnas.targets import load_target  # noqa: E402
+from hwnas.deploy.benchmark import measure_torch
+from hwnas.hardware.host import detect_host
+from hwnas.hardware.irexport import export_ir, export_ir_cached, export_tokenizer
+from hwnas.hardware.latency_model import fit_latency_model, mape, measurement_metrics
+from hwnas.hardware.measure import MeasureJob, measure_ir, measure_many, time_static_ir
+from hwnas.hardware.profile import choose_subnets, run_profile
+from hwnas.hardware.targets import load_target
+from hwnas.model.loading import load_model
 
 log = logging.getLogger("profile_bench")
 
@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("hwnas.measure", "hwnas.irexport", "hwnas.models", "nncf", "optimum", "transformers"):
+    for noisy in ("hwnas.hardware.measure", "hwnas.hardware.irexport", "hwnas.model.loading", "nncf", "optimum", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     t_all = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="hwnas-bench-"))
@@ -162,7 +162,7 @@ def main() -> None:
     #     load drift between sessions cannot bias the score;
     # (b) transfer: the profile's own model predicting the held-out measurements of (a), i.e. a
     #     profile used later on the same host (includes any drift; the full model's ratio shows it).
-    from hwnas.supernet import Supernet
+    from hwnas.model.supernet import Supernet
 
     sn = Supernet(loaded.model, space=None)  # run_profile wrapped the model already; same default space
     space = sn.space
@@ -170,7 +170,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed + 1000)
     held = [c for c in choose_subnets(space, args.holdout + 4, rng)[2:] if c.key not in seen][: args.holdout]
     train_cfgs = [m.subnet for m in prof.measurements]
-    from hwnas.space import SubnetConfig
+    from hwnas.model.space import SubnetConfig
 
     jobs = []
     model_id = prof.model["model_id"]

@@ -48,14 +48,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas.io import append_jsonl, read_jsonl, write_json_atomic  # noqa: E402
-from hwnas.search import (  # noqa: E402
-    STRATEGIES,
-    HypervolumeReference,
-    SearchConfig,
-    SyntheticValidator,
-    run_search,
-)
-from hwnas.space import SearchSpace, SubnetConfig  # noqa: E402
+from hwnas.model.space import SearchSpace, SubnetConfig
+from hwnas.search.config import STRATEGIES, SearchConfig
+from hwnas.search.loop import run_search
+from hwnas.search.pareto import HypervolumeReference
+from hwnas.search.synthetic import SyntheticValidator
 
 log = logging.getLogger("search_efficiency")
 OBJECTIVES = ("accuracy", "tpot_ms")
@@ -112,7 +109,7 @@ def add_runs(folder: Path, runs: list[Path], iterations: set[int] | None = None)
     keys = ("model_sha256", "tasks", "limit", "metric", "target")
     lm = None
     if cfg.get("profile"):
-        from hwnas.profile import load_profile
+        from hwnas.hardware.profile import load_profile
 
         lm = load_profile(cfg["profile"]).latency_model
     have = {r["key"] for r in read_jsonl(folder / "candidates.jsonl")}

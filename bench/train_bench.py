@@ -2,8 +2,8 @@
 
 In one run and on the same items (the *search* split, first --limit items of each task):
 mean multiple-choice accuracy and WikiText-2 perplexity of the largest subnet, the smallest
-subnet and 5 fixed random subnets (seeded), evaluated with `hwnas.evaluate.TaskSuite` on the
-importance-ordered model, then again on the folder `hwnas.train.train` wrote. Optionally times a
+subnet and 5 fixed random subnets (seeded), evaluated with `hwnas.accuracy.evaluate.TaskSuite` on the
+importance-ordered model, then again on the folder `hwnas.train.instatune.train` wrote. Optionally times a
 training step of the full model in fp32 and bf16 autocast first (--precision-probe N), to back
 the choice of `--precision auto`.
 
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from hwnas.evaluate import TaskSuite  # noqa: E402
+from hwnas.accuracy.evaluate import TaskSuite
 from hwnas.io import write_json_atomic, write_text_atomic  # noqa: E402
-from hwnas.models import load_model  # noqa: E402
-from hwnas.supernet import Supernet, load_supernet  # noqa: E402
-from hwnas.train import TrainConfig, train  # noqa: E402
+from hwnas.model.loading import load_model
+from hwnas.model.supernet import Supernet, load_supernet
+from hwnas.train.instatune import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 MC_TASKS = ["arc_easy", "arc_challenge", "piqa"]

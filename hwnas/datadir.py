@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from hwnas.errors import DataError
 
 ENV_VAR = "HWNAS_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent

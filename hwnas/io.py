@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import OutputError
+from hwnas.errors import OutputError
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -91,3 +91,31 @@ def tiny_model_dir(tmp_path):
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+# Each test module belongs to one pipeline stage (hwnas/<stage>/), so `pytest -m search` runs the
+# search stage's unit, integration and CLI tests together; unit / integration / cli stay folders.
+STAGES = ("model", "accuracy", "hardware", "search", "train", "deploy", "shared")
+STAGE_OF_MODULE = {
+    "test_space": "model", "test_supernet": "model", "test_gguf_tokenizer": "model", "test_extract_cli": "model",
+    "test_real_model": "model", "test_recovery": "model",
+    "test_tasks": "accuracy", "test_scoring": "accuracy", "test_eval_cli": "accuracy", "test_paired": "accuracy",
+    "test_fidelity": "accuracy", "test_genquality": "accuracy",
+    "test_targets": "hardware", "test_latency_model": "hardware", "test_irexport": "hardware",
+    "test_measure": "hardware", "test_profile_cli": "hardware",
+    "test_search": "search", "test_predictors": "search", "test_search_cli": "search",
+    "test_train": "train", "test_traindata": "train", "test_train_cli": "train",
+    "test_bundle": "deploy", "test_bundle_manifest": "deploy", "test_quantize_ir": "deploy",
+    "test_export_cli": "deploy",
+}
+
+
+def pytest_configure(config):
+    for stage in STAGES:
+        config.addinivalue_line("markers", f"{stage}: tests of the hwnas.{stage} stage")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        stage = STAGE_OF_MODULE.get(item.module.__name__.rsplit(".", 1)[-1], "shared")
+        item.add_marker(getattr(pytest.mark, stage))

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import HwnasError
+from hwnas.errors import HwnasError
 
 COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd")
 
@@ -50,15 +50,9 @@ click.ClickException.exit_code = 2
 
 
 def _register() -> None:
+    """Import every command module; a module that fails to import is a bug and must fail loudly."""
     for name in COMMAND_MODULES:
-        modname = f"{__name__}.{name}"
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                continue  # that command has not landed yet
-            raise
-        mod.register(main)
+        importlib.import_module(f"{__name__}.{name}").register(main)
 
 
 _register()

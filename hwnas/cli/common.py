@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Callable, Iterator
 
 import click
@@ -36,7 +35,14 @@ seed_option = click.option("--seed", type=int, default=0, show_default=True, hel
 @contextlib.contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int, str], None]]:
     """A rich progress bar exposed as the library's progress callback (done, total, label)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if not enabled:
         yield lambda done, total, label="": None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
+from hwnas.cli.common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
 
 DEFAULT_EVAL_TASKS = "arc_easy,arc_challenge,mmlu,piqa,boolq"
 
@@ -17,7 +17,7 @@ def register(main: click.Group) -> None:
 
 
 def _check_out_file(out: str) -> None:
-    from ..errors import OutputError
+    from hwnas.errors import OutputError
 
     p = Path(out)
     if p.is_dir():
@@ -109,11 +109,11 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
     each choice; acc and length-normalised acc_norm with standard errors). Prints a table and,
     with --out, writes JSON: {"tasks": {...}, "model", "subnet", "subnet_key", "seed", ...}.
     """
-    from ..errors import InvalidSubnetError
-    from ..evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, DEFAULT_WINDOW, TaskSuite
-    from ..io import write_json_atomic
-    from ..space import parse_subnet_spec
-    from ..tasks import parse_tasks
+    from hwnas.accuracy.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, DEFAULT_WINDOW, TaskSuite
+    from hwnas.accuracy.tasks import parse_tasks
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.io import write_json_atomic
+    from hwnas.model.space import parse_subnet_spec
 
     # Fail on bad input before loading anything.
     task_list = parse_tasks(tasks)
@@ -123,7 +123,7 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
         raise InvalidSubnetError("give either --subnet or --layers/--mlp-width, not both")
     if out:
         _check_out_file(out)
-    from ..datadir import resolve_data_dir
+    from hwnas.datadir import resolve_data_dir
 
     resolve_data_dir(data_dir)
 
@@ -134,8 +134,8 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from ..models import load_model
-    from ..supernet import Supernet, resolve_subnet_option
+    from hwnas.model.loading import load_model
+    from hwnas.model.supernet import Supernet, resolve_subnet_option
 
     if threads:
         torch.set_num_threads(threads)

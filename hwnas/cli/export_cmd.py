@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
+from hwnas.cli.common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
 
 QUANT_HELP = "Weight quantization with Neural Compressor: int8 (RTN per-channel), int4 (RTN), gptq-int4, awq-int4, none."
 
@@ -55,11 +55,12 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
     The bundle loads in openvino_genai.LLMPipeline(OUT, "CPU") and
     optimum.intel.OVModelForCausalLM.from_pretrained(OUT); check it with `hwnas verify OUT`.
     """
-    from ..bundle import check_export_inputs, export_bundle, pick_from_search
-    from ..errors import InvalidSubnetError
-    from ..quantize import make_recipe
-    from ..space import parse_subnet_spec
-    from ..targets import load_target
+    from hwnas.deploy.export import check_export_inputs, export_bundle
+    from hwnas.deploy.quantize import make_recipe
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.hardware.targets import load_target
+    from hwnas.model.space import parse_subnet_spec
+    from hwnas.search.picking import pick_from_search
 
     # Everything that can be wrong with the input fails here, before any model is loaded.
     recipe = make_recipe(quant, group_size=group_size, sym=sym, head=head)
@@ -81,7 +82,7 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
                                                                      ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full") if k in p.record}}
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
-        from ..datadir import resolve_data_dir
+        from hwnas.datadir import resolve_data_dir
 
         resolve_data_dir(data_dir)  # DataError now rather than after quantizing
     with progress_bar(f"export {quant}", enabled=not quiet) as prog:
@@ -111,7 +112,7 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(bundle, measure, tolerance, no_generate, as_json):
     """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation. Exit 1 on any problem."""
-    from ..bundle import verify_bundle
+    from hwnas.deploy.verify import verify_bundle
 
     rep = verify_bundle(bundle, generate=not no_generate, measure=measure, tolerance=tolerance)
     if as_json:
@@ -141,8 +142,8 @@ def verify(bundle, measure, tolerance, no_generate, as_json):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def bench(bundles, against, target, no_torch, json_out, seed, quiet):
     """TTFT/TPOT/throughput of bundles vs the full model (optimum-intel NNCF int8 and PyTorch fp32), same run."""
-    from ..benchmark import bench_bundles, format_table, ratios
-    from ..io import write_json_atomic
+    from hwnas.deploy.benchmark import bench_bundles, format_table, ratios
+    from hwnas.io import write_json_atomic
 
     with progress_bar("bench", enabled=not quiet) as prog:
         rows = bench_bundles(list(bundles), against=against, target=target, torch_baseline=not no_torch,
@@ -164,9 +165,10 @@ def run(bundle, prompt, max_new_tokens, chat, target):
     """Generate text from a bundle with openvino-genai, streaming, as an edge server would."""
     import openvino_genai
 
-    from ..bundle import genai_pipeline, read_manifest
-    from ..host import detect_host
-    from ..targets import Target, load_target
+    from hwnas.deploy.manifest import read_manifest
+    from hwnas.deploy.runtime import genai_pipeline
+    from hwnas.hardware.host import detect_host
+    from hwnas.hardware.targets import Target, load_target
 
     man = read_manifest(bundle)
     tgt = load_target(target) if target else (Target.from_dict(dict(man.target), source="bundle manifest") if man.target else None)

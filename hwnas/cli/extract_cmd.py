@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import model_option, no_order_option, subnet_options
+from hwnas.cli.common import model_option, no_order_option, subnet_options
 
 
 def register(main: click.Group) -> None:
@@ -24,10 +24,10 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
     The folder loads back with `--model OUT` in every hwnas command; a uniform-width subnet is
     also a plain LLaMA checkpoint for any tool.
     """
-    from ..errors import InvalidSubnetError
-    from ..io import check_writable_dir_target
-    from ..space import parse_subnet_spec
-    from ..supernet import load_supernet, resolve_subnet_option
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.io import check_writable_dir_target
+    from hwnas.model.space import parse_subnet_spec
+    from hwnas.model.supernet import load_supernet, resolve_subnet_option
 
     check_writable_dir_target(out, force=force)
     resolve_subnet_option(subnet_spec, layers, mlp_width, full_width=1)  # input errors before the model loads

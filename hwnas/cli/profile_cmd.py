@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import model_option, progress_bar, seed_option
+from hwnas.cli.common import model_option, progress_bar, seed_option
 
 
 def register(main: click.Group) -> None:
@@ -33,9 +33,9 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     (TTFT, TPOT, throughput; medians, spread, raw samples), the latency model that predicts
     unmeasured subnets and its cross-validated error. Later commands take it with --profile.
     """
-    from ..errors import MeasurementError
-    from ..io import check_writable_dir_target
-    from ..targets import load_target
+    from hwnas.errors import MeasurementError
+    from hwnas.hardware.targets import load_target
+    from hwnas.io import check_writable_dir_target
 
     target = load_target(target_spec)  # a bad target fails before anything is loaded
     if samples < 1:
@@ -45,9 +45,9 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     out = out or f"profile-{target.name}"
     check_writable_dir_target(out, force=force)
 
-    from ..host import detect_host
-    from ..models import load_model
-    from ..profile import PROFILE_FILE, run_profile
+    from hwnas.hardware.host import detect_host
+    from hwnas.hardware.profile import PROFILE_FILE, run_profile
+    from hwnas.model.loading import load_model
 
     host = detect_host()
     click.echo(f"Measuring on: {host.describe()}  [host {host.fingerprint}]")

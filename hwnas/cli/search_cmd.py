@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import data_dir_option, model_option, seed_option
+from hwnas.cli.common import data_dir_option, model_option, seed_option
 
 DEFAULT_TASKS = "arc_easy,arc_challenge,mmlu,piqa"
 DEFAULT_EVALUATIONS = 24
@@ -62,8 +61,10 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
 
     Writes OUT/candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json.
     """
-    from ..errors import SearchError
-    from ..search import SearchConfig, SearchStore, constraints_from_options, parse_objectives
+    from hwnas.errors import SearchError
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.objectives import constraints_from_options, parse_objectives
+    from hwnas.search.store import SearchStore
 
     # ---------------------------------------------------------------- cheap checks first
     config = SearchConfig(
@@ -83,7 +84,7 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
     SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
 
     # ---------------------------------------------------------------- expensive part
-    from ..search import run_search
+    from hwnas.search.loop import run_search
 
     display = LiveDisplay(config, enabled=not no_progress)
     with display:
@@ -100,12 +101,12 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
 def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit: int, profile_path: str | None,
                    data_dir: str | None) -> dict[str, Any]:
     """Resolve everything that can fail cheaply (target, tasks, profile, model file) before loading a model."""
-    from ..datadir import resolve_data_dir
-    from ..errors import SearchError
-    from ..models import resolve_model
-    from ..search_validate import ACCURACY_METRICS
-    from ..targets import load_target
-    from ..tasks import parse_tasks
+    from hwnas.accuracy.tasks import parse_tasks
+    from hwnas.datadir import resolve_data_dir
+    from hwnas.errors import SearchError
+    from hwnas.hardware.targets import load_target
+    from hwnas.model.loading import resolve_model
+    from hwnas.search.validation import ACCURACY_METRICS
 
     target = load_target(target_spec)
     if metric not in ACCURACY_METRICS:
@@ -116,7 +117,7 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
     profile = None
     latency_source = "measured"
     if profile_path:
-        from ..profile import load_profile
+        from hwnas.hardware.profile import load_profile
 
         profile = load_profile(profile_path)
         if profile.target.name != target.name:
@@ -134,11 +135,11 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
 
 def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status) -> tuple:
     """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
-    from ..evaluate import TaskSuite
-    from ..host import detect_host
-    from ..search_validate import SubnetValidator
-    from ..space import SearchSpace
-    from ..supernet import load_supernet
+    from hwnas.accuracy.evaluate import TaskSuite
+    from hwnas.hardware.host import detect_host
+    from hwnas.model.space import SearchSpace
+    from hwnas.model.supernet import load_supernet
+    from hwnas.search.validation import SubnetValidator
 
     loaded, supernet = load_supernet(setup["source"].spec)  # importance-ordered (cached after the first time)
     if space_file:
@@ -153,7 +154,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         got = (pm.get("num_layers"), pm.get("full_width"), pm.get("hidden_size"))
         want = (space.num_layers, space.full_width, int(supernet.config.hidden_size))
         if got != want:
-            from ..errors import SearchError
+            from hwnas.errors import SearchError
 
             raise SearchError(f"--profile {setup['profile_path']} describes a model with (layers, MLP width, hidden) = "
                               f"{got}, this model has {want}; profile this model first")
@@ -265,7 +266,7 @@ def print_result(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..search import speed_of
+    from hwnas.search.picking import speed_of
 
     console = Console()
     full = result.full_model

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..train import PRECISIONS, STRATEGIES
-from .common import model_option, progress_bar, seed_option
+from hwnas.cli.common import model_option, progress_bar, seed_option
+from hwnas.train.instatune import PRECISIONS, STRATEGIES
 
 
 def register(main: click.Group) -> None:
@@ -51,8 +51,8 @@ def train(model: str, data: str, steps: int, out: str, strategy: str, k: int, di
     the shared weights. The finished --out folder is a model folder: pass it as --model to
     search, eval, extract and export.
     """
-    from ..train import TrainConfig
-    from ..train import train as run_train
+    from hwnas.train.instatune import TrainConfig
+    from hwnas.train.instatune import train as run_train
 
     cfg = TrainConfig(
         steps=steps, strategy=strategy, k=k, distill=distill, temperature=temperature, distill_weight=distill_weight,

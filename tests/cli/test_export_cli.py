@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from hwnas.cli import main
-from tests.conftest import TINY_TARGET, one_line_error as _one_line_error
+from tests.conftest import TINY_TARGET
+from tests.conftest import one_line_error as _one_line_error
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import torch
 from click.testing import CliRunner
 
 from hwnas.cli import main
-from hwnas.models import load_model
-from hwnas.space import SubnetConfig
+from hwnas.model.loading import load_model
+from hwnas.model.space import SubnetConfig
 
 
 def run(*args):

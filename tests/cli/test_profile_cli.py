@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from hwnas.cli import main
 from hwnas.errors import MeasurementError
-from hwnas.profile import load_profile
+from hwnas.hardware.profile import load_profile
 
 TINY_TARGET = """
 name = "tiny"

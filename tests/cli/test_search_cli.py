@@ -8,11 +8,14 @@ import pytest
 from click.testing import CliRunner
 
 from hwnas.cli import main
-from tests.conftest import TINY_TARGET, one_line_error as _one_line_error
 from hwnas.cli.search_cmd import DEFAULT_LIMIT
 from hwnas.io import read_jsonl
-from hwnas.search import SearchConfig, SyntheticValidator, run_search
-from hwnas.space import SearchSpace
+from hwnas.model.space import SearchSpace
+from hwnas.search.config import SearchConfig
+from hwnas.search.loop import run_search
+from hwnas.search.synthetic import SyntheticValidator
+from tests.conftest import TINY_TARGET
+from tests.conftest import one_line_error as _one_line_error
 
 SPACE = SearchSpace(num_layers=10, full_width=256, widths=(64, 128, 192, 256), min_layers=5, always_keep=(0, 9))
 
@@ -35,7 +38,7 @@ def synthetic(monkeypatch):
     calls = {"validate": 0}
 
     def fake_prepare(target_spec, model, tasks, metric, limit, profile_path, data_dir):
-        from hwnas.targets import load_target
+        from hwnas.hardware.targets import load_target
 
         target = load_target(target_spec)
         return {"target": target, "identity": {"model_sha256": f"sha-of-{model}", "tasks": tasks.split(","),
@@ -75,7 +78,7 @@ def test_search_writes_every_output(tmp_path, synthetic):
     pareto = json.loads((out / "pareto.json").read_text())
     assert all("report" in p and "vs_full" in p for p in pareto)
     # export's --pick reads the same file
-    from hwnas.bundle import pick_from_search
+    from hwnas.search.picking import pick_from_search
 
     p = pick_from_search(out, "fastest-within 1.0")
     assert p.record["key"] in {x["key"] for x in pareto}

@@ -28,7 +28,7 @@ def test_train_writes_a_model_folder_other_commands_accept(tiny_model_dir, alpac
     meta = json.loads((out / "hwnas_supernet.json").read_text())
     assert meta["training"]["data"]["format"] == "alpaca" and meta["training"]["config"]["distill"] is True
     assert meta["channels_ordered"] and meta["space"]["num_layers"] == 4
-    from hwnas.models import load_model
+    from hwnas.model.loading import load_model
 
     loaded = load_model(str(out))
     assert loaded.supernet_meta["training"]["config"]["steps"] == 2

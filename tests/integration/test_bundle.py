@@ -7,12 +7,13 @@ import json
 import shutil
 import tarfile
 
-import numpy as np
 import pytest
 
-from hwnas.bundle import MANIFEST_FILE, export_bundle, read_manifest, verify_bundle
-from hwnas.quantize import make_recipe
-from hwnas.space import SubnetConfig
+from hwnas.deploy.export import export_bundle
+from hwnas.deploy.manifest import MANIFEST_FILE, read_manifest
+from hwnas.deploy.quantize import make_recipe
+from hwnas.deploy.verify import verify_bundle
+from hwnas.model.space import SubnetConfig
 
 SUBNET = SubnetConfig((0, 1, 3), (128, 64, 128))
 TINY_TARGET = """
@@ -184,12 +185,12 @@ def test_verify_remeasure_compares_with_manifest(built):
 
 
 def test_ir_accuracy_agrees_with_torch_evaluate(tmp_path):
-    """The IR scorer (used for bundles and the NNCF baseline) gives the same metrics as hwnas.evaluate."""
-    from hwnas.bundle import ir_accuracy
+    """The IR scorer (used for bundles and the NNCF baseline) gives the same metrics as hwnas.accuracy.evaluate."""
+    from hwnas.accuracy.evaluate import evaluate
     from hwnas.datadir import resolve_data_dir
+    from hwnas.deploy.ir_accuracy import ir_accuracy
     from hwnas.errors import DataError
-    from hwnas.evaluate import evaluate
-    from hwnas.irexport import export_ir
+    from hwnas.hardware.irexport import export_ir
     from tests.conftest import make_tiny_llama, make_tiny_tokenizer
 
     try:
@@ -214,7 +215,7 @@ def test_real_default_model_int4_bundle(tmp_path):
     decoder weights and an int8 embedding, and genai generates text from the bundle."""
     import openvino as ov
 
-    from hwnas.ov_compress import weight_element_types
+    from hwnas.deploy.ov_compress import weight_element_types
 
     cfg = SubnetConfig(tuple(range(8)), (768,) * 8)
     res = export_bundle("default", tmp_path / "b", recipe=make_recipe("int4"), subnet=cfg, measure=False)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hwnas.errors import OutputError
-from hwnas.irexport import META_FILE, check_ir, export_ir, export_ir_cached, model_fingerprint
-from hwnas.space import SearchSpace, SubnetConfig
-from hwnas.supernet import Supernet
+from hwnas.hardware.irexport import META_FILE, check_ir, export_ir, export_ir_cached, model_fingerprint
+from hwnas.model.space import SearchSpace, SubnetConfig
+from hwnas.model.supernet import Supernet
 from tests.conftest import make_tiny_llama, make_tiny_tokenizer
 
 # Non-uniform widths and a skipped layer (1): the hard case for export.
@@ -117,7 +117,7 @@ def test_export_refuses_a_non_empty_folder(tmp_path):
 
 
 def test_cache_exports_each_model_once(tmp_path, monkeypatch):
-    import hwnas.irexport as irx
+    import hwnas.hardware.irexport as irx
 
     calls = []
     real = irx._export_into
@@ -161,7 +161,7 @@ def test_cache_exports_each_model_once(tmp_path, monkeypatch):
 def test_default_model_subnet_matches_pytorch():
     """The real default model: a 15-layer subnet with mixed widths and skipped layers, exported and
     compared with PyTorch for the prefill and two decode steps (f32 precision and KV cache)."""
-    from hwnas.models import load_model
+    from hwnas.model.loading import load_model
 
     loaded = load_model("default")
     sn = Supernet.from_loaded(loaded, order=False)

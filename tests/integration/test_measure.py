@@ -6,13 +6,19 @@ import numpy as np
 import pytest
 
 from hwnas.errors import MeasurementError
-from hwnas.host import detect_host
-from hwnas.irexport import export_ir, export_ir_cached
-from hwnas.measure import (
-    Measurement, MeasureJob, StatefulRunner, compile_ir, measure_ir, measure_many, slice_logits_to_last_token,
+from hwnas.hardware.host import detect_host
+from hwnas.hardware.irexport import export_ir, export_ir_cached
+from hwnas.hardware.measure import (
+    MeasureJob,
+    Measurement,
+    StatefulRunner,
+    compile_ir,
+    measure_ir,
+    measure_many,
+    slice_logits_to_last_token,
     time_static_ir,
 )
-from hwnas.targets import Target
+from hwnas.hardware.targets import Target
 from tests.conftest import make_tiny_llama
 
 TARGET = Target.from_dict({

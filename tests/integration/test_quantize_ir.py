@@ -25,7 +25,7 @@ ATOL = 2e-3
 
 def _nonuniform_model():
     """4 layers, MLP widths 128/96/64/128: a dense subnet like Supernet.extract returns."""
-    from hwnas.dense import narrow_mlps
+    from hwnas.model.dense import narrow_mlps
 
     m = make_tiny_llama(layers=4, mlp=128, seed=1)
     full = copy.deepcopy(m)
@@ -43,7 +43,7 @@ def _nonuniform_model():
 
 @pytest.fixture(scope="module")
 def float_ir(tmp_path_factory):
-    from hwnas.irexport import export_ir
+    from hwnas.hardware.irexport import export_ir
 
     model = _nonuniform_model()
     d = tmp_path_factory.mktemp("ir") / "float"
@@ -77,8 +77,8 @@ def _ir_logits(model_xml_dir, ids):
 def _quantize_into_ir(float_ir, recipe, tmp_path, calibration=None):
     import openvino as ov
 
-    from hwnas.ov_compress import compress_ir
-    from hwnas.quantize import materialize, quantize_model
+    from hwnas.deploy.ov_compress import compress_ir
+    from hwnas.deploy.quantize import materialize, quantize_model
 
     model, ir_dir = float_ir
     res = quantize_model(model, recipe, calibration)
@@ -105,8 +105,8 @@ RECIPES = [
 def test_ir_matches_inc_torch(float_ir, tmp_path, name, kw, etype):
     import torch
 
-    from hwnas.ov_compress import runtime_weight_types, weight_element_types
-    from hwnas.quantize import make_recipe
+    from hwnas.deploy.ov_compress import runtime_weight_types, weight_element_types
+    from hwnas.deploy.quantize import make_recipe
 
     res, inc_model, mat, summary, out = _quantize_into_ir(float_ir, make_recipe(name, head="f32", **kw), tmp_path)
     import openvino as ov
@@ -138,8 +138,8 @@ def test_ir_matches_inc_torch(float_ir, tmp_path, name, kw, etype):
 def test_int8_head_and_gptq_with_calibration(float_ir, tmp_path, calib_file):
     import torch
 
-    from hwnas.ov_compress import weight_element_types
-    from hwnas.quantize import load_calibration, make_recipe
+    from hwnas.deploy.ov_compress import weight_element_types
+    from hwnas.deploy.quantize import load_calibration, make_recipe
 
     tok = make_tiny_tokenizer()
     calib = load_calibration(tok, calib_file, n_samples=6, seq_len=32, seed=0)
@@ -164,8 +164,8 @@ def test_int8_head_and_gptq_with_calibration(float_ir, tmp_path, calib_file):
 
 
 def test_gptq_without_calibration_and_bad_group_size(float_ir):
+    from hwnas.deploy.quantize import make_recipe, quantize_model
     from hwnas.errors import ExportError
-    from hwnas.quantize import make_recipe, quantize_model
 
     model, _ = float_ir
     with pytest.raises(ExportError, match="needs calibration data"):
@@ -178,9 +178,9 @@ def test_gptq_without_calibration_and_bad_group_size(float_ir):
 def test_compress_refuses_mismatched_weights(float_ir):
     import openvino as ov
 
+    from hwnas.deploy.ov_compress import compress_ir
+    from hwnas.deploy.quantize import make_recipe, quantize_model
     from hwnas.errors import ExportError
-    from hwnas.ov_compress import compress_ir
-    from hwnas.quantize import make_recipe, quantize_model
 
     model, ir_dir = float_ir
     res = quantize_model(model, make_recipe("int8", head="f32"))
@@ -201,9 +201,9 @@ def test_awq_folds_scales_and_ir_matches(tmp_path, calib_file):
     import openvino as ov
     import torch
 
-    from hwnas.irexport import export_ir
-    from hwnas.ov_compress import compress_ir, weight_element_types
-    from hwnas.quantize import load_calibration, make_recipe, materialize, quantize_model
+    from hwnas.deploy.ov_compress import compress_ir, weight_element_types
+    from hwnas.deploy.quantize import load_calibration, make_recipe, materialize, quantize_model
+    from hwnas.hardware.irexport import export_ir
 
     model = _nonuniform_model()
     calib = load_calibration(make_tiny_tokenizer(), calib_file, n_samples=2, seq_len=16)

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def default_loaded(tmp_path_factory):
-    from hwnas.models import load_model
+    from hwnas.model.loading import load_model
 
     return load_model("default")
 
@@ -21,10 +21,10 @@ def test_default_model_shape_and_tokenizer(default_loaded):
 
 
 def test_ordering_preserves_function_and_extraction_matches_slices(default_loaded, tmp_path):
-    from hwnas.calibration import load_texts
-    from hwnas.models import load_model
-    from hwnas.space import SubnetConfig
-    from hwnas.supernet import Supernet
+    from hwnas.model.calibration import load_texts
+    from hwnas.model.loading import load_model
+    from hwnas.model.space import SubnetConfig
+    from hwnas.model.supernet import Supernet
 
     model, tok = default_loaded.model, default_loaded.tokenizer
     ids = tok("The tower is 324 metres tall, about the same height as an 81-storey building.", return_tensors="pt")["input_ids"]

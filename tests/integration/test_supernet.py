@@ -1,10 +1,9 @@
-import numpy as np
 import pytest
 import torch
 
-from hwnas.models import load_model
-from hwnas.space import SearchSpace, SubnetConfig
-from hwnas.supernet import Supernet
+from hwnas.model.loading import load_model
+from hwnas.model.space import SearchSpace, SubnetConfig
+from hwnas.model.supernet import Supernet
 from tests.conftest import make_tiny_llama, make_tiny_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 4, "Pack my box with five dozen liquor jugs! " * 4]
@@ -157,7 +156,7 @@ def test_sharded_save(tmp_path):
 
 
 def test_default_space_drops_layers_by_importance(tiny_model_dir, tmp_path):
-    from hwnas.supernet import load_supernet
+    from hwnas.model.supernet import load_supernet
 
     loaded, sn = load_supernet(str(tiny_model_dir), calib_texts=TEXTS)
     assert sn.space.layer_mode == "ranked" and sorted(sn.space.layer_order) == [0, 1, 2, 3]
@@ -178,7 +177,7 @@ def test_cached_supernet_serves_the_tokenizer_of_its_own_source(tiny_model_dir, 
     import json
     import shutil
 
-    from hwnas.supernet import load_supernet
+    from hwnas.model.supernet import load_supernet
 
     other = tmp_path / "copy" / tiny_model_dir.name  # same folder name: the cache names entries by it
     shutil.copytree(tiny_model_dir, other)

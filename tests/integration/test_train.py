@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.models import load_model
-from hwnas.space import SearchSpace
-from hwnas.supernet import Supernet
-from hwnas.train import (
-    RUN_FILE, Sandwich, TrainConfig, TrainError, accumulate_gradients, distill_loss, get_strategy,
-    iter_log, lr_factor, train,
+from hwnas.model.loading import load_model
+from hwnas.model.space import SearchSpace
+from hwnas.model.supernet import Supernet
+from hwnas.train.instatune import (
+    RUN_FILE,
+    Sandwich,
+    TrainConfig,
+    TrainError,
+    accumulate_gradients,
+    distill_loss,
+    get_strategy,
+    iter_log,
+    lr_factor,
+    train,
 )
 from tests.conftest import make_tiny_llama
 
@@ -227,8 +235,8 @@ def test_output_folder_is_an_ordered_supernet_that_loads_without_reordering(tiny
     strip = lambda d: {k: v for k, v in d.items() if k != "base_model"}  # noqa: E731
     assert strip(sn.space.to_dict()) == strip(meta["space"])
     # the trained weights are what was saved: validation loss recomputed from the folder matches
-    from hwnas.train import eval_subnet_set, validation_loss
-    from hwnas.traindata import load_training_data
+    from hwnas.train.data import load_training_data
+    from hwnas.train.instatune import eval_subnet_set, validation_loss
 
     td = load_training_data(text_data, loaded.tokenizer, seq_len=32,
                             max_val_sequences=2, seed=0)
@@ -291,7 +299,7 @@ def test_one_step_on_the_default_model_keeps_its_channel_order(tmp_path):
     """Real model: one sandwich step on C4 text; the folder loads as an ordered supernet of the same space."""
     from pathlib import Path
 
-    from hwnas.supernet import load_supernet
+    from hwnas.model.supernet import load_supernet
 
     data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "c4_demo" / "c4_demo.jsonl"
     if not data.is_file():

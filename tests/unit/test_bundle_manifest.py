@@ -11,12 +11,20 @@ import tarfile
 import numpy as np
 import pytest
 
-from hwnas.bundle import (MANIFEST_FILE, BundleManifest, check_archive_members, checksum_files, extract_archive,
-                          pick_from_search, read_manifest, verify_bundle, write_archive)
+from hwnas.deploy.archive import check_archive_members, checksum_files, extract_archive, write_archive
+from hwnas.deploy.manifest import MANIFEST_FILE, BundleManifest, read_manifest
+from hwnas.deploy.quantize import (
+    CalibrationInfo,
+    QuantizedLinear,
+    QuantRecipe,
+    make_recipe,
+    resolve_group_size,
+    rtn_int8_rows,
+    valid_group_sizes,
+)
+from hwnas.deploy.verify import verify_bundle
 from hwnas.errors import BundleError, ExportError, SearchError
-from hwnas.quantize import (CalibrationInfo, QuantizedLinear, QuantRecipe, make_recipe, resolve_group_size,
-                            rtn_int8_rows, valid_group_sizes)
-
+from hwnas.search.picking import pick_from_search
 
 # ----------------------------------------------------------------------------- recipes
 
@@ -155,8 +163,9 @@ def test_manifest_hand_edit_detected(tmp_path):
     (lambda d: d["quantization"].update(name="int3"), "unknown quantization 'int3'"),
 ])
 def test_manifest_schema_errors(edit, match):
-    from hwnas.bundle import _canonical
     import hashlib
+
+    from hwnas.deploy.manifest import _canonical
 
     m = BundleManifest(name="b", model={}, quantization=make_recipe("int4", group_size=32).to_dict(), files={})
     d = m.to_dict()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hwnas.errors import ModelError
-from hwnas.gguf_tokenizer import tokenizer_from_gguf
+from hwnas.model.gguf_tokenizer import tokenizer_from_gguf
 
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")

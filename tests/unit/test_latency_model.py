@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import MeasurementError
-from hwnas.latency_model import LatencyModel, fit_latency_model, mape, metric_names
+from hwnas.hardware.latency_model import LatencyModel, fit_latency_model, mape, metric_names
 
 WIDTHS = (384, 576, 768, 960, 1152, 1344, 1536)
 BATCHES = (1, 4)

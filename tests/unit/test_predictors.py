@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import SearchError
-from hwnas.predictors import CANDIDATES, candidate_estimators, cross_validate_candidates, fit_predictor
+from hwnas.search.predictors import CANDIDATES, candidate_estimators, cross_validate_candidates, fit_predictor
 
 
 def _data(n=40, d=10, seed=0, nonlinear=False):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.accuracy.evaluate import TaskSuite, encode_requests, evaluate, mc_metrics
+from hwnas.accuracy.tasks import Doc, MultipleChoiceTask, PerplexityTask
 from hwnas.errors import InvalidSubnetError
-from hwnas.evaluate import TaskSuite, encode_requests, evaluate, mc_metrics
-from hwnas.space import SubnetConfig
-from hwnas.supernet import Supernet
-from hwnas.tasks import Doc, MultipleChoiceTask, PerplexityTask
+from hwnas.model.space import SubnetConfig
+from hwnas.model.supernet import Supernet
 from tests.conftest import make_tiny_llama, make_tiny_tokenizer
 
 

@@ -8,18 +8,13 @@ import pytest
 
 from hwnas.errors import SearchError
 from hwnas.io import read_jsonl
-from hwnas.search import (
-    Constraint,
-    HypervolumeReference,
-    SearchConfig,
-    SyntheticValidator,
-    constraints_from_options,
-    pareto_front,
-    parse_objectives,
-    pick_fastest_within,
-    run_search,
-)
-from hwnas.space import SearchSpace, SubnetConfig
+from hwnas.model.space import SearchSpace, SubnetConfig
+from hwnas.search.config import SearchConfig
+from hwnas.search.loop import run_search
+from hwnas.search.objectives import Constraint, constraints_from_options, parse_objectives
+from hwnas.search.pareto import HypervolumeReference, pareto_front
+from hwnas.search.picking import pick_fastest_within
+from hwnas.search.synthetic import SyntheticValidator
 
 SPACE = SearchSpace(num_layers=10, full_width=256, widths=(64, 128, 192, 256), min_layers=5, always_keep=(0, 9))
 
@@ -81,7 +76,7 @@ def test_other_layer_modes(mode, strategy):
 
 
 def test_predictors_refit_every_iteration(monkeypatch):
-    import hwnas.predictors as P
+    import hwnas.search.predictors as P
 
     calls = []
     real = P.fit_predictor

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import InvalidSubnetError, SpaceError
-from hwnas.space import SearchSpace, SubnetConfig, default_widths, parse_subnet_spec
+from hwnas.model.space import SearchSpace, SubnetConfig, default_widths, parse_subnet_spec
 
 CFG = SimpleNamespace(num_hidden_layers=30, intermediate_size=1536, hidden_size=576, num_attention_heads=9,
                       num_key_value_heads=3, head_dim=64, vocab_size=49152, tie_word_embeddings=True)

@@ -1,8 +1,8 @@
 import pytest
 
 from hwnas.errors import TargetError
-from hwnas.host import HostInfo
-from hwnas.targets import OPENVINO_PROPERTIES, Target, available_targets, load_target
+from hwnas.hardware.host import HostInfo
+from hwnas.hardware.targets import OPENVINO_PROPERTIES, Target, available_targets, load_target
 
 GOOD = """
 schema_version = 1

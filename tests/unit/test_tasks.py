@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from hwnas import tasks
+from hwnas.accuracy import tasks
+from hwnas.accuracy.tasks import Doc, MultipleChoiceTask, get_task, parse_tasks, register_task, select, split_of
 from hwnas.errors import DataError
-from hwnas.tasks import Doc, MultipleChoiceTask, get_task, parse_tasks, register_task, select, split_of
 
 ARC_ITEMS = [
     {"id": "Q1", "question": {"stem": "Which is a gas?", "choices": [

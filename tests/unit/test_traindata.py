@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hwnas.errors import DataError
-from hwnas.traindata import IGNORE_INDEX, load_training_data, pack, read_examples, render, tokenize_examples
+from hwnas.train.data import IGNORE_INDEX, load_training_data, pack, read_examples, render, tokenize_examples
 from tests.conftest import make_tiny_tokenizer
 
 ALPACA = [
@@ -77,7 +77,7 @@ def test_missing_file_and_folder(tmp_path):
 
 def test_render_without_and_with_chat_template():
     tok = make_tiny_tokenizer()
-    from hwnas.traindata import Example
+    from hwnas.train.data import Example
 
     e = Example("Add.\n\n2 and 3", "5", "instruction", "x:1")
     prompt, resp = render(e, tok, chat_template=False)
@@ -93,7 +93,7 @@ def test_render_without_and_with_chat_template():
 
 
 def test_tokenize_masks_prompt_and_appends_eos():
-    from hwnas.traindata import Example
+    from hwnas.train.data import Example
 
     tok = make_tiny_tokenizer()
     e = Example("Q?", "ab", "instruction", "x:1")

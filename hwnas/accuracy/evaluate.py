@@ -1,0 +1,496 @@
+"""Accuracy: multiple-choice log-likelihood scoring (as lm-evaluation-harness does it) and perplexity.
+
+Scoring
+-------
+For each item the context and each choice (" " + choice text) are tokenized the way lm-eval
+0.4 does it: context tokens = tokenize(context), choice tokens = tokenize(context + " " +
+choice) minus the first len(context tokens) tokens. A choice's log-likelihood is the sum of
+log p(token | everything before it) over its tokens. `acc` takes the choice with the highest
+log-likelihood; `acc_norm` divides each by the UTF-8 byte length of the choice text first (lm-eval's
+`acc_norm` divides by the character count, lm-eval's `acc_bytes` by the byte count; both are
+the same on ASCII text). Standard errors are those of a mean (sample standard deviation / sqrt(n)).
+
+Speed
+-----
+Every context is computed once for all its choices. An item is laid out as one token run:
+context, then every choice without its last token (a last token is only ever predicted, never
+fed), each choice placed right after the context with position ids continuing from it and an
+attention mask that lets it see the context and itself but not the other choices. Items are
+packed into rows of about `row_tokens` tokens (block-diagonal masks, position ids restarting per
+item) and `batch_size` rows run in one forward pass, so there is almost no padding. Only the
+hidden states at scored positions go through the LM head. With the default precision `auto`
+the decoder runs under bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX); the LM
+head and softmax always run in float32. Subnets run through `Supernet.subnet(cfg)` on the same
+weights, and `TaskSuite` tokenizes and packs once for any number of subnets.
+
+Perplexity
+----------
+The text is tokenized once and cut into non-overlapping windows of `window` tokens (the last,
+shorter one kept); each window is scored on its own, predicting tokens 2..W from their
+prefix. perplexity = exp(total negative log-likelihood / predicted tokens). `limit` counts windows.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hwnas.accuracy.tasks import TARGET_DELIMITER, MultipleChoiceTask, PerplexityTask, Task, parse_tasks, select
+from hwnas.errors import DataError, InvalidSubnetError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_BATCH_SIZE = 4  # rows per forward pass
+DEFAULT_ROW_TOKENS = 128  # packing target per row (longer items get a row of their own); 4 x 128 measured best
+DEFAULT_WINDOW = 512  # perplexity window
+LM_HEAD_CHUNK = 1024  # scored positions per LM-head matmul (bounds the logits' memory)
+SCHEMA_VERSION = 1
+
+
+# ---------------------------------------------------------------------------- helpers
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bf16' on CPUs with native bf16, else 'fp32'."""
+    if precision not in PRECISIONS:
+        raise DataError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision
+
+
+def _unwrap(model_or_supernet: Any, subnet: Any):
+    """(causal LM, context manager that activates `subnet`) for a model, LoadedModel or Supernet."""
+    import contextlib
+
+    import torch
+
+    obj = model_or_supernet
+    if subnet is not None and isinstance(subnet, dict):
+        from hwnas.model.space import SubnetConfig
+
+        subnet = SubnetConfig.from_dict(subnet)
+    if not isinstance(obj, torch.nn.Module) and callable(getattr(obj, "subnet", None)) and hasattr(obj, "model"):
+        return obj.model, obj.subnet(subnet)  # a Supernet
+    if not isinstance(obj, torch.nn.Module) and isinstance(getattr(obj, "model", None), torch.nn.Module):
+        obj = obj.model  # a LoadedModel
+    if not (isinstance(obj, torch.nn.Module) and hasattr(obj, "model") and obj.get_output_embeddings() is not None):
+        raise InvalidSubnetError(
+            f"cannot evaluate a {type(model_or_supernet).__name__}; give a LlamaForCausalLM, a LoadedModel or a Supernet"
+        )
+    if subnet is not None:
+        raise InvalidSubnetError("subnet= needs a Supernet (hwnas.model.supernet.Supernet), not a plain model")
+    return obj, contextlib.nullcontext(obj)
+
+
+def _mean_stderr(x: np.ndarray) -> float | None:
+    n = len(x)
+    return float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else None
+
+
+def mc_metrics(lls: Sequence[np.ndarray], golds: Sequence[int], choice_bytes: Sequence[np.ndarray]) -> dict:
+    """acc, acc_norm (log-likelihood / UTF-8 bytes of the choice) and their standard errors."""
+    acc = np.array([float(int(np.argmax(ll)) == g) for ll, g in zip(lls, golds)])
+    accn = np.array([float(int(np.argmax(ll / b)) == g) for ll, g, b in zip(lls, golds, choice_bytes)])
+    if not len(acc):
+        return {"acc": None, "acc_norm": None, "acc_stderr": None, "acc_norm_stderr": None, "n": 0}
+    return {"acc": float(acc.mean()), "acc_norm": float(accn.mean()), "acc_stderr": _mean_stderr(acc),
+            "acc_norm_stderr": _mean_stderr(accn), "n": int(len(acc))}
+
+
+# ---------------------------------------------------------------------------- tokenized items
+@dataclass(frozen=True)
+class Request:
+    """A tokenized multiple-choice item."""
+
+    task: str
+    id: str
+    context: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    gold: int
+    choice_bytes: tuple[int, ...]
+
+    @property
+    def fed_tokens(self) -> int:
+        return len(self.context) + sum(len(c) - 1 for c in self.continuations)
+
+
+def encode_requests(tokenizer: Any, task: str, docs: Sequence[Any]) -> list[Request]:
+    """lm-eval's context/continuation split: cont = tok(ctx + " " + choice)[len(tok(ctx)):]."""
+    if not docs:
+        return []
+    contexts, wholes = [], []
+    for d in docs:
+        ctx = d.context
+        n_spaces = len(ctx) - len(ctx.rstrip())  # trailing spaces move to the continuation (lm-eval)
+        ctx, lead = (ctx[:-n_spaces], ctx[-n_spaces:]) if n_spaces else (ctx, "")
+        contexts.append(ctx)
+        wholes += [ctx + lead + TARGET_DELIMITER + c for c in d.choices]
+    ctx_ids = tokenizer(contexts)["input_ids"]
+    whole_ids = tokenizer(wholes)["input_ids"]
+    out, k = [], 0
+    for d, cids in zip(docs, ctx_ids):
+        conts = []
+        for _ in d.choices:
+            cont = tuple(whole_ids[k][len(cids):])
+            k += 1
+            if not cont:
+                raise DataError(f"{d.source or d.id}: a choice of task {task} tokenizes to nothing after its context")
+            conts.append(cont)
+        if not cids:
+            raise DataError(f"{d.source or d.id}: the context of task {task} tokenizes to nothing")
+        out.append(Request(task, d.id, tuple(cids), tuple(conts), d.gold,
+                           tuple(max(1, len(c.encode("utf-8"))) for c in d.choices)))
+    return out
+
+
+def truncate_request(req: Request, max_len: int | None) -> Request:
+    """Cut the context from the left so that context + the longest choice fits the model's positions.
+
+    Each choice is its own branch after the shared context (positions restart at the end of the
+    context), so the limit applies to the longest branch, not to all tokens of the item; lm-eval
+    likewise truncates each (context, continuation) request on its own.
+    """
+    longest = max(len(c) for c in req.continuations) - 1  # the last choice token is predicted, not fed
+    if max_len is None or len(req.context) + longest <= max_len:
+        return req
+    cut = len(req.context) + longest - max_len
+    if cut >= len(req.context):
+        raise DataError(f"{req.task} item {req.id}: its longest choice alone exceeds the model's {max_len} positions")
+    log.debug("truncating the context of %s/%s by %d tokens", req.task, req.id, cut)
+    return Request(req.task, req.id, req.context[cut:], req.continuations, req.gold, req.choice_bytes)
+
+
+@dataclass
+class _Row:
+    tokens: list[int]
+    pos: list[int]
+    seg: list[int]
+    branch: list[int]
+    score_pos: list[int]  # position in the row of the hidden state that predicts ...
+    score_tok: list[int]  # ... this token
+    score_pair: list[int]  # global (item, choice) pair index
+    items: list[int]  # global item indices in this row
+
+
+def _layout(reqs: Sequence[Request], pair_offset: Sequence[int], row_tokens: int) -> list[_Row]:
+    """First-fit-decreasing packing of items into rows, with each item's tree layout."""
+    order = sorted(range(len(reqs)), key=lambda i: -reqs[i].fed_tokens)
+    rows: list[_Row] = []
+    free: list[int] = []
+    for i in order:
+        r = reqs[i]
+        n = r.fed_tokens
+        slot = next((k for k in range(max(0, len(rows) - 64), len(rows)) if free[k] >= n), None)
+        if slot is None:
+            rows.append(_Row([], [], [], [], [], [], [], []))
+            free.append(max(row_tokens, n))
+            slot = len(rows) - 1
+        row = rows[slot]
+        free[slot] -= n
+        base = len(row.tokens)
+        seg = len(row.items)
+        row.items.append(i)
+        lc = len(r.context)
+        row.tokens += r.context
+        row.pos += range(lc)
+        row.seg += [seg] * lc
+        row.branch += [0] * lc
+        for j, cont in enumerate(r.continuations):
+            start = len(row.tokens)
+            fed = cont[:-1]
+            row.tokens += fed
+            row.pos += range(lc, lc + len(fed))
+            row.seg += [seg] * len(fed)
+            row.branch += [j + 1] * len(fed)
+            pair = pair_offset[i] + j
+            for t, tok in enumerate(cont):
+                row.score_pos.append(base + lc - 1 if t == 0 else start + t - 1)
+                row.score_tok.append(tok)
+                row.score_pair.append(pair)
+    return rows
+
+
+def _batch_tensors(rows: Sequence[_Row], sdpa: bool):
+    """input_ids, position_ids, 4D attention mask, flat scored positions, targets, pairs."""
+    import torch
+
+    T = max(len(r.tokens) for r in rows)
+    B = len(rows)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    seg = torch.full((B, T), -1, dtype=torch.long)
+    br = torch.zeros(B, T, dtype=torch.long)
+    flat, tok, pair = [], [], []
+    for b, r in enumerate(rows):
+        n = len(r.tokens)
+        ids[b, :n] = torch.tensor(r.tokens)
+        pos[b, :n] = torch.tensor(r.pos)
+        seg[b, :n] = torch.tensor(r.seg)
+        br[b, :n] = torch.tensor(r.branch)
+        flat += [b * T + p for p in r.score_pos]
+        tok += r.score_tok
+        pair += r.score_pair
+    ar = torch.arange(T)
+    causal = ar[None, :] <= ar[:, None]
+    mask = (seg[:, :, None] == seg[:, None, :]) & causal[None] & (
+        (br[:, None, :] == 0) | (br[:, None, :] == br[:, :, None]))
+    mask = mask[:, None]
+    if not sdpa:
+        mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    return ids, pos, mask, torch.tensor(flat), torch.tensor(tok), torch.tensor(pair)
+
+
+def _token_logprobs(lm: Any, hidden: Any, targets: Any) -> Any:
+    """log p(target) for each hidden state row, LM head and softmax in float32, in chunks."""
+    import torch
+
+    head = lm.get_output_embeddings()
+    w = head.weight.float()
+    bias = None if head.bias is None else head.bias.float()
+    out = []
+    with torch.autocast("cpu", enabled=False):
+        for s in range(0, hidden.shape[0], LM_HEAD_CHUNK):
+            logits = torch.nn.functional.linear(hidden[s:s + LM_HEAD_CHUNK].float(), w, bias)
+            lse = torch.logsumexp(logits, dim=-1)
+            out.append(logits.gather(1, targets[s:s + LM_HEAD_CHUNK, None])[:, 0] - lse)
+    return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _no_grad(precision: str):
+    """inference_mode in fp32; no_grad under bf16 autocast, because inference_mode turns off
+    autocast's weight cache and every linear layer would re-cast its weight in every batch."""
+    import torch
+
+    return torch.no_grad() if precision == "bf16" else torch.inference_mode()
+
+
+def _decoder(lm: Any, **kw: Any) -> Any:
+    out = lm.model(use_cache=False, **kw)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+# ---------------------------------------------------------------------------- suite
+@dataclass
+class _TaskData:
+    task: Task
+    requests: list[Request] | None = None  # multiple choice
+    windows: list[list[int]] | None = None  # perplexity
+    shots: int = 0
+
+
+class TaskSuite:
+    """Task items loaded, split, limited and tokenized once; `evaluate` scores any model or subnet.
+
+    The search builds one suite and calls `suite.evaluate(supernet, subnet=cfg)` per candidate.
+    """
+
+    def __init__(
+        self, tokenizer: Any, tasks: str | Task | Sequence[str | Task], *, split: str = "search",
+        limit: int | None = None, shots: int = 0, data_dir: str | Path | None = None, seed: int = 0,
+        window: int = DEFAULT_WINDOW,
+    ):
+        from hwnas.datadir import resolve_data_dir
+
+        if window < 2:
+            raise DataError(f"window must be >= 2 tokens, got {window}")
+        self.tokenizer = tokenizer
+        self.tasks = parse_tasks(tasks)
+        self.split, self.limit, self.shots, self.seed, self.window = split, limit, shots, seed, window
+        self.data_dir = resolve_data_dir(data_dir)
+        self.data: dict[str, _TaskData] = {}
+        for t in self.tasks:
+            if isinstance(t, MultipleChoiceTask):
+                docs = t.docs(self.data_dir, shots=shots)
+                keep = select(t.name, [d.id for d in docs], split, limit, seed)
+                shots_used = t.effective_shots(shots)
+                if shots and not shots_used:
+                    log.warning("task %s has no few-shot examples; it runs zero-shot", t.name)
+                reqs = encode_requests(tokenizer, t.name, [docs[i] for i in keep])
+                self.data[t.name] = _TaskData(t, requests=reqs, shots=shots_used)
+            else:
+                assert isinstance(t, PerplexityTask)
+                ids = tokenizer(t.text(self.data_dir), add_special_tokens=False, verbose=False)["input_ids"]
+                wins = [ids[s:s + window] for s in range(0, len(ids), window)]
+                wins = [w for w in wins if len(w) >= 2]
+                keep = select(t.name, [str(k) for k in range(len(wins))], split, limit, seed)
+                self.data[t.name] = _TaskData(t, windows=[wins[k] for k in sorted(keep)])
+        self._layouts: dict[tuple, Any] = {}
+
+    @property
+    def n_items(self) -> int:
+        """Multiple-choice items in the suite."""
+        return sum(len(d.requests) for d in self.data.values() if d.requests is not None)
+
+    def describe(self) -> dict:
+        return {name: (len(d.requests) if d.requests is not None else len(d.windows or [])) for name, d in self.data.items()}
+
+    # -- packing (model-independent apart from the position limit; cached)
+    def _mc_layout(self, row_tokens: int, max_len: int | None):
+        key = (row_tokens, max_len)
+        if key not in self._layouts:
+            reqs: list[Request] = []
+            for d in self.data.values():
+                if d.requests is not None:
+                    reqs += [truncate_request(r, max_len) for r in d.requests]
+            offsets, n = [], 0
+            for r in reqs:
+                offsets.append(n)
+                n += len(r.continuations)
+            rows = _layout(reqs, offsets, row_tokens)
+            rows.sort(key=lambda r: -len(r.tokens))
+            self._layouts[key] = (reqs, offsets, n, rows)
+        return self._layouts[key]
+
+    # -- scoring
+    def loglikelihoods(
+        self, model_or_supernet: Any, *, subnet: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
+        row_tokens: int = DEFAULT_ROW_TOKENS, precision: str = "auto", progress: Progress | None = None,
+    ) -> dict[str, list[np.ndarray]]:
+        """Per task, per item: the log-likelihood of each choice (numpy arrays)."""
+        lm, ctx = _unwrap(model_or_supernet, subnet)
+        with ctx:
+            lls, _ = self._score_mc(lm, batch_size, row_tokens, resolve_precision(precision), progress, 0, self.n_items)
+        return lls
+
+    def _score_mc(self, lm, batch_size, row_tokens, precision, progress, done0, total):
+        import torch
+
+        max_len = getattr(lm.config, "max_position_embeddings", None)
+        reqs, offsets, n_pairs, rows = self._mc_layout(row_tokens, max_len)
+        sums = torch.zeros(n_pairs, dtype=torch.float64)
+        sdpa = getattr(lm.config, "_attn_implementation", "eager") == "sdpa"
+        fed = 0
+        done = done0
+        with _no_grad(precision), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for s in range(0, len(rows), max(1, batch_size)):
+                batch = rows[s:s + batch_size]
+                ids, pos, mask, flat, tok, pair = _batch_tensors(batch, sdpa)
+                hidden = _decoder(lm, input_ids=ids, position_ids=pos, attention_mask=mask)
+                hsel = hidden.reshape(-1, hidden.shape[-1])[flat]
+                lp = _token_logprobs(lm, hsel, tok)
+                sums.index_add_(0, pair, lp.double())
+                fed += int(ids.numel())
+                done += sum(len(r.items) for r in batch)
+                if progress:
+                    progress(done, total, "multiple choice")
+        sums = sums.numpy()
+        out: dict[str, list[np.ndarray]] = {}
+        for r, off in zip(reqs, offsets):
+            out.setdefault(r.task, []).append(sums[off:off + len(r.continuations)].copy())
+        return out, fed
+
+    def _score_ppl(self, lm, windows, batch_size, precision, progress, done0, total, label):
+        import torch
+
+        nll = 0.0
+        count = 0
+        by_len: dict[int, list[list[int]]] = {}
+        for w in windows:
+            by_len.setdefault(len(w), []).append(w)
+        done = done0
+        with _no_grad(precision), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for _, group in sorted(by_len.items(), reverse=True):
+                for s in range(0, len(group), max(1, batch_size)):
+                    ids = torch.tensor(group[s:s + batch_size])
+                    hidden = _decoder(lm, input_ids=ids)
+                    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+                    lp = _token_logprobs(lm, h, ids[:, 1:].reshape(-1))
+                    nll -= float(lp.double().sum())
+                    count += int(lp.numel())
+                    done += ids.shape[0]
+                    if progress:
+                        progress(done, total, label)
+        return nll, count
+
+    def evaluate(
+        self, model_or_supernet: Any, *, subnet: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
+        row_tokens: int = DEFAULT_ROW_TOKENS, precision: str = "auto", progress: Progress | None = None,
+    ) -> dict:
+        """Metrics per task plus throughput; see `evaluate` for the shape."""
+        prec = resolve_precision(precision)
+        lm, ctx = _unwrap(model_or_supernet, subnet)
+        was_training = lm.training
+        lm.eval()
+        n_windows = sum(len(d.windows) for d in self.data.values() if d.windows is not None)
+        total = self.n_items + n_windows
+        results: dict[str, dict] = {}
+        t_all = time.perf_counter()
+        mc_seconds, fed = 0.0, 0
+        lls: dict[str, list[np.ndarray]] = {}
+        try:
+            with ctx:
+                done = 0
+                if self.n_items:
+                    t0 = time.perf_counter()
+                    lls, fed = self._score_mc(lm, batch_size, row_tokens, prec, progress, 0, total)
+                    mc_seconds = time.perf_counter() - t0
+                    done = self.n_items
+                for name, d in self.data.items():
+                    if d.requests is not None:
+                        results[name] = mc_metrics(lls.get(name, []), [r.gold for r in d.requests],
+                                                   [np.array(r.choice_bytes, dtype=float) for r in d.requests])
+                        results[name]["shots"] = d.shots
+                    else:
+                        t0 = time.perf_counter()
+                        nll, count = self._score_ppl(lm, d.windows, batch_size, prec, progress, done, total, name)
+                        done += len(d.windows)
+                        sec = time.perf_counter() - t0
+                        fed += count + len(d.windows)
+                        results[name] = {
+                            "perplexity": math.exp(nll / count) if count else None,
+                            "nll_per_token": nll / count if count else None,
+                            "tokens": count, "windows": len(d.windows), "window": self.window,
+                            "seconds": round(sec, 3),
+                        }
+        finally:
+            if was_training:
+                lm.train()
+        seconds = time.perf_counter() - t_all
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tasks": {n: results[n] for n in self.data},
+            "items": self.n_items,
+            "items_per_second": (self.n_items / mc_seconds) if self.n_items and mc_seconds > 0 else None,
+            "seconds": round(seconds, 3),
+            "tokens_processed": fed,
+            "tokens_per_second": fed / seconds if seconds > 0 else None,
+            "split": self.split, "limit": self.limit, "shots": self.shots, "seed": self.seed,
+            "precision": prec, "batch_size": batch_size, "row_tokens": row_tokens,
+        }
+
+
+def evaluate(
+    model_or_supernet: Any, tokenizer: Any, tasks: str | Task | Sequence[str | Task], *, subnet: Any = None,
+    split: str = "search", limit: int | None = None, shots: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+    data_dir: str | Path | None = None, progress: Progress | None = None, seed: int = 0,
+    precision: str = "auto", row_tokens: int = DEFAULT_ROW_TOKENS, window: int = DEFAULT_WINDOW,
+) -> dict:
+    """Evaluate a model (LlamaForCausalLM, LoadedModel) or a Supernet subnet on tasks.
+
+    Returns {"tasks": {"arc_easy": {"acc", "acc_norm", "acc_stderr", "acc_norm_stderr", "n", "shots"},
+    "wikitext2": {"perplexity", "tokens", ...}}, "items", "items_per_second", "seconds", ...}.
+    For many subnets, build a `TaskSuite` once and call its `evaluate`.
+    """
+    suite = TaskSuite(tokenizer, tasks, split=split, limit=limit, shots=shots, data_dir=data_dir, seed=seed,
+                      window=window)
+    return suite.evaluate(model_or_supernet, subnet=subnet, batch_size=batch_size, row_tokens=row_tokens,
+                          precision=precision, progress=progress)

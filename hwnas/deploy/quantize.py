@@ -1,0 +1,504 @@
+"""Weight quantization recipes with Intel Neural Compressor (INC 3.x torch API).
+
+A `QuantRecipe` names what was done (algorithm, bits, group size, symmetry, embedding/lm_head
+precision, calibration sample and its hash) and is recorded in the bundle manifest.
+`quantize_model` runs INC on a dense torch model and returns, besides INC's own model, the
+integer codes, scales and zero points of every quantized linear layer (`QuantizedLinear`),
+which `hwnas.deploy.ov_compress` writes into the OpenVINO IR as integer constants.
+
+Pitfalls handled here (see ../shared/notes/openvino-and-inc.md):
+- INC's `recover()` overflows for asymmetric int8 (it casts `code - zero_point` to int8), so
+  its own torch forward is wrong for that recipe. Codes are read with `unpack()` and the float
+  weights are recomputed from them (`QuantizedLinear.dequantize`), the way OpenVINO does it.
+- A group size must divide the input width of every quantized layer (INC pads a ragged last
+  group, which OpenVINO's grouped decompression cannot express); `valid_group_sizes` lists them.
+- INC's GPTQ insists on resolving `model_path` even when not layer-wise; it gets a temp folder.
+
+INC leaves embeddings and lm_head alone; their precision (`head`) is handled here with a
+per-row symmetric int8 round-to-nearest, or f16, or left f32.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hwnas.errors import ExportError
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+
+# name -> (algorithm, bits, default symmetric)
+QUANT_METHODS: dict[str, tuple[str, int | None, bool]] = {
+    "none": ("none", None, True),
+    "int8": ("rtn", 8, True),
+    "int4": ("rtn", 4, False),
+    "gptq-int4": ("gptq", 4, False),
+    "awq-int4": ("awq", 4, False),
+}
+HEAD_PRECISIONS = ("f32", "f16", "int8")
+DEFAULT_CALIB_SAMPLES = 32
+DEFAULT_CALIB_SEQ_LEN = 256
+# Preferred int4 group sizes, largest first; the first that divides every layer width wins.
+AUTO_GROUP_SIZES = (128, 64, 32)
+MIN_GROUP_SIZE = 16
+RECIPE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    """Which calibration sequences a recipe saw: enough to reproduce and to detect a change."""
+
+    source: str          # file or folder the texts came from
+    n_samples: int       # sequences actually used
+    seq_len: int         # tokens per sequence at most
+    seed: int
+    sha256: str          # hash of the token ids of every sequence, in order
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CalibrationInfo":
+        return cls(source=str(d["source"]), n_samples=int(d["n_samples"]), seq_len=int(d["seq_len"]),
+                   seed=int(d["seed"]), sha256=str(d["sha256"]))
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """What quantization a bundle went through.
+
+    name: "none" | "int8" | "int4" | "gptq-int4" | "awq-int4" (the `--quant` value)
+    algorithm: "none" | "rtn" | "gptq" | "awq" (INC algorithm for the decoder linears)
+    bits: 8 | 4 | None; group_size: -1 = one scale per output channel, else input columns per
+    scale (None: not yet resolved against a model)
+    sym: symmetric codes (no zero point) or asymmetric; head: precision of embeddings and lm_head
+    calibration: the calibration sample (GPTQ/AWQ only)
+    """
+
+    name: str
+    algorithm: str
+    bits: int | None
+    group_size: int | None   # None until resolved against a model (`resolve_group_size`)
+    sym: bool
+    head: str = "int8"
+    calibration: CalibrationInfo | None = None
+    schema_version: int = RECIPE_SCHEMA_VERSION
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.algorithm in ("gptq", "awq")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["calibration"] = self.calibration.to_dict() if self.calibration else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "QuantRecipe":
+        if not isinstance(d, Mapping):
+            raise ExportError(f"quantization recipe must be an object, got {type(d).__name__}")
+        try:
+            calib = d.get("calibration")
+            recipe = cls(
+                name=str(d["name"]), algorithm=str(d["algorithm"]),
+                bits=None if d["bits"] is None else int(d["bits"]),
+                group_size=None if d["group_size"] is None else int(d["group_size"]),
+                sym=bool(d["sym"]), head=str(d.get("head", "int8")),
+                calibration=CalibrationInfo.from_dict(calib) if calib else None,
+                schema_version=int(d.get("schema_version", RECIPE_SCHEMA_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExportError(f"malformed quantization recipe ({type(e).__name__}: {e})") from None
+        recipe.check()
+        return recipe
+
+    def check(self) -> "QuantRecipe":
+        """Validate fields that do not depend on the model; return self."""
+        if self.name not in QUANT_METHODS:
+            raise ExportError(f"unknown quantization {self.name!r}; accepted: {', '.join(QUANT_METHODS)}")
+        algorithm, bits, _ = QUANT_METHODS[self.name]
+        if self.algorithm != algorithm or self.bits != bits:
+            raise ExportError(
+                f"quantization {self.name!r} means algorithm {algorithm} with {bits} bits, "
+                f"not {self.algorithm} with {self.bits}")
+        if self.head not in HEAD_PRECISIONS:
+            raise ExportError(f"unknown embedding/lm_head precision {self.head!r}; accepted: {', '.join(HEAD_PRECISIONS)}")
+        gs = self.group_size
+        if gs is not None and gs != -1 and gs < MIN_GROUP_SIZE and self.algorithm != "none":
+            raise ExportError(f"group size {self.group_size} is invalid; use -1 (per channel) or a width divisor >= {MIN_GROUP_SIZE}")
+        return self
+
+    def describe(self) -> str:
+        if self.algorithm == "none":
+            return f"no weight quantization (embeddings/lm_head {self.head})"
+        g = {-1: "per-channel", None: "group auto"}.get(self.group_size, f"group {self.group_size}")
+        return (f"{self.algorithm.upper()} int{self.bits} {'sym' if self.sym else 'asym'} {g}, "
+                f"embeddings/lm_head {self.head}")
+
+
+def make_recipe(name: str, *, group_size: int | None = None, sym: bool | None = None,
+                head: str = "int8") -> QuantRecipe:
+    """A recipe from a `--quant` name; group_size None means "pick from the model" (`resolve_group_size`).
+
+    int8 defaults to symmetric per-channel; the int4 recipes default to asymmetric with the
+    largest of 128/64/32 that divides every layer width.
+    """
+    if name not in QUANT_METHODS:
+        raise ExportError(f"unknown quantization {name!r}; accepted: {', '.join(QUANT_METHODS)}")
+    algorithm, bits, default_sym = QUANT_METHODS[name]
+    if group_size is None and bits in (8, None):
+        group_size = -1
+    return QuantRecipe(name=name, algorithm=algorithm, bits=bits,
+                       group_size=None if group_size is None else int(group_size),
+                       sym=default_sym if sym is None else bool(sym), head=head).check()
+
+
+# ----------------------------------------------------------------------------- group sizes
+
+def linear_in_features(model: Any) -> dict[str, int]:
+    """Input width of every decoder nn.Linear INC would quantize (lm_head excluded)."""
+    import torch.nn as nn
+
+    return {n: m.in_features for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not n.endswith("lm_head")}
+
+
+def valid_group_sizes(widths: Sequence[int] | Mapping[str, int]) -> list[int]:
+    """Group sizes OpenVINO can express for these layer input widths: common divisors >= 16, plus -1."""
+    ws = sorted(set(widths.values() if isinstance(widths, Mapping) else widths))
+    if not ws:
+        return [-1]
+    g = 0
+    for w in ws:
+        g = np.gcd(g, int(w))
+    divisors = [d for d in range(MIN_GROUP_SIZE, int(g) + 1) if g % d == 0]
+    return [-1] + divisors
+
+
+def resolve_group_size(recipe: QuantRecipe, model: Any) -> QuantRecipe:
+    """Fill in / check the group size against the model's layer widths; returns the concrete recipe."""
+    if recipe.algorithm == "none":
+        return dataclasses.replace(recipe, group_size=-1).check()
+    widths = linear_in_features(model)
+    valid = valid_group_sizes(widths)
+    if recipe.group_size is None:
+        auto = [g for g in AUTO_GROUP_SIZES if g in valid]
+        recipe = dataclasses.replace(recipe, group_size=auto[0] if auto else -1)
+    elif recipe.group_size not in valid:
+        bad = next((n for n, w in widths.items() if w % recipe.group_size), "?")
+        raise ExportError(
+            f"group size {recipe.group_size} does not divide the input width {widths.get(bad)} of {bad}; "
+            f"accepted for this model: {', '.join(map(str, valid))}")
+    return recipe.check()
+
+
+# ----------------------------------------------------------------------------- calibration
+
+@dataclass
+class Calibration:
+    info: CalibrationInfo
+    input_ids: list = field(repr=False)   # list of LongTensor [1, T]
+
+
+def load_calibration(tokenizer: Any, path: str | Path | None = None, *, n_samples: int = DEFAULT_CALIB_SAMPLES,
+                     seq_len: int = DEFAULT_CALIB_SEQ_LEN, seed: int = 0) -> Calibration:
+    """A seeded sample of `n_samples` documents (calibration/ by default), tokenized and cut to `seq_len`.
+
+    Raises DataError when the path is missing or holds no usable text.
+    """
+    import torch
+
+    from hwnas.datadir import CALIBRATION_DIR
+    from hwnas.model.calibration import load_texts
+
+    if n_samples < 1 or seq_len < 8:
+        raise ExportError(f"calibration needs n_samples >= 1 and seq_len >= 8, got {n_samples} and {seq_len}")
+    source = Path(path) if path else CALIBRATION_DIR
+    texts = load_texts(source, n=n_samples, seed=seed)
+    h = hashlib.sha256()
+    seqs = []
+    for t in texts:
+        ids = tokenizer(t, add_special_tokens=False)["input_ids"][:seq_len]
+        if len(ids) < 2:
+            continue
+        arr = np.asarray(ids, dtype=np.int64)
+        h.update(len(arr).to_bytes(4, "little"))
+        h.update(arr.tobytes())
+        seqs.append(torch.from_numpy(arr).unsqueeze(0))
+    if not seqs:
+        from hwnas.errors import DataError
+        raise DataError(f"calibration data {source} gave no sequence of at least 2 tokens")
+    info = CalibrationInfo(source=str(source), n_samples=len(seqs), seq_len=seq_len, seed=seed, sha256=h.hexdigest())
+    return Calibration(info=info, input_ids=seqs)
+
+
+# ----------------------------------------------------------------------------- quantized weights
+
+@dataclass
+class QuantizedLinear:
+    """Integer weights of one layer: W[o, i] ~= (codes[o, i] - zero_point[o, g]) * scale[o, g], g = i // group_size.
+
+    codes and zero points are unsigned (0 .. 2**bits - 1, INC's convention); `symmetric` is true
+    when every zero point is the mid-point, so the codes can be stored signed with no zero point.
+    """
+
+    name: str
+    bits: int
+    group_size: int          # columns per scale; equals in_features for per-channel
+    codes: np.ndarray        # uint8 [out, in]
+    scale: np.ndarray        # float16 [out, groups]
+    zero_point: np.ndarray   # uint8 [out, groups]
+
+    def __post_init__(self) -> None:
+        out, inp = self.codes.shape
+        if inp % self.group_size:
+            raise ExportError(f"{self.name}: group size {self.group_size} does not divide width {inp}")
+        groups = inp // self.group_size
+        if self.scale.shape != (out, groups) or self.zero_point.shape != (out, groups):
+            raise ExportError(f"{self.name}: scale/zero-point shape {self.scale.shape}/{self.zero_point.shape} "
+                              f"does not match codes {self.codes.shape} with group size {self.group_size}")
+        hi = 2 ** self.bits - 1
+        if self.codes.min(initial=0) < 0 or self.codes.max(initial=0) > hi or self.zero_point.max(initial=0) > hi:
+            raise ExportError(f"{self.name}: codes outside 0..{hi} for {self.bits}-bit weights")
+        self.codes = np.ascontiguousarray(self.codes, dtype=np.uint8)
+        self.zero_point = np.ascontiguousarray(self.zero_point, dtype=np.uint8)
+        self.scale = np.ascontiguousarray(self.scale, dtype=np.float16)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.codes.shape)  # type: ignore[return-value]
+
+    @property
+    def n_groups(self) -> int:
+        return self.codes.shape[1] // self.group_size
+
+    @property
+    def symmetric(self) -> bool:
+        return bool(np.all(self.zero_point == 2 ** (self.bits - 1)))
+
+    def signed_codes(self) -> np.ndarray:
+        """int8 codes minus the mid-point (only meaningful when `symmetric`)."""
+        return (self.codes.astype(np.int16) - 2 ** (self.bits - 1)).astype(np.int8)
+
+    def dequantize(self) -> np.ndarray:
+        """float32 weights computed the way OpenVINO's decompression does: f16 (code - zp) * f16 scale."""
+        out, inp = self.codes.shape
+        g = self.n_groups
+        diff = self.codes.reshape(out, g, self.group_size).astype(np.int16) - self.zero_point[:, :, None].astype(np.int16)
+        w = diff.astype(np.float16) * self.scale[:, :, None]
+        return w.astype(np.float32).reshape(out, inp)
+
+    def nbytes(self) -> int:
+        """Bytes of the stored constants (codes packed at `bits`, f16 scales, zero points unless symmetric)."""
+        n = self.codes.size * self.bits // 8 + self.scale.size * 2
+        if not self.symmetric:
+            n += (self.zero_point.size * self.bits + 7) // 8
+        return n
+
+
+def rtn_int8_rows(name: str, weight: np.ndarray) -> QuantizedLinear:
+    """Per-row symmetric int8 round-to-nearest (embeddings / lm_head), codes in 1..255 around 128."""
+    w = np.asarray(weight, dtype=np.float32)
+    amax = np.abs(w).max(axis=1, keepdims=True)
+    scale = (np.where(amax > 0, amax, 1.0) / 127.0).astype(np.float16)
+    scale = np.where(scale == 0, np.float16(np.finfo(np.float16).tiny), scale)
+    q = np.clip(np.rint(w / scale.astype(np.float32)), -127, 127).astype(np.int16) + 128
+    zp = np.full(scale.shape, 128, dtype=np.uint8)
+    return QuantizedLinear(name=name, bits=8, group_size=w.shape[1], codes=q.astype(np.uint8), scale=scale, zero_point=zp)
+
+
+def from_inc_module(name: str, module: Any) -> QuantizedLinear:
+    """Read codes, scales and zero points from one of INC's WeightOnlyLinear modules (via unpack())."""
+    p = module.unpack()
+    codes = p["int_weight"].cpu().numpy()
+    scales = p["scales"].cpu().float().numpy()
+    zp = p.get("zp")
+    bits = int(module.bits)
+    g_idx = getattr(module, "g_idx", None)
+    group_size = int(module.group_size)
+    if g_idx is not None:
+        expect = np.arange(module.in_features) // group_size
+        if not np.array_equal(g_idx.cpu().numpy(), expect):
+            raise ExportError(f"{name}: INC reordered channels (act_order); OpenVINO's grouped weights need act_order off")
+    if zp is None:  # INC without the optimum format: symmetric signed codes
+        codes = codes.astype(np.int16) + 2 ** (bits - 1)
+        zp_np = np.full(scales.shape, 2 ** (bits - 1), dtype=np.int16)
+    else:
+        zp_np = zp.cpu().numpy()
+    if "int" not in str(getattr(module, "dtype", "int")):
+        raise ExportError(f"{name}: INC dtype {module.dtype!r} is not an integer format")
+    return QuantizedLinear(name=name, bits=bits, group_size=group_size, codes=codes,
+                           scale=scales.astype(np.float16), zero_point=zp_np)
+
+
+@dataclass
+class QuantResult:
+    """What `quantize_model` produced.
+
+    model: the INC-quantized torch model (WeightOnlyLinear modules; after `materialize`, plain
+    nn.Linear/nn.Embedding with the dequantized weights). weights: integer weights by module name
+    (decoder linears, plus "model.embed_tokens"/"lm_head" when head is int8).
+    """
+
+    recipe: QuantRecipe
+    model: Any
+    weights: dict[str, QuantizedLinear]
+    head_f16: tuple[str, ...] = ()     # module names whose weight is stored as f16
+
+    def nbytes(self) -> int:
+        return sum(q.nbytes() for q in self.weights.values())
+
+
+@contextlib.contextmanager
+def _quiet_inc():
+    """INC logs every step at INFO on its own handler; keep that out of the CLI unless hwnas logs at DEBUG."""
+    inc_log = logging.getLogger("neural_compressor")
+    before = inc_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        inc_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        inc_log.setLevel(before)
+
+
+def _inc_config(recipe: QuantRecipe, tmp: str):
+    from neural_compressor.torch.quantization import AWQConfig, GPTQConfig, RTNConfig
+
+    common = dict(bits=recipe.bits, use_sym=recipe.sym, group_size=recipe.group_size)
+    if recipe.algorithm == "rtn":
+        # Full range (-8..7 for int4) applies to symmetric codes only; layer-wise loading is off
+        # (it re-reads weights from a checkpoint folder, which in-memory subnets do not have).
+        return RTNConfig(**common, use_full_range=recipe.sym, use_layer_wise=False)
+    if recipe.algorithm == "gptq":
+        return GPTQConfig(**common, act_order=False, use_layer_wise=False, model_path=tmp)
+    if recipe.algorithm == "awq":
+        # INC's automatic absorb-layer detection (a jit trace) fails on transformers 5 Llama and
+        # silently degrades AWQ to RTN; name the LLaMA absorb pairs explicitly. Scales fold into
+        # the RMSNorm weights and up_proj (v_proj -> o_proj is skipped: with grouped KV heads the
+        # shapes do not line up).
+        absorb = {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                  "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
+                  "mlp.up_proj": "mlp.down_proj"}
+        return AWQConfig(**common, folding=True, use_layer_wise=False, absorb_layer_dict=absorb)
+    raise ExportError(f"no INC algorithm for recipe {recipe.name!r}")
+
+
+def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | None = None, *,
+                   inplace: bool = False, progress: Progress | None = None) -> QuantResult:
+    """Quantize the decoder linears of a dense LlamaForCausalLM with INC and collect their integer weights.
+
+    The recipe's group size is resolved against the model first (ExportError when invalid). GPTQ
+    and AWQ need `calibration`. Embeddings and lm_head are quantized per `recipe.head` here (INC
+    leaves them float). The returned model is INC's (call `materialize` for a float model that
+    exports to OpenVINO and runs with correct dequantized weights).
+    """
+    import torch
+
+    recipe = resolve_group_size(recipe, model)
+    if recipe.needs_calibration and calibration is None:
+        raise ExportError(f"quantization {recipe.name!r} needs calibration data (calibration/ or --calibration PATH)")
+    if recipe.needs_calibration:
+        recipe = dataclasses.replace(recipe, calibration=calibration.info)
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    tick = progress or (lambda done, total, label="": None)
+    weights: dict[str, QuantizedLinear] = {}
+    if recipe.algorithm != "none":
+        from neural_compressor.torch.quantization import convert, prepare
+
+        tick(0, 3, f"INC {recipe.algorithm} prepare")
+        with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
+            conf = _inc_config(recipe, tmp)
+            try:
+                if recipe.algorithm == "awq":
+                    model = prepare(model, conf, example_inputs=calibration.input_ids[0])
+                else:
+                    model = prepare(model, conf)
+                if recipe.needs_calibration:
+                    for i, ids in enumerate(calibration.input_ids):
+                        model(ids)
+                        tick(1, 3, f"calibration {i + 1}/{len(calibration.input_ids)}")
+                tick(2, 3, f"INC {recipe.algorithm} convert")
+                model = convert(model)
+            except ExportError:
+                raise
+            except Exception as e:  # INC raises assorted errors; name the recipe in one line
+                raise ExportError(f"Neural Compressor failed on recipe {recipe.describe()}: {type(e).__name__}: {e}") from e
+        for name, mod in model.named_modules():
+            if type(mod).__name__.endswith("WeightOnlyLinear"):
+                qname = name[: -len(".linear")] if name.endswith(".linear") else name
+                weights[qname] = from_inc_module(qname, mod)
+        leftover = [n for n in linear_in_features(model) if n not in weights and not n.endswith(".linear")]
+        if leftover:
+            raise ExportError(f"INC left {len(leftover)} linear layers unquantized (e.g. {leftover[0]}); "
+                              "recipe cannot be exported as integer weights")
+        if any(type(m).__name__ == "MulLinear" for m in model.modules()):
+            raise ExportError("INC AWQ left input scales (MulLinear) that cannot be folded; use int4 or gptq-int4")
+    head_f16: list[str] = []
+    emb = model.get_input_embeddings()
+    lm_head = model.get_output_embeddings()
+    tied = lm_head is not None and lm_head.weight.data_ptr() == emb.weight.data_ptr()
+    for name, mod in (("model.embed_tokens", emb), ("lm_head", lm_head)):
+        if mod is None or (name == "lm_head" and tied):
+            continue
+        if recipe.head == "int8":
+            weights[name] = rtn_int8_rows(name, mod.weight.detach().float().cpu().numpy())
+        elif recipe.head == "f16":
+            head_f16.append(name)
+    tick(3, 3, "quantized")
+    n_int = sum(1 for n in weights)
+    log.info("quantized %d weight matrices with %s", n_int, recipe.describe())
+    return QuantResult(recipe=recipe, model=model, weights=weights, head_f16=tuple(head_f16))
+
+
+def materialize(result: QuantResult) -> Any:
+    """Turn `result.model` into a plain float torch model whose weights equal the dequantized integers.
+
+    Replaces INC's WeightOnlyLinear modules by nn.Linear (their forward is wrong for asymmetric
+    int8, see module doc), writes dequantized embeddings/lm_head, rounds f16 heads. In place;
+    returns the model. This is what gets exported to OpenVINO before `ov_compress` swaps in the
+    integer constants, and what accuracy is measured on in PyTorch.
+    """
+    import torch
+    import torch.nn as nn
+
+    model = result.model
+    for name, q in result.weights.items():
+        if name in ("model.embed_tokens", "lm_head"):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        bias = getattr(old, "bias", None)
+        lin = nn.Linear(q.shape[1], q.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(q.dequantize()))
+            if bias is not None:
+                lin.bias.copy_(bias.detach().float())
+        setattr(parent, child, lin)
+    emb = model.get_input_embeddings()
+    lm_head = model.get_output_embeddings()
+    with torch.no_grad():
+        for name, mod in (("model.embed_tokens", emb), ("lm_head", lm_head)):
+            if mod is None:
+                continue
+            if name in result.weights:
+                mod.weight.copy_(torch.from_numpy(result.weights[name].dequantize()))
+            elif name in result.head_f16:
+                mod.weight.copy_(mod.weight.half().float())
+    return model.eval()

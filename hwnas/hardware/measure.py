@@ -1,0 +1,417 @@
+"""Time a stateful OpenVINO LLM IR on this CPU: TTFT, TPOT and throughput, as openvino-genai defines them.
+
+Definitions (openvino_genai.PerfMetrics; hwnas reports medians over repeats, plus spread):
+- **TTFT** (time to first token, ms): prefill of `prompt_tokens` tokens plus picking the first token.
+- **TPOT** (time per output token, ms/token): duration of each later decode step (with KV cache)
+  divided by the batch size; the first token is excluded. One sample per repeat = the median
+  step of that generation.
+- **throughput** (tokens/s) = 1000 / TPOT, i.e. generated tokens per second at that batch size.
+
+TTFT and TPOT are reported at the target's first batch size (latency), throughput at its last.
+The IR is run directly with the OpenVINO runtime (infer requests with input_ids, attention_mask,
+position_ids, beam_idx; `reset_state` between generations); nothing is timed in PyTorch. As
+openvino-genai does, the logits of a prefill are computed for the last position only (a Slice is
+inserted before the LM head), so TTFT does not pay for logits nobody reads.
+
+Each (model, batch size) gets warm-up generations, then `repeats` timed ones; when the
+coefficient of variation of TTFT or TPOT samples is above `max_cv`, another round of repeats is
+added (at most `max_remeasure` rounds) and the measurement is flagged unstable if that did not help.
+`measure_many` interleaves the repeats of several models round-robin, so that a busy phase of a
+shared machine slows every model alike rather than the one that happened to be running.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hwnas.errors import MeasurementError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+Progress = Callable[[int, int, str], None]
+
+
+# ---------------------------------------------------------------------------- records
+def _stats(samples: list[float]) -> tuple[float, float, float]:
+    """(median, IQR, coefficient of variation) of samples."""
+    a = np.asarray(samples, dtype=float)
+    med = float(np.median(a))
+    q75, q25 = np.percentile(a, [75, 25])
+    cv = float(a.std() / a.mean()) if len(a) > 1 and a.mean() > 0 else 0.0
+    return med, float(q75 - q25), cv
+
+
+@dataclass(frozen=True)
+class BatchMeasurement:
+    """Timings at one batch size; `*_samples_ms` hold one value per timed repeat."""
+
+    batch_size: int
+    ttft_ms: float
+    tpot_ms: float
+    throughput_tok_s: float
+    ttft_iqr_ms: float
+    tpot_iqr_ms: float
+    ttft_cv: float
+    tpot_cv: float
+    ttft_samples_ms: tuple[float, ...]
+    tpot_samples_ms: tuple[float, ...]
+    step_ms: tuple[tuple[float, ...], ...]  # raw decode-step durations (whole batch) of each repeat
+    repeats: int
+    remeasured: int
+    stable: bool
+
+    @classmethod
+    def from_samples(cls, batch_size: int, ttfts: list[float], steps: list[list[float]], remeasured: int,
+                     max_cv: float) -> "BatchMeasurement":
+        tpots = [float(np.median(s)) / batch_size for s in steps]
+        ttft, ttft_iqr, ttft_cv = _stats(ttfts)
+        tpot, tpot_iqr, tpot_cv = _stats(tpots)
+        return cls(
+            batch_size=batch_size, ttft_ms=ttft, tpot_ms=tpot, throughput_tok_s=1000.0 / tpot,
+            ttft_iqr_ms=ttft_iqr, tpot_iqr_ms=tpot_iqr, ttft_cv=ttft_cv, tpot_cv=tpot_cv,
+            ttft_samples_ms=tuple(round(x, 4) for x in ttfts), tpot_samples_ms=tuple(round(x, 4) for x in tpots),
+            step_ms=tuple(tuple(round(x, 4) for x in s) for s in steps), repeats=len(ttfts), remeasured=remeasured,
+            stable=ttft_cv <= max_cv and tpot_cv <= max_cv,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size, "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms,
+            "throughput_tok_s": self.throughput_tok_s, "ttft_iqr_ms": self.ttft_iqr_ms, "tpot_iqr_ms": self.tpot_iqr_ms,
+            "ttft_cv": self.ttft_cv, "tpot_cv": self.tpot_cv, "ttft_samples_ms": list(self.ttft_samples_ms),
+            "tpot_samples_ms": list(self.tpot_samples_ms), "step_ms": [list(s) for s in self.step_ms],
+            "repeats": self.repeats, "remeasured": self.remeasured, "stable": self.stable,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BatchMeasurement":
+        return cls(
+            batch_size=int(d["batch_size"]), ttft_ms=float(d["ttft_ms"]), tpot_ms=float(d["tpot_ms"]),
+            throughput_tok_s=float(d["throughput_tok_s"]), ttft_iqr_ms=float(d["ttft_iqr_ms"]),
+            tpot_iqr_ms=float(d["tpot_iqr_ms"]), ttft_cv=float(d["ttft_cv"]), tpot_cv=float(d["tpot_cv"]),
+            ttft_samples_ms=tuple(d["ttft_samples_ms"]), tpot_samples_ms=tuple(d["tpot_samples_ms"]),
+            step_ms=tuple(tuple(s) for s in d.get("step_ms", [])), repeats=int(d["repeats"]),
+            remeasured=int(d.get("remeasured", 0)), stable=bool(d.get("stable", True)),
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model measured on one host for one target. Units are in the field names."""
+
+    subnet_key: str
+    target: str
+    host_fingerprint: str
+    ttft_ms: float               # at the latency batch (the target's first batch size)
+    tpot_ms: float               # at the latency batch
+    throughput_tok_s: float      # at the throughput batch (the target's last batch size)
+    latency_batch_size: int
+    throughput_batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+    batches: tuple[BatchMeasurement, ...]
+    properties: dict[str, Any]   # the OpenVINO properties really used (resolved for this host)
+    kind: str = "subnet"         # "subnet" | "probe" | "model"
+    subnet: dict[str, Any] | None = None
+    n_params: int = 0
+    mlp_widths: tuple[int, ...] = ()  # per kept layer: what the latency model needs
+    warmup: int = 1
+    compile_ms: float = 0.0
+    openvino_version: str = ""
+    timestamp: str = ""
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    @property
+    def stable(self) -> bool:
+        return all(b.stable for b in self.batches)
+
+    def batch(self, batch_size: int) -> BatchMeasurement:
+        for b in self.batches:
+            if b.batch_size == batch_size:
+                return b
+        raise KeyError(batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version, "subnet_key": self.subnet_key, "kind": self.kind,
+            "subnet": self.subnet, "mlp_widths": list(self.mlp_widths), "n_params": self.n_params,
+            "target": self.target, "host_fingerprint": self.host_fingerprint,
+            "ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "throughput_tok_s": self.throughput_tok_s,
+            "latency_batch_size": self.latency_batch_size, "throughput_batch_size": self.throughput_batch_size,
+            "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens, "stable": self.stable,
+            "batches": [b.to_dict() for b in self.batches], "properties": dict(self.properties),
+            "warmup": self.warmup, "compile_ms": self.compile_ms, "openvino_version": self.openvino_version,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+        try:
+            return cls(
+                subnet_key=d["subnet_key"], target=d["target"], host_fingerprint=d["host_fingerprint"],
+                ttft_ms=float(d["ttft_ms"]), tpot_ms=float(d["tpot_ms"]), throughput_tok_s=float(d["throughput_tok_s"]),
+                latency_batch_size=int(d["latency_batch_size"]), throughput_batch_size=int(d["throughput_batch_size"]),
+                prompt_tokens=int(d["prompt_tokens"]), new_tokens=int(d["new_tokens"]),
+                batches=tuple(BatchMeasurement.from_dict(b) for b in d["batches"]), properties=dict(d.get("properties", {})),
+                kind=d.get("kind", "subnet"), subnet=d.get("subnet"), n_params=int(d.get("n_params", 0)),
+                mlp_widths=tuple(int(w) for w in d.get("mlp_widths", [])), warmup=int(d.get("warmup", 1)),
+                compile_ms=float(d.get("compile_ms", 0.0)), openvino_version=d.get("openvino_version", ""),
+                timestamp=d.get("timestamp", ""),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MeasurementError(f"malformed measurement record ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------------------- runtime
+def slice_logits_to_last_token(ov_model: Any) -> bool:
+    """Insert Slice(hidden[:, -1:]) before the LM-head MatMul, as openvino-genai does. True if done."""
+    import openvino.opset13 as ops
+
+    results = [o for o in ov_model.outputs if "logits" in o.get_names()]
+    if not results:
+        return False
+    node = results[0].get_node().input_value(0).get_node()
+    for _ in range(4):  # the head MatMul may be followed by a Convert
+        if node.get_type_name() == "MatMul":
+            break
+        if node.get_input_size() == 0:
+            return False
+        node = node.input_value(0).get_node()
+    else:
+        return False
+    if node.get_type_name() != "MatMul":
+        return False
+    hidden = node.input_value(0)
+    if hidden.get_partial_shape().rank.get_length() != 3:
+        return False
+    i64 = np.int64
+    sl = ops.slice(hidden, np.array([-1], i64), np.array([np.iinfo(i64).max], i64), np.array([1], i64), np.array([1], i64))
+    node.input(0).replace_source_output(sl.output(0))
+    ov_model.validate_nodes_and_infer_types()
+    return True
+
+
+def compile_ir(ir: str | os.PathLike[str], properties: dict[str, Any], *, slice_logits: bool = True,
+               core: Any = None) -> tuple[Any, float]:
+    """Read and compile an IR for CPU with `properties`; returns (compiled model, compile ms)."""
+    import openvino as ov
+
+    path = Path(ir)
+    xml = path / "openvino_model.xml" if path.is_dir() else path
+    if not xml.is_file():
+        raise MeasurementError(f"no OpenVINO IR at {xml}")
+    core = core or ov.Core()
+    t0 = time.perf_counter()
+    model = core.read_model(str(xml))
+    if slice_logits and not slice_logits_to_last_token(model):
+        log.debug("no LM-head MatMul found in %s; logits stay full-length", xml)
+    try:
+        compiled = core.compile_model(model, "CPU", {k: _ov_value(v) for k, v in properties.items()})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MeasurementError(f"OpenVINO cannot compile {xml.name} with properties {properties}: {first}") from None
+    return compiled, (time.perf_counter() - t0) * 1e3
+
+
+def _ov_value(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "YES" if v else "NO"
+    return str(v) if not isinstance(v, str) else v
+
+
+class StatefulRunner:
+    """Greedy generation on one compiled stateful IR, timing prefill and each decode step."""
+
+    def __init__(self, compiled: Any, vocab_size: int | None = None):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        names = {n for i in compiled.inputs for n in i.get_names()}
+        missing = [n for n in ("input_ids", "attention_mask", "beam_idx") if n not in names]
+        if missing:
+            raise MeasurementError(f"IR is not a stateful LLM with KV cache (missing inputs {missing}); export with stateful=True")
+        self.has_position_ids = "position_ids" in names
+        out = [o for o in compiled.outputs if "logits" in o.get_names()]
+        self.vocab_size = vocab_size or int(out[0].get_partial_shape()[-1].get_length())
+
+    def generate(self, prompt_ids: np.ndarray, new_tokens: int) -> tuple[float, list[float]]:
+        """Prefill `prompt_ids` [B, P] then `new_tokens - 1` decode steps; returns (ttft_ms, step_ms list)."""
+        req = self.request
+        b, p = prompt_ids.shape
+        beam = np.arange(b, dtype=np.int32)
+        feeds = [{"input_ids": prompt_ids, "attention_mask": np.ones((b, p), np.int64), "beam_idx": beam}]
+        for i in range(new_tokens - 1):
+            f = {"attention_mask": np.ones((b, p + i + 1), np.int64), "beam_idx": beam}
+            feeds.append(f)
+        if self.has_position_ids:
+            feeds[0]["position_ids"] = np.tile(np.arange(p, dtype=np.int64), (b, 1))
+            for i, f in enumerate(feeds[1:]):
+                f["position_ids"] = np.full((b, 1), p + i, np.int64)
+        req.reset_state()
+        t0 = time.perf_counter()
+        req.infer(feeds[0])
+        tok = req.get_tensor("logits").data[:, -1].argmax(-1).astype(np.int64).reshape(b, 1)
+        t1 = time.perf_counter()
+        ttft = (t1 - t0) * 1e3
+        steps: list[float] = []
+        for f in feeds[1:]:
+            s = time.perf_counter()
+            f["input_ids"] = tok
+            req.infer(f)
+            tok = req.get_tensor("logits").data[:, -1].argmax(-1).astype(np.int64).reshape(b, 1)
+            steps.append((time.perf_counter() - s) * 1e3)
+        return ttft, steps
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """One IR to measure and what it is (carried into its Measurement)."""
+
+    ir: str
+    subnet_key: str
+    subnet: dict[str, Any] | None = None
+    mlp_widths: tuple[int, ...] = ()
+    n_params: int = 0
+    kind: str = "subnet"
+
+
+def measure_ir(
+    ir: str | os.PathLike[str],
+    target: Any,
+    *,
+    host: Any = None,
+    subnet_key: str = "",
+    subnet: dict[str, Any] | None = None,
+    mlp_widths: tuple[int, ...] = (),
+    n_params: int = 0,
+    kind: str = "subnet",
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Measurement:
+    """Measure one stateful IR folder (or .xml) under `target`'s properties and workload on this host."""
+    job = MeasureJob(str(ir), subnet_key, subnet, tuple(mlp_widths), n_params, kind)
+    return measure_many([job], target, host=host, seed=seed, progress=progress)[0]
+
+
+def measure_many(
+    jobs: Sequence[MeasureJob],
+    target: Any,
+    *,
+    host: Any = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[Measurement]:
+    """Measure several IRs with their repeats interleaved (round-robin).
+
+    All models are compiled first; then each round runs one generation of every model at every
+    batch size. A slow phase of a shared machine thus hits every model alike instead of biasing
+    the one measured during it, which keeps the *comparison* between subnets fair. Models whose
+    spread stays above `max_cv` get extra rounds (at most `max_remeasure`).
+    """
+    from hwnas.hardware.host import detect_host
+
+    if not jobs:
+        return []
+    host = host or detect_host()
+    props = target.resolved_properties(host)
+    wl, ms = target.workload, target.measure
+    n_gen = len(jobs) * len(wl.batch_sizes) * (ms.warmup + ms.repeats)
+    total = len(jobs) + n_gen
+    done = 0
+
+    def tick(label: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(min(done, total), total, label)
+
+    runners: list[StatefulRunner] = []
+    compile_ms: list[float] = []
+    import openvino as ov
+
+    core = ov.Core()
+    for job in jobs:
+        compiled, cms = compile_ir(job.ir, props, core=core)
+        runners.append(StatefulRunner(compiled))
+        compile_ms.append(cms)
+        tick(f"compiled {job.subnet_key}")
+    rng = np.random.default_rng(seed)
+    vocab = min(r.vocab_size for r in runners)
+    prompt = rng.integers(0, vocab, size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
+    ttfts: dict[tuple[int, int], list[float]] = {(j, b): [] for j in range(len(jobs)) for b in wl.batch_sizes}
+    steps: dict[tuple[int, int], list[list[float]]] = {k: [] for k in ttfts}
+    for j, r in enumerate(runners):
+        for b in wl.batch_sizes:
+            for _ in range(ms.warmup):
+                r.generate(prompt[:b], wl.new_tokens)
+                tick(f"warm-up {jobs[j].subnet_key}")
+
+    def one_round(which: Sequence[int], label: str) -> None:
+        for j in which:
+            for b in wl.batch_sizes:
+                t, st = runners[j].generate(prompt[:b], wl.new_tokens)
+                ttfts[(j, b)].append(t)
+                steps[(j, b)].append(st)
+                tick(f"{label} {jobs[j].subnet_key} @{b}")
+
+    for r in range(ms.repeats):
+        one_round(range(len(jobs)), f"repeat {r + 1}/{ms.repeats}")
+
+    def result(j: int, b: int, rounds: int) -> BatchMeasurement:
+        return BatchMeasurement.from_samples(b, ttfts[(j, b)], steps[(j, b)], rounds, ms.max_cv)
+
+    rounds = {j: 0 for j in range(len(jobs))}
+    for extra in range(ms.max_remeasure):
+        noisy = [j for j in range(len(jobs)) if not all(result(j, b, 0).stable for b in wl.batch_sizes)]
+        if not noisy:
+            break
+        log.info("re-measuring %d model(s) whose spread is above CV %.2f (round %d)", len(noisy), ms.max_cv, extra + 1)
+        total += len(noisy) * len(wl.batch_sizes) * ms.repeats
+        for r in range(ms.repeats):
+            one_round(noisy, f"re-measure {extra + 1}")
+        for j in noisy:
+            rounds[j] += 1
+    out = []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for j, job in enumerate(jobs):
+        batches = tuple(result(j, b, rounds[j]) for b in wl.batch_sizes)
+        for bm in batches:
+            if not bm.stable:
+                log.warning("%s @%d: timings stayed noisy (TTFT CV %.2f, TPOT CV %.2f > %.2f); is the machine busy?",
+                            job.subnet_key, bm.batch_size, bm.ttft_cv, bm.tpot_cv, ms.max_cv)
+        lat, thr = batches[0], batches[-1]
+        out.append(Measurement(
+            subnet_key=job.subnet_key, target=target.name, host_fingerprint=host.fingerprint, ttft_ms=lat.ttft_ms,
+            tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s, latency_batch_size=lat.batch_size,
+            throughput_batch_size=thr.batch_size, prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens,
+            batches=batches, properties=props, kind=job.kind, subnet=job.subnet, n_params=job.n_params,
+            mlp_widths=tuple(job.mlp_widths), warmup=ms.warmup, compile_ms=round(compile_ms[j], 1),
+            openvino_version=host.openvino_version, timestamp=stamp,
+        ))
+    return out
+
+
+def time_static_ir(ir: str | os.PathLike[str], properties: dict[str, Any], inputs: dict[str, np.ndarray], *,
+                   warmup: int = 2, repeats: int = 20, core: Any = None) -> list[float]:
+    """Latency samples (ms) of a fixed-shape, stateless IR: the benchmark_app sanity check's counterpart."""
+    compiled, _ = compile_ir(ir, properties, slice_logits=False, core=core)
+    req = compiled.create_infer_request()
+    for _ in range(warmup):
+        req.infer(inputs)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        req.infer(inputs)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))

@@ -1,0 +1,413 @@
+"""Search space and subnet configurations.
+
+A subnet keeps some decoder layers of the base model and gives each kept layer an MLP
+intermediate width from an allowed set. The space is defined once here and used for
+training, search, extraction and export, so the space trained on is the space searched.
+
+Layer choice comes in three modes:
+- ``prefix``: keep the first N layers;
+- ``skip``: any layer may be dropped, except the ones in ``always_keep`` (a keep flag per layer);
+- ``ranked``: keep the N most important layers according to ``layer_order`` (most important first,
+  measured by the supernet on calibration text), so one integer chooses which layers go.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from hwnas.errors import InvalidSubnetError, SpaceError
+
+SCHEMA_VERSION = 1
+LAYER_MODES = ("prefix", "skip", "ranked")
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    """Kept decoder layers (indices into the base model) and the MLP width of each."""
+
+    layers: tuple[int, ...]
+    mlp_widths: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        object.__setattr__(self, "mlp_widths", tuple(int(w) for w in self.mlp_widths))
+        if len(self.layers) != len(self.mlp_widths):
+            raise InvalidSubnetError(
+                f"subnet has {len(self.layers)} layers but {len(self.mlp_widths)} mlp_widths; give one width per kept layer"
+            )
+
+    @property
+    def key(self) -> str:
+        """Stable short id: layer count plus a hash of the canonical JSON form."""
+        canon = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return f"l{len(self.layers)}-{hashlib.sha1(canon.encode()).hexdigest()[:8]}"
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"layers": list(self.layers), "mlp_widths": list(self.mlp_widths)}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SubnetConfig":
+        if not isinstance(d, dict) or "layers" not in d or "mlp_widths" not in d:
+            raise InvalidSubnetError(
+                'a subnet must be a JSON object {"layers": [...], "mlp_widths": [...]}'
+                f", got {json.dumps(d)[:80]}"
+            )
+        layers, widths = d["layers"], d["mlp_widths"]
+        if isinstance(widths, int):  # shorthand: one width for every kept layer
+            widths = [widths] * len(layers)
+        for name, seq in (("layers", layers), ("mlp_widths", widths)):
+            if not isinstance(seq, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in seq):
+                raise InvalidSubnetError(f"subnet field {name!r} must be a list of integers, got {json.dumps(seq)[:80]}")
+        return cls(tuple(layers), tuple(widths))
+
+    @classmethod
+    def uniform(cls, num_layers: int, width: int) -> "SubnetConfig":
+        """The first `num_layers` layers, all with the same MLP width (the --layers/--mlp-width shorthand)."""
+        return cls(tuple(range(num_layers)), (width,) * num_layers)
+
+    def n_params(self, config: Any) -> int:
+        """Parameter count of this subnet as a dense LLaMA model (tied embeddings counted once)."""
+        h = config.hidden_size
+        n_heads = config.num_attention_heads
+        n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+        head_dim = getattr(config, "head_dim", None) or h // n_heads
+        attn = h * n_heads * head_dim * 2 + h * n_kv * head_dim * 2
+        if getattr(config, "attention_bias", False):
+            attn += n_heads * head_dim * 2 + n_kv * head_dim * 2
+        norms = 2 * h
+        per_layer = [attn + norms + 3 * h * w + (2 * w + h if getattr(config, "mlp_bias", False) else 0) for w in self.mlp_widths]
+        emb = config.vocab_size * h
+        head = 0 if getattr(config, "tie_word_embeddings", False) else config.vocab_size * h
+        return int(sum(per_layer) + emb + head + h)
+
+    def describe(self) -> str:
+        widths = sorted(set(self.mlp_widths))
+        w = str(widths[0]) if len(widths) == 1 else f"{min(widths)}-{max(widths)}"
+        return f"{len(self.layers)} layers, MLP {w}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which subnets exist: layer-count range, layer mode, and allowed MLP widths."""
+
+    num_layers: int
+    full_width: int
+    widths: tuple[int, ...]
+    layer_mode: str = "skip"
+    min_layers: int = 1
+    max_layers: int = 0  # 0 means num_layers
+    always_keep: tuple[int, ...] = ()
+    layer_order: tuple[int, ...] | None = None
+    base_model: str = ""
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(sorted({int(w) for w in self.widths})))
+        object.__setattr__(self, "always_keep", tuple(sorted({int(i) for i in self.always_keep})))
+        if self.max_layers == 0:
+            object.__setattr__(self, "max_layers", self.num_layers)
+        if self.layer_order is not None:
+            object.__setattr__(self, "layer_order", tuple(int(i) for i in self.layer_order))
+        self._check()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model_config(cls, config: Any, base_model: str = "", **overrides: Any) -> "SearchSpace":
+        """Defaults derived from the model: 50%-100% of the layers, widths 2/8..8/8 of the MLP in multiples of 64.
+
+        In ``skip`` mode the first and last layers are always kept: dropping either is known to hurt
+        far more than dropping a middle layer, and keeping them halves nothing of the search's reach.
+        """
+        n = int(config.num_hidden_layers)
+        full = int(getattr(config, "hwnas_full_width", None) or config.intermediate_size)
+        widths = default_widths(full)
+        params: dict[str, Any] = dict(
+            num_layers=n,
+            full_width=full,
+            widths=widths,
+            layer_mode="skip",
+            min_layers=max(1, math.ceil(n / 2)),
+            max_layers=n,
+            always_keep=(0, n - 1) if n > 2 else (),
+            base_model=base_model,
+        )
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**params)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], defaults: "SearchSpace | None" = None) -> "SearchSpace":
+        """Build from a dict; keys missing in `d` come from `defaults` (the model-derived space)."""
+        known = {"num_layers", "full_width", "widths", "layer_mode", "min_layers", "max_layers",
+                 "always_keep", "layer_order", "base_model", "schema_version"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SpaceError(f"unknown search-space key(s) {unknown}; accepted: {sorted(known)}")
+        base = defaults.to_dict() if defaults else {}
+        base.update(d)
+        try:
+            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in base.items()})
+        except TypeError as e:
+            raise SpaceError(f"incomplete search space: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path, defaults: "SearchSpace | None" = None) -> "SearchSpace":
+        """Read a space (or overrides of the model's default space) from TOML or JSON."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpaceError(f"search-space file {path} not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+                data = data.get("space", data)
+            else:
+                data = json.loads(text)
+        except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+            raise SpaceError(f"cannot parse search-space file {path}: {e}") from None
+        if not isinstance(data, dict):
+            raise SpaceError(f"search-space file {path} must hold a table/object")
+        return cls.from_dict(data, defaults=defaults)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "base_model": self.base_model,
+            "num_layers": self.num_layers,
+            "full_width": self.full_width,
+            "widths": list(self.widths),
+            "layer_mode": self.layer_mode,
+            "min_layers": self.min_layers,
+            "max_layers": self.max_layers,
+            "always_keep": list(self.always_keep),
+            "layer_order": list(self.layer_order) if self.layer_order is not None else None,
+        }
+
+    def with_(self, **changes: Any) -> "SearchSpace":
+        return replace(self, **changes)
+
+    def _check(self) -> None:
+        n = self.num_layers
+        if self.layer_mode not in LAYER_MODES:
+            raise SpaceError(f"layer_mode {self.layer_mode!r} is not one of {list(LAYER_MODES)}")
+        if n < 1:
+            raise SpaceError(f"num_layers must be >= 1, got {n}")
+        if not (1 <= self.min_layers <= self.max_layers <= n):
+            raise SpaceError(
+                f"layer counts must satisfy 1 <= min_layers <= max_layers <= {n}; got {self.min_layers}..{self.max_layers}"
+            )
+        if not self.widths or any(w < 1 or w > self.full_width for w in self.widths):
+            raise SpaceError(f"widths must lie in 1..{self.full_width}, got {list(self.widths)}")
+        bad = [i for i in self.always_keep if not 0 <= i < n]
+        if bad:
+            raise SpaceError(f"always_keep names layer(s) {bad}; the model has layers 0..{n - 1}")
+        if len(self.always_keep) > self.max_layers:
+            raise SpaceError(f"always_keep keeps {len(self.always_keep)} layers but max_layers is {self.max_layers}")
+        if self.layer_mode == "ranked":
+            if self.layer_order is None or sorted(self.layer_order) != list(range(n)):
+                raise SpaceError(f"layer_mode 'ranked' needs layer_order, a permutation of 0..{n - 1}")
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, cfg: SubnetConfig, structure: bool = True) -> SubnetConfig:
+        """Raise InvalidSubnetError unless `cfg` is a subnet of this space.
+
+        With ``structure=False`` only the model bounds and allowed widths are checked (any layer
+        subset of allowed size), which is what ``extract``/``eval`` of a user-given subnet need.
+        """
+        n = self.num_layers
+        if not cfg.layers:
+            raise InvalidSubnetError("a subnet must keep at least one layer")
+        bad = [i for i in cfg.layers if not 0 <= i < n]
+        if bad:
+            raise InvalidSubnetError(f"subnet names layer {bad[0]}, but the model has layers 0..{n - 1}")
+        if list(cfg.layers) != sorted(set(cfg.layers)):
+            raise InvalidSubnetError(f"subnet layers must be increasing and unique, got {list(cfg.layers)}")
+        badw = [w for w in cfg.mlp_widths if w not in self.widths]
+        if badw:
+            raise InvalidSubnetError(f"MLP width {badw[0]} is not in the search space; allowed widths: {list(self.widths)}")
+        if not structure:
+            return cfg
+        k = len(cfg.layers)
+        if not self.min_layers <= k <= self.max_layers:
+            raise InvalidSubnetError(
+                f"subnet keeps {k} layers; the search space allows {self.min_layers}..{self.max_layers}"
+            )
+        if self.layer_mode == "prefix" and list(cfg.layers) != list(range(k)):
+            raise InvalidSubnetError(f"layer_mode 'prefix' keeps the first N layers; got {list(cfg.layers)}")
+        if self.layer_mode == "skip":
+            missing = sorted(set(self.always_keep) - set(cfg.layers))
+            if missing:
+                raise InvalidSubnetError(f"subnet drops layer(s) {missing}, which the search space always keeps")
+        if self.layer_mode == "ranked":
+            assert self.layer_order is not None
+            want = sorted(self.layer_order[:k])
+            if list(cfg.layers) != want:
+                raise InvalidSubnetError(
+                    f"layer_mode 'ranked' keeps the {k} most important layers {want}; got {list(cfg.layers)}"
+                )
+        return cfg
+
+    def contains(self, cfg: SubnetConfig) -> bool:
+        try:
+            self.validate(cfg)
+            return True
+        except InvalidSubnetError:
+            return False
+
+    # ------------------------------------------------------------------ pymoo encoding
+    @property
+    def n_var(self) -> int:
+        return (1 if self.layer_mode in ("prefix", "ranked") else self.num_layers) + self.num_layers
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Integer bounds of each variable: layer genes first, then one width index per base layer."""
+        n = self.num_layers
+        wmax = len(self.widths) - 1
+        if self.layer_mode == "skip":
+            xl = np.array([1 if i in self.always_keep else 0 for i in range(n)] + [0] * n)
+            xu = np.array([1] * n + [wmax] * n)
+        else:
+            xl = np.array([self.min_layers] + [0] * n)
+            xu = np.array([self.max_layers] + [wmax] * n)
+        return xl, xu
+
+    def _kept_from_genes(self, x: np.ndarray) -> list[int]:
+        n = self.num_layers
+        if self.layer_mode == "skip":
+            return [i for i in range(n) if x[i] >= 1]
+        k = int(x[0])
+        if self.layer_mode == "prefix":
+            return list(range(k))
+        assert self.layer_order is not None
+        return sorted(self.layer_order[:k])
+
+    def encode(self, cfg: SubnetConfig) -> np.ndarray:
+        """Integer vector for pymoo; width genes of dropped layers are set to the largest width."""
+        self.validate(cfg)
+        n = self.num_layers
+        widx = {w: i for i, w in enumerate(self.widths)}
+        wgenes = [len(self.widths) - 1] * n
+        for layer, w in zip(cfg.layers, cfg.mlp_widths):
+            wgenes[layer] = widx[w]
+        if self.layer_mode == "skip":
+            lgenes = [1 if i in cfg.layers else 0 for i in range(n)]
+        else:
+            lgenes = [len(cfg.layers)]
+        return np.array(lgenes + wgenes, dtype=int)
+
+    def decode(self, x: Iterable[int]) -> SubnetConfig:
+        """Inverse of encode; raises InvalidSubnetError for vectors outside the space (see repair)."""
+        x = np.asarray(list(x), dtype=int)
+        if x.shape != (self.n_var,):
+            raise InvalidSubnetError(f"encoded subnet must have {self.n_var} integers, got {x.shape[0]}")
+        xl, xu = self.bounds()
+        if np.any(x < xl) or np.any(x > xu):
+            i = int(np.argmax((x < xl) | (x > xu)))
+            raise InvalidSubnetError(f"encoded gene {i} = {x[i]} is outside {xl[i]}..{xu[i]}")
+        kept = self._kept_from_genes(x)
+        off = self.n_var - self.num_layers
+        widths = [self.widths[int(x[off + i])] for i in kept]
+        return self.validate(SubnetConfig(tuple(kept), tuple(widths)))
+
+    def repair(self, x: Iterable[int], rng: np.random.Generator | None = None) -> np.ndarray:
+        """Clip to bounds and fix the kept-layer count in skip mode, so any vector decodes."""
+        x = np.asarray(list(x), dtype=int).copy()
+        xl, xu = self.bounds()
+        x = np.clip(x, xl, xu)
+        if self.layer_mode != "skip":
+            return x
+        rng = rng or np.random.default_rng(0)
+        n = self.num_layers
+        free = [i for i in range(n) if i not in self.always_keep]
+        k = int(x[:n].sum())
+        if k > self.max_layers:
+            on = [i for i in free if x[i] == 1]
+            for i in rng.choice(on, size=k - self.max_layers, replace=False):
+                x[i] = 0
+        elif k < self.min_layers:
+            off = [i for i in free if x[i] == 0]
+            for i in rng.choice(off, size=self.min_layers - k, replace=False):
+                x[i] = 1
+        return x
+
+    # ------------------------------------------------------------------ sampling
+    def _layers_for_count(self, k: int, rng: np.random.Generator | None) -> tuple[int, ...]:
+        if self.layer_mode == "prefix":
+            return tuple(range(k))
+        if self.layer_mode == "ranked":
+            assert self.layer_order is not None
+            return tuple(sorted(self.layer_order[:k]))
+        free = [i for i in range(self.num_layers) if i not in self.always_keep]
+        extra = k - len(self.always_keep)
+        if rng is None:  # deterministic choice: drop the deepest non-fixed layers first
+            chosen = free[:extra]
+        else:
+            chosen = list(rng.choice(free, size=extra, replace=False))
+        return tuple(sorted(set(self.always_keep) | {int(i) for i in chosen}))
+
+    def sample(self, rng: np.random.Generator) -> SubnetConfig:
+        """Uniform layer count, then uniform layers (mode-dependent) and widths."""
+        lo = max(self.min_layers, len(self.always_keep) if self.layer_mode == "skip" else 1)
+        k = int(rng.integers(lo, self.max_layers + 1))
+        layers = self._layers_for_count(k, rng)
+        widths = tuple(int(rng.choice(self.widths)) for _ in layers)
+        return SubnetConfig(layers, widths)
+
+    def largest(self) -> SubnetConfig:
+        layers = self._layers_for_count(self.max_layers, None)
+        return SubnetConfig(layers, (self.widths[-1],) * len(layers))
+
+    def smallest(self) -> SubnetConfig:
+        k = max(self.min_layers, len(self.always_keep) if self.layer_mode == "skip" else 1)
+        layers = self._layers_for_count(k, None)
+        return SubnetConfig(layers, (self.widths[0],) * len(layers))
+
+    def features(self, cfg: SubnetConfig) -> np.ndarray:
+        """Predictor features: a keep flag and a width fraction per base layer, plus totals."""
+        n = self.num_layers
+        keep = np.zeros(n)
+        width = np.zeros(n)
+        for layer, w in zip(cfg.layers, cfg.mlp_widths):
+            keep[layer] = 1.0
+            width[layer] = w / self.full_width
+        return np.concatenate([keep, width, [keep.sum() / n, width.sum() / n]])
+
+
+def default_widths(full: int, steps: int = 8, lowest_step: int = 2, multiple: int = 64) -> tuple[int, ...]:
+    """Widths k/steps of `full` for k = lowest_step..steps, rounded to `multiple`; the last is `full` itself."""
+    out = set()
+    for k in range(lowest_step, steps + 1):
+        w = full if k == steps else max(multiple, int(round(full * k / steps / multiple)) * multiple)
+        out.add(min(w, full))
+    return tuple(sorted(out))
+
+
+def parse_subnet_spec(spec: str) -> SubnetConfig:
+    """A subnet from inline JSON or a JSON file path; errors name what was wrong."""
+    text = spec.strip()
+    if not text.startswith("{"):
+        path = Path(spec)
+        if not path.is_file():
+            raise InvalidSubnetError(
+                f"--subnet {spec!r} is neither inline JSON nor an existing JSON file; "
+                'use e.g. \'{"layers": [0, 1, 2], "mlp_widths": [1536, 1152, 768]}\''
+            )
+        text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidSubnetError(f"--subnet is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if isinstance(data, dict) and "subnet" in data and "layers" not in data:
+        data = data["subnet"]  # accept a candidate record from candidates.jsonl / pareto.json
+    return SubnetConfig.from_dict(data)

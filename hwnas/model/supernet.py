@@ -1,0 +1,407 @@
+"""Elastic LLaMA supernet: any subnet of the search space computed from one set of weights.
+
+`set_subnet(cfg)` keeps the chosen decoder layers (renumbering their KV-cache slots) and makes
+each kept MLP use its first `w` intermediate channels by *slicing* the shared weights at
+forward time. Nothing is copied or masked, gradients of every subnet land in the same
+parameters (which is what one-shot training needs), and `reset()` restores the full model.
+
+At creation the MLP channels of every layer are permuted by importance, measured on
+calibration text, so that "the first w channels" are the w most important ones. The
+permutation leaves the full model's function unchanged and is recorded in the supernet
+metadata so it is applied exactly once.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from hwnas.errors import InvalidSubnetError
+from hwnas.model.space import SearchSpace, SubnetConfig
+
+log = logging.getLogger(__name__)
+
+ORDER_METHOD = "mean|act| x ||down_col||2"
+
+
+def _elastic_mlp_class():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class ElasticMLP(nn.Module):
+        """A LlamaMLP that can run on its first `width` intermediate channels (weights sliced, not copied)."""
+
+        def __init__(self, mlp: nn.Module):
+            super().__init__()
+            # Same submodule names as LlamaMLP, so state_dict keys are unchanged.
+            self.gate_proj = mlp.gate_proj
+            self.up_proj = mlp.up_proj
+            self.down_proj = mlp.down_proj
+            self.act_fn = mlp.act_fn
+            self.full_width = mlp.gate_proj.out_features
+            self.width = self.full_width
+
+        def forward(self, x):
+            w = self.width
+            if w == self.full_width:
+                return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+            g, u, d = self.gate_proj, self.up_proj, self.down_proj
+            gate = F.linear(x, g.weight[:w], None if g.bias is None else g.bias[:w])
+            up = F.linear(x, u.weight[:w], None if u.bias is None else u.bias[:w])
+            return F.linear(self.act_fn(gate) * up, d.weight[:, :w], d.bias)
+
+    return ElasticMLP
+
+
+class Supernet:
+    """Wraps a LlamaForCausalLM in place; one set of weights serves every subnet."""
+
+    def __init__(self, model: Any, *, space: SearchSpace | None = None, meta: dict[str, Any] | None = None):
+        import torch.nn as nn
+
+        if getattr(model.config, "model_type", None) != "llama":
+            raise InvalidSubnetError(f"the supernet wraps LLaMA models; got {getattr(model.config, 'model_type', None)!r}")
+        if getattr(model.config, "hwnas_mlp_widths", None):
+            raise InvalidSubnetError("this model is an extracted subnet with per-layer widths; load the full model as the supernet")
+        self.model = model
+        self.config = model.config
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._all_layers: list[nn.Module] = list(model.model.layers)
+        self._full_num_layers = len(self._all_layers)
+        self._layer_types = list(getattr(self.config, "layer_types", None) or []) or None
+        ElasticMLP = _elastic_mlp_class()
+        for layer in self._all_layers:
+            if not isinstance(layer.mlp, ElasticMLP):
+                layer.mlp = ElasticMLP(layer.mlp)
+        self.full_width = self._all_layers[0].mlp.full_width
+        self.space = space or SearchSpace.from_model_config(self.config)
+        self.active: SubnetConfig | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: Any,
+        calib_texts: Sequence[str] | None = None,
+        *,
+        order: bool = True,
+        space: SearchSpace | None = None,
+        max_tokens: int = 512,
+    ) -> "Supernet":
+        """Wrap a LoadedModel; order MLP channels by importance unless already done (recorded in its metadata)."""
+        meta = dict(loaded.supernet_meta or {})
+        if loaded.subnet is not None:
+            raise InvalidSubnetError(
+                f"{loaded.source.spec} holds an extracted subnet ({loaded.subnet.describe()}); use the full model as the supernet"
+            )
+        sn = cls(loaded.model, space=space, meta=meta)
+        if space is None and meta.get("space"):
+            sn.space = SearchSpace.from_dict(meta["space"])  # the space it was trained on is the space searched
+        elif space is None:
+            sn.space = SearchSpace.from_model_config(sn.config, base_model=loaded.source.name)
+        if order and not meta.get("channels_ordered"):
+            if calib_texts is None:
+                from hwnas.model.calibration import load_texts
+
+                calib_texts = load_texts(n=8)
+            sn.order_channels(loaded.tokenizer, calib_texts, max_tokens=max_tokens)
+        if space is None and not meta.get("space") and sn.meta.get("layer_order"):
+            # Default: drop layers by measured importance. bench/ordering.py: a 24-layer subnet of
+            # the default model keeping the most influential layers has perplexity ~79, keeping
+            # the first 24 ~1e7.
+            sn.space = sn.space.with_(layer_mode="ranked", layer_order=tuple(sn.meta["layer_order"]))
+        return sn
+
+    # ------------------------------------------------------------------ subnet switching
+    def set_subnet(self, cfg: SubnetConfig) -> None:
+        """Make the model compute `cfg` (structure not enforced: any valid layer subset and allowed width)."""
+        import torch.nn as nn
+
+        self.space.validate(cfg, structure=False)
+        layers = [self._all_layers[i] for i in cfg.layers]
+        for j, (layer, w) in enumerate(zip(layers, cfg.mlp_widths)):
+            layer.self_attn.layer_idx = j
+            layer.mlp.width = int(w)
+        self.model.model.layers = nn.ModuleList(layers)
+        self.config.num_hidden_layers = len(layers)
+        if self._layer_types is not None:
+            self.config.layer_types = [self._layer_types[i] for i in cfg.layers]
+        self.active = cfg
+
+    def reset(self) -> None:
+        """Back to the full model."""
+        import torch.nn as nn
+
+        for j, layer in enumerate(self._all_layers):
+            layer.self_attn.layer_idx = j
+            layer.mlp.width = layer.mlp.full_width
+        self.model.model.layers = nn.ModuleList(self._all_layers)
+        self.config.num_hidden_layers = self._full_num_layers
+        if self._layer_types is not None:
+            self.config.layer_types = list(self._layer_types)
+        self.active = None
+
+    @contextlib.contextmanager
+    def subnet(self, cfg: SubnetConfig | None) -> Iterator[Any]:
+        """Context manager: compute `cfg` inside the block (None = full model), then reset."""
+        if cfg is None:
+            yield self.model
+            return
+        self.set_subnet(cfg)
+        try:
+            yield self.model
+        finally:
+            self.reset()
+
+    def full_config(self) -> SubnetConfig:
+        return SubnetConfig.uniform(self._full_num_layers, self.full_width)
+
+    # ------------------------------------------------------------------ importance ordering
+    def order_channels(self, tokenizer: Any, texts: Sequence[str], max_tokens: int = 512) -> None:
+        """Permute each layer's MLP channels, most important first; also score layers (block influence).
+
+        Channel importance = mean |intermediate activation| x L2 norm of the matching down_proj
+        column: the expected contribution of the channel to the layer output. Block influence
+        = 1 - mean cos(layer input, layer output) (ShortGPT): low means the layer changes little
+        and is the first candidate to drop. Both are measured in one pass over `texts`.
+        """
+        import torch
+
+        if self.meta.get("channels_ordered"):
+            log.info("channels already ordered; skipping")
+            return
+        self.reset()
+        n = self._full_num_layers
+        act_sum = [torch.zeros(self.full_width, dtype=torch.float64) for _ in range(n)]
+        bi_sum = torch.zeros(n, dtype=torch.float64)
+        tokens = 0
+        hooks = []
+
+        def mlp_hook(i):
+            def hook(mod, args):
+                x = args[0]
+                h = mod.act_fn(mod.gate_proj(x)) * mod.up_proj(x)
+                act_sum[i] += h.detach().abs().reshape(-1, h.shape[-1]).sum(0).double()
+            return hook
+
+        def layer_hook(i):
+            def hook(mod, args, kwargs, out):
+                x = args[0] if args else kwargs["hidden_states"]
+                y = out[0] if isinstance(out, tuple) else out
+                cos = torch.nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)
+                bi_sum[i] += (1 - cos).sum().double()
+            return hook
+
+        for i, layer in enumerate(self._all_layers):
+            hooks.append(layer.mlp.register_forward_pre_hook(mlp_hook(i)))
+            hooks.append(layer.register_forward_hook(layer_hook(i), with_kwargs=True))
+        digest = hashlib.sha256()
+        try:
+            with torch.inference_mode():
+                for text in texts:
+                    digest.update(text.encode())
+                    ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"]
+                    if ids.shape[1] < 2:
+                        continue
+                    self.model(input_ids=ids, use_cache=False)
+                    tokens += ids.shape[1]
+        finally:
+            for h in hooks:
+                h.remove()
+        if tokens == 0:
+            raise InvalidSubnetError("calibration texts are empty; cannot measure channel importance")
+        perms: list[list[int]] = []
+        with torch.no_grad():
+            for i, layer in enumerate(self._all_layers):
+                mlp = layer.mlp
+                col_norm = mlp.down_proj.weight.detach().double().norm(dim=0)
+                score = act_sum[i] / tokens * col_norm
+                perm = torch.argsort(score, descending=True, stable=True)
+                self._permute_mlp(mlp, perm)
+                perms.append(perm.tolist())
+        bi = (bi_sum / tokens).tolist()
+        order = sorted(range(n), key=lambda i: -bi[i])
+        self.meta.update(
+            channels_ordered=True,
+            channel_order={"method": ORDER_METHOD, "calibration_sha256": digest.hexdigest(),
+                           "calibration_tokens": tokens, "permutations": perms},
+            layer_scores={"method": "block influence 1-cos(in,out)", "values": bi},
+            layer_order=order,
+        )
+        self.space = self.space.with_(layer_order=tuple(order))
+        log.info("ordered MLP channels of %d layers on %d calibration tokens", n, tokens)
+
+    @staticmethod
+    def _permute_mlp(mlp: Any, perm: Any) -> None:
+        """Apply a channel permutation in place: gate/up rows and down columns together."""
+        for lin in (mlp.gate_proj, mlp.up_proj):
+            lin.weight.data.copy_(lin.weight.data[perm])
+            if lin.bias is not None:
+                lin.bias.data.copy_(lin.bias.data[perm])
+        mlp.down_proj.weight.data.copy_(mlp.down_proj.weight.data[:, perm])
+
+    # ------------------------------------------------------------------ extraction
+    def extract(self, cfg: SubnetConfig, dtype: Any = None) -> Any:
+        """A dense standalone LlamaForCausalLM of `cfg`.
+
+        Unsliced tensors (embeddings, attention, norms) share storage with the supernet and
+        row slices are views, so extraction costs only the down_proj column slices; treat the
+        result as read-only while the supernet lives (or save it with `save_subnet`).
+        """
+        from hwnas.model.dense import dense_config, empty_dense_model
+
+        self.space.validate(cfg, structure=False)
+        self.reset()
+        cfg_dense = dense_config(self.config, len(cfg.layers), cfg.mlp_widths)
+        dtype = dtype or self.model.dtype
+        model = empty_dense_model(cfg_dense, dtype=dtype)
+        state = dict(self._subnet_tensors(cfg, lambda t: t.to(dtype)))
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        missing = [m for m in missing if m != "lm_head.weight"]
+        if missing or unexpected:  # pragma: no cover - internal consistency
+            raise RuntimeError(f"extraction mismatch: missing {missing[:3]} unexpected {unexpected[:3]}")
+        if cfg_dense.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+        model.generation_config = self.model.generation_config
+        model.eval()
+        return model
+
+    def _subnet_tensors(self, cfg: SubnetConfig, cast: Callable[[Any], Any]) -> Iterator[tuple[str, Any]]:
+        """(name, tensor) of the dense subnet, layer by layer, so saving can stream shards."""
+        m = self.model
+        yield "model.embed_tokens.weight", cast(m.model.embed_tokens.weight.detach())
+        for j, (i, w) in enumerate(zip(cfg.layers, cfg.mlp_widths)):
+            layer = self._all_layers[i]
+            prefix = f"model.layers.{j}."
+            for name, p in layer.named_parameters():
+                t = p.detach()
+                if name.startswith("mlp.gate_proj") or name.startswith("mlp.up_proj"):
+                    t = t[:w]
+                elif name == "mlp.down_proj.weight":
+                    t = t[:, :w].contiguous()
+                yield prefix + name, cast(t)
+        yield "model.norm.weight", cast(m.model.norm.weight.detach())
+        if not self.config.tie_word_embeddings:
+            yield "lm_head.weight", cast(m.lm_head.weight.detach())
+
+    def save_subnet(
+        self, cfg: SubnetConfig, out_dir: str | Path, tokenizer: Any, *, dtype: str | None = None,
+        shard_bytes: int = 2 << 30, provenance: dict[str, Any] | None = None, force: bool = False,
+    ) -> Path:
+        """Write `cfg` as a standalone model folder (safetensors shards, config, tokenizer), atomically.
+
+        Tensors are streamed shard by shard, so a 7B model is never held twice in memory.
+        """
+        import torch
+        from safetensors.torch import save_file
+
+        from hwnas.io import atomic_dir
+        from hwnas.model.dense import dense_config
+        from hwnas.model.loading import SUBNET_FILE
+
+        self.space.validate(cfg, structure=False)
+        self.reset()
+        torch_dtype = getattr(torch, dtype) if dtype else self.model.dtype
+        cfg_dense = dense_config(self.config, len(cfg.layers), cfg.mlp_widths)
+        cfg_dense.dtype = str(torch_dtype).replace("torch.", "")
+        with atomic_dir(out_dir, force=force) as tmp:
+            shards: list[dict[str, Any]] = [{}]
+            size = 0
+            for name, t in self._subnet_tensors(cfg, lambda t: t.to(torch_dtype).contiguous().clone()):
+                nbytes = t.numel() * t.element_size()
+                if shards[-1] and size + nbytes > shard_bytes:
+                    shards.append({})
+                    size = 0
+                shards[-1][name] = t
+                size += nbytes
+            names = ["model.safetensors"] if len(shards) == 1 else [
+                f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
+            weight_map = {}
+            for fname, shard in zip(names, shards):
+                save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+                weight_map.update({k: fname for k in shard})
+            if len(shards) > 1:
+                total = sum(t.numel() * t.element_size() for s in shards for t in s.values())
+                (tmp / "model.safetensors.index.json").write_text(
+                    json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            cfg_dense.save_pretrained(tmp)
+            self.model.generation_config.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            record = {"schema_version": 1, "subnet": cfg.to_dict(), "key": cfg.key,
+                      "n_params": cfg.n_params(self.config), "base_model": self.space.base_model,
+                      "supernet": {k: v for k, v in self.meta.items() if k != "channel_order"},
+                      "provenance": provenance or {}}
+            (tmp / SUBNET_FILE).write_text(json.dumps(record, indent=2))
+        return Path(out_dir)
+
+    def save(self, out_dir: str | Path, tokenizer: Any, *, extra_meta: dict[str, Any] | None = None, force: bool = False) -> Path:
+        """Save the whole (ordered, possibly trained) supernet as a model folder any command accepts."""
+        from hwnas.io import atomic_dir
+        from hwnas.model.loading import SUPERNET_FILE
+
+        self.reset()
+        meta = dict(self.meta)
+        meta.update(extra_meta or {})
+        meta["space"] = self.space.to_dict()
+        with atomic_dir(out_dir, force=force) as tmp:
+            self.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / SUPERNET_FILE).write_text(json.dumps(meta, indent=2))
+        return Path(out_dir)
+
+
+def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", calib_texts: Sequence[str] | None = None):
+    """Load --model and wrap it as an (importance-ordered) supernet. Returns (LoadedModel, Supernet).
+
+    Ordering a model costs a calibration pass; the ordered weights are cached (keyed by the
+    model's weights and tokenizer, the calibration text and the method), so later commands load
+    them directly. The tokenizer is part of the key: the cache also serves it, and the calibration
+    pass that ordered the channels tokenized its text with it.
+    """
+    import dataclasses
+
+    from hwnas.model.calibration import load_texts, texts_sha256
+    from hwnas.model.loading import cache_dir, load_model, resolve_model
+
+    source = resolve_model(spec)
+    if not order:
+        loaded = load_model(source, dtype=dtype)
+        return loaded, Supernet.from_loaded(loaded, order=False)
+    texts = list(calib_texts) if calib_texts is not None else load_texts(n=8)
+    key = hashlib.sha256(
+        f"v3|{source.content_sha256()}|{texts_sha256(texts)}|{ORDER_METHOD}|{dtype}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "supernets" / f"{source.name}-{key}"
+    if (cached / "config.json").is_file():
+        loaded = dataclasses.replace(load_model(str(cached), dtype=dtype), source=source)
+        return loaded, Supernet.from_loaded(loaded)
+    loaded = load_model(source, dtype=dtype)
+    sn = Supernet.from_loaded(loaded, texts)
+    if loaded.supernet_meta is None or not loaded.supernet_meta.get("channels_ordered"):
+        try:
+            sn.save(cached, loaded.tokenizer, force=True)
+        except OSError as e:  # a cache is an optimisation; never fail the command for it
+            log.warning("could not cache the ordered supernet in %s: %s", cached, e)
+    return loaded, sn
+
+
+def resolve_subnet_option(
+    subnet: str | None, layers: int | None, mlp_width: int | None, full_width: int
+) -> SubnetConfig | None:
+    """The CLI's --subnet SPEC, or the --layers N [--mlp-width W] shorthand (first N layers, one width)."""
+    from hwnas.model.space import parse_subnet_spec
+
+    if subnet and (layers is not None or mlp_width is not None):
+        raise InvalidSubnetError("give either --subnet or --layers/--mlp-width, not both")
+    if subnet:
+        return parse_subnet_spec(subnet)
+    if layers is None and mlp_width is None:
+        return None
+    if layers is None:
+        raise InvalidSubnetError("--mlp-width needs --layers N (the subnet keeps the first N layers)")
+    if layers < 1:
+        raise InvalidSubnetError(f"--layers must be >= 1, got {layers}")
+    return SubnetConfig.uniform(layers, mlp_width if mlp_width is not None else full_width)

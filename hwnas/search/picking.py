@@ -1,0 +1,173 @@
+"""The pick rule: which record of a search to ship, and how it compares with the full model."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from hwnas.errors import SearchError
+from hwnas.model.space import SubnetConfig
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------- picking candidates
+def pick_fastest_within(
+    records: Sequence[Mapping[str, Any]], points: float, *, speed: str = "tpot_ms", full_accuracy: float | None = None,
+    full_report_accuracy: float | None = None,
+) -> dict[str, Any] | None:
+    """The record with the lowest `speed` whose accuracy is at most `points` percentage points
+    below the full model's. The full model's accuracy is taken from `full_accuracy`, else from a
+    record flagged ``full_model``, else from each record's ``vs_full`` (pareto.json carries it).
+
+    With `full_report_accuracy` (or a ``full_model`` record that carries a report) a record must
+    also be within `points` on the report split, where it has a report: the search picks the
+    best of many noisy search-split estimates, so the winner's search-split accuracy is biased
+    upwards, and items it never saw are the check. Returns None when no record qualifies."""
+    if points < 0:
+        raise SearchError(f"--pick fastest-within needs a non-negative number of points, got {points}")
+    full = [r for r in records if r.get("full_model")]
+    if full_accuracy is None and full:
+        full_accuracy = float(full[0]["accuracy"])
+    if full_report_accuracy is None and full and (full[0].get("report") or {}).get("accuracy") is not None:
+        full_report_accuracy = float(full[0]["report"]["accuracy"])
+    ok: list[Mapping[str, Any]] = []
+    for r in records:
+        if full_accuracy is not None:
+            drop = 100.0 * (full_accuracy - float(r["accuracy"]))
+        elif r.get("vs_full") and r["vs_full"].get("accuracy_points") is not None:
+            drop = -float(r["vs_full"]["accuracy_points"])
+        else:
+            raise SearchError("cannot pick 'fastest-within': the records hold no full-model accuracy")
+        rep = (r.get("report") or {}).get("accuracy")
+        if full_report_accuracy is not None and rep is not None:
+            drop = max(drop, 100.0 * (full_report_accuracy - float(rep)))
+        if drop <= points + 1e-9 and speed_of(r, speed) is not None:
+            ok.append(r)
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: (float(speed_of(r, speed)), -float(r["accuracy"])))
+    return dict(best)
+
+
+def pick_from_front(front: Sequence[Mapping[str, Any]], full: Mapping[str, Any] | None, points: float, *,
+                    speed: str = "tpot_ms") -> dict[str, Any] | None:
+    """`--pick 'fastest-within POINTS'`: the fastest front record within POINTS of the full model on
+    the search split and, where both carry a ``report``, on the report split; the full model itself
+    (always within 0 points of itself) when no subnet is."""
+    keys = {r["key"] for r in front}
+    cands = list(front) + ([dict(full)] if full is not None and full["key"] not in keys else [])
+    rep = ((full or {}).get("report") or {}).get("accuracy")
+    return pick_fastest_within(cands, points, speed=speed,
+                               full_accuracy=None if full is None else float(full["accuracy"]),
+                               full_report_accuracy=None if rep is None else float(rep))
+
+
+def speed_of(record: Mapping[str, Any], metric: str = "tpot_ms") -> float | None:
+    """A latency figure of a record: the final interleaved re-measurement when there is one."""
+    again = record.get("remeasured") or {}
+    v = again.get(metric, record.get(metric))
+    return None if v is None else float(v)
+
+
+def compare_to_full(record: Mapping[str, Any], full: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """Accuracy change in points and speed-ups relative to the full model's record."""
+    if not full:
+        return {}
+    out: dict[str, Any] = {"accuracy_points": round(100.0 * (float(record["accuracy"]) - float(full["accuracy"])), 3)}
+    if record.get("report") and full.get("report"):
+        out["report_accuracy_points"] = round(100.0 * (float(record["report"]["accuracy"]) - float(full["report"]["accuracy"])), 3)
+    both = bool(record.get("remeasured")) and bool(full.get("remeasured"))
+    for m in ("tpot_ms", "ttft_ms"):
+        a, b = (speed_of(record, m), speed_of(full, m)) if both else (record.get(m), full.get(m))
+        if a and b:
+            out[m.replace("_ms", "_speedup")] = round(float(b) / float(a), 4)
+    a, b = ((record["remeasured"].get("throughput_tok_s"), full["remeasured"].get("throughput_tok_s")) if both
+            else (record.get("throughput_tok_s"), full.get("throughput_tok_s")))
+    if a and b:
+        out["throughput_ratio"] = round(float(a) / float(b), 4)
+    out["speed_basis"] = "final interleaved re-measurement" if both else "search-time measurement"
+    return out
+
+
+
+# ----------------------------------------------------------------------------- picking a subnet from a search
+
+@dataclass(frozen=True)
+class Pick:
+    subnet: Any            # SubnetConfig
+    record: dict           # the search record it came from
+    rule: str              # how it was chosen, for the manifest
+
+
+def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
+    """A subnet from a search folder's ``pareto.json``.
+
+    pick: an index N into pareto.json (0 = first record as listed), a subnet key (``l18-3fa9c01b``),
+    or ``fastest-within X``: the lowest-TPOT record whose accuracy is at most X percentage points
+    below the full model's on the search split and, where the search measured it (report.jsonl),
+    on the report split too; the full model itself when no subnet qualifies. The full model's
+    accuracy is the record flagged ``full_model`` in candidates.jsonl (the search always
+    validates the full model), else the ``vs_full`` the search stored in each pareto.json record.
+    """
+
+    search_dir = Path(search_dir)
+    pareto_path = search_dir / "pareto.json"
+    if not pareto_path.is_file():
+        raise SearchError(f"--from {search_dir} holds no pareto.json; give the --out folder of `hwnas search`")
+    try:
+        front = json.loads(pareto_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SearchError(f"{pareto_path} is not valid JSON: {e}") from None
+    if not isinstance(front, list) or not front:
+        raise SearchError(f"{pareto_path} holds no Pareto records")
+    pick = str(pick).strip()
+    rec: dict | None = None
+    if pick.startswith("fastest-within"):
+        arg = pick[len("fastest-within"):].strip().lstrip("=").strip()
+        try:
+            points = float(arg)
+        except ValueError:
+            raise SearchError(f"--pick {pick!r}: give 'fastest-within POINTS', e.g. 'fastest-within 1.0'") from None
+        from hwnas.io import read_jsonl
+        from hwnas.search.store import REPORT_FILE
+
+        try:
+            full = next((r for r in read_jsonl(search_dir / "candidates.jsonl") if r.get("full_model")), None)
+            reports = {r["key"]: r["report"] for r in read_jsonl(search_dir / REPORT_FILE)} \
+                if (search_dir / REPORT_FILE).is_file() else {}
+        except (json.JSONDecodeError, KeyError):
+            full, reports = None, {}
+        front = [dict(r, report=r.get("report") or reports.get(r.get("key"))) for r in front]
+        if full is not None:
+            full = dict(full, report=reports.get(full["key"]))
+        rec = pick_from_front(front, full, points)
+        if rec is None:
+            raise SearchError(f"--pick {pick!r}: no subnet on the Pareto front of {search_dir} is within {points:g} "
+                              "points of the full model's accuracy")
+        split = "search and report splits" if (full or {}).get("report") else "search split"
+        rule = f"fastest-within {points:g} points of the full model ({split})"
+        if full is not None and rec.get("key") == full["key"]:
+            log.warning("no subnet on the Pareto front of %s is within %g points of the full model on the %s; "
+                        "picking the full model", search_dir, points, split)
+            rule += "; no subnet qualified, so the full model"
+    elif pick.lstrip("-").isdigit():
+        n = int(pick)
+        if not 0 <= n < len(front):
+            raise SearchError(f"--pick {n} is beyond the Pareto front of {search_dir}: it has {len(front)} records "
+                              f"(0-{len(front) - 1}); or give a subnet key or 'fastest-within POINTS'")
+        rec = front[n]
+        rule = f"record {n} of pareto.json"
+    else:
+        matches = [r for r in front if r.get("key") == pick]
+        if not matches:
+            keys = ", ".join(str(r.get("key")) for r in front[:5])
+            raise SearchError(f"--pick {pick!r} is not an index, a key on the Pareto front ({keys}...) or 'fastest-within POINTS'")
+        rec = matches[0]
+        rule = f"key {pick}"
+    if "subnet" not in rec:
+        raise SearchError(f"Pareto record {rec.get('key')!r} in {pareto_path} has no 'subnet'")
+    return Pick(subnet=SubnetConfig.from_dict(rec["subnet"]), record=dict(rec), rule=rule)
+
+

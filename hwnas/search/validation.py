@@ -1,0 +1,156 @@
+"""Real validation of a subnet for the search: accuracy through the supernet, latency on the target.
+
+`SubnetValidator(cfg)` returns what `hwnas.search.loop.run_search` needs:
+
+- accuracy on the tasks' **search** split, scored through `Supernet.subnet(cfg)` by a `TaskSuite`
+  that tokenized the items once (per task and the mean over tasks; `acc_norm` by default, as
+  lm-evaluation-harness headlines ARC and PIQA; MMLU's acc and acc_norm coincide);
+- TTFT / TPOT / throughput of the target's workload: the dense subnet is extracted, exported to
+  a stateful OpenVINO IR (cached by model and subnet key) and timed on this CPU
+  (``latency_source: "measured"``), or, when a profile from another machine is given, predicted
+  by that profile's latency model (``latency_source: "predicted"``);
+- parameter count and weight bytes (size of the exported IR's weights; f32 bytes when predicted).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hwnas.errors import SearchError
+from hwnas.model.space import SubnetConfig
+
+log = logging.getLogger(__name__)
+
+ACCURACY_METRICS = ("acc_norm", "acc")
+
+
+class SubnetValidator:
+    """Callable `cfg -> measured objectives` over one supernet, one task suite and one target."""
+
+    def __init__(
+        self,
+        supernet: Any,
+        suite: Any,
+        *,
+        target: Any = None,
+        model_id: str = "model",
+        metric: str = "acc_norm",
+        latency_model: Any = None,
+        host: Any = None,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        status: Callable[[str], None] | None = None,
+    ):
+        if metric not in ACCURACY_METRICS:
+            raise SearchError(f"unknown accuracy metric {metric!r}; accepted: {', '.join(ACCURACY_METRICS)}")
+        if latency_model is None and target is None:
+            raise SearchError("validation needs a target to measure on, or a profile's latency model")
+        self.supernet = supernet
+        self.suite = suite
+        self.target = target
+        self.model_id = model_id
+        self.metric = metric
+        self.latency_model = latency_model
+        self.host = host
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.status = status or (lambda msg: None)
+
+    # ------------------------------------------------------------------ accuracy
+    def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
+        """Mean and per-task accuracy of `cfg` (None = the full model) on `suite` (default: the search split)."""
+        suite = suite or self.suite
+        t0 = time.perf_counter()
+        ev = suite.evaluate(self.supernet, subnet=cfg)
+        tasks = {}
+        for name, r in ev["tasks"].items():
+            if r.get(self.metric) is not None:
+                tasks[name] = round(float(r[self.metric]), 6)
+            elif r.get("acc") is not None:
+                tasks[name] = round(float(r["acc"]), 6)
+        if not tasks:
+            raise SearchError("the search tasks give no accuracy (perplexity-only tasks cannot be searched on)")
+        return {
+            "accuracy": round(sum(tasks.values()) / len(tasks), 6),
+            "tasks": tasks,
+            "accuracy_metric": self.metric,
+            "items": ev.get("items"),
+            "eval_s": round(time.perf_counter() - t0, 3),
+        }
+
+    # ------------------------------------------------------------------ latency
+    def latency(self, cfg: SubnetConfig) -> dict[str, Any]:
+        n_params = cfg.n_params(self.supernet.config)
+        if self.latency_model is not None:
+            p = self.latency_model.predict(cfg)
+            return {
+                "tpot_ms": round(float(p["tpot_ms"]), 4), "ttft_ms": round(float(p["ttft_ms"]), 4),
+                "throughput_tok_s": round(float(p["throughput_tok_s"]), 4), "latency_source": "predicted",
+                "n_params": n_params, "weight_bytes": 4 * n_params,
+            }
+        from hwnas.hardware.measure import measure_ir
+
+        t0 = time.perf_counter()
+        self.status(f"export {cfg.describe()}")
+        ir, fresh = self._ir(cfg)
+        t1 = time.perf_counter()
+        self.status(f"measure {cfg.describe()}")
+        m = measure_ir(ir, self.target, host=self.host, subnet_key=cfg.key, subnet=cfg.to_dict(),
+                       mlp_widths=cfg.mlp_widths, n_params=n_params, seed=self.seed)
+        t2 = time.perf_counter()
+        lat = m.batch(m.latency_batch_size)
+        weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
+        return {
+            "tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
+            "throughput_tok_s": round(m.throughput_tok_s, 4), "latency_source": "measured",
+            "latency_stable": m.stable, "tpot_cv": round(float(lat.tpot_cv), 4),
+            "host_fingerprint": m.host_fingerprint,
+            "n_params": n_params, "weight_bytes": int(weight_bytes),
+            "export_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3), "ir_cached": not fresh,
+        }
+
+    def _ir(self, cfg: SubnetConfig) -> tuple[Path, bool]:
+        """The subnet's IR from the cache; extracted from the supernet and exported only on a miss."""
+        from hwnas.hardware.irexport import export_ir_cached
+
+        return export_ir_cached(key=f"{self.model_id}-{cfg.key}", build=lambda: self.supernet.extract(cfg),
+                                cache_dir=self.cache_dir)
+
+    def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
+        """Time `cfgs` again in one session with interleaved repeats (a fair comparison on a busy
+        machine). Empty when latency comes from a profile's model (nothing is measured here)."""
+        if self.latency_model is not None or not cfgs:
+            return {}
+        from hwnas.hardware.measure import MeasureJob, measure_many
+
+        jobs = []
+        for cfg in cfgs:
+            self.status(f"export {cfg.describe()}")
+            ir, _ = self._ir(cfg)
+            jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
+                                   cfg.n_params(self.supernet.config)))
+        self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
+        out = {}
+        for m in measure_many(jobs, self.target, host=self.host, seed=self.seed):
+            out[m.subnet_key] = {"tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
+                                 "throughput_tok_s": round(m.throughput_tok_s, 4), "stable": m.stable,
+                                 "session": "interleaved"}
+        return out
+
+    # ------------------------------------------------------------------ the protocol
+    def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
+        self.status(f"accuracy {cfg.describe()}")
+        out = self.accuracy(cfg)
+        out.update(self.latency(cfg))
+        return out
+
+    def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
+        """A `report(cfg)` callable for run_search: accuracy on another (the report) split."""
+
+        def report(cfg: SubnetConfig) -> dict[str, Any]:
+            self.status(f"report split {cfg.describe()}")
+            return self.accuracy(cfg, suite)
+
+        return report
