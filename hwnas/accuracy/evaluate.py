@@ -371,6 +371,26 @@ class TaskSuite:
             lls, _ = self._score_mc(lm, batch_size, row_tokens, resolve_precision(precision), progress, 0, self.n_items)
         return lls
 
+    def items(
+        self, model_or_supernet: Any, *, subnet: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
+        row_tokens: int = DEFAULT_ROW_TOKENS, precision: str = "auto", progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Per multiple-choice task, the per-item results (`hwnas.accuracy.paired.TaskItems`) for paired comparisons."""
+        lls = self.loglikelihoods(model_or_supernet, subnet=subnet, batch_size=batch_size, row_tokens=row_tokens,
+                                  precision=precision, progress=progress)
+        return self._task_items(lls)
+
+    def fingerprint(self) -> str:
+        """Identifies the scored items (task, split, limit, seed, shots and the item ids)."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.split}|{self.limit}|{self.seed}|{self.shots}".encode())
+        for name, d in self.data.items():
+            h.update(name.encode())
+            for r in d.requests or []:
+                h.update(r.id.encode())
+        return h.hexdigest()[:16]
+
     def _score_mc(self, lm, batch_size, row_tokens, precision, progress, done0, total):
         import torch
 
@@ -424,8 +444,11 @@ class TaskSuite:
     def evaluate(
         self, model_or_supernet: Any, *, subnet: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
         row_tokens: int = DEFAULT_ROW_TOKENS, precision: str = "auto", progress: Progress | None = None,
+        keep_items: bool = False,
     ) -> dict:
-        """Metrics per task plus throughput; see `evaluate` for the shape."""
+        """Metrics per task plus throughput; see `evaluate` for the shape. With `keep_items`, the
+        result also holds ``"_items"``: per task the per-item results (`TaskItems`, not JSON) for
+        paired comparisons."""
         prec = resolve_precision(precision)
         lm, ctx = _unwrap(model_or_supernet, subnet)
         was_training = lm.training
@@ -475,7 +498,15 @@ class TaskSuite:
             "tokens_per_second": fed / seconds if seconds > 0 else None,
             "split": self.split, "limit": self.limit, "shots": self.shots, "seed": self.seed,
             "precision": prec, "batch_size": batch_size, "row_tokens": row_tokens,
+            **({"_items": self._task_items(lls)} if keep_items else {}),
         }
+
+    def _task_items(self, lls: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        from hwnas.accuracy.paired import TaskItems
+
+        return {name: TaskItems([r.id for r in d.requests], [r.gold for r in d.requests], lls.get(name, []),
+                                [np.array(r.choice_bytes, dtype=float) for r in d.requests])
+                for name, d in self.data.items() if d.requests is not None}
 
 
 def evaluate(

@@ -56,9 +56,12 @@ from typing import Callable, Iterator, Sequence
 
 from hwnas.errors import DataError
 
-SPLITS = ("search", "report", "all")
+SPLITS = ("search", "report", "select", "holdout", "all")
 SPLIT_SALT = "hwnas-split-v1"
 SEARCH_FRACTION = 0.5
+# The report half is cut once more: "select" (2/3) decides which subnet ships, "holdout" (1/3)
+# is where the shipped subnet's accuracy is quoted from, so the quote is free of selection bias.
+SELECT_FRACTION = 2 / 3
 TARGET_DELIMITER = " "  # between context and choice, as lm-eval's target_delimiter
 FEWSHOT_DELIMITER = "\n\n"  # after each solved example, as lm-eval's fewshot_delimiter
 
@@ -390,12 +393,27 @@ def split_of(task: str, item_id: str) -> str:
     return "search" if _unit_hash(f"{SPLIT_SALT}/{task}/{item_id}") < SEARCH_FRACTION else "report"
 
 
+def report_part(task: str, item_id: str) -> str:
+    """'select' or 'holdout' for a report-split item (a second, independent hash)."""
+    return "select" if _unit_hash(f"{SPLIT_SALT}/part/{task}/{item_id}") < SELECT_FRACTION else "holdout"
+
+
+def in_split(task: str, item_id: str, split: str) -> bool:
+    """Whether an item belongs to `split` (search, report = select + holdout, select, holdout, all)."""
+    if split == "all":
+        return True
+    half = split_of(task, item_id)
+    if split in ("search", "report"):
+        return half == split
+    return half == "report" and report_part(task, item_id) == split
+
+
 def select(task: str, ids: Sequence[str], split: str = "search", limit: int | None = None, seed: int = 0) -> list[int]:
     """Indices of the items of `split`, in seeded shuffled order, the first `limit` of them."""
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
-    keep = [i for i, x in enumerate(ids) if split == "all" or split_of(task, x) == split]
+    keep = [i for i, x in enumerate(ids) if in_split(task, x, split)]
     keep.sort(key=lambda i: (_unit_hash(f"{seed}/{task}/{ids[i]}"), i))
     return keep[:limit] if limit is not None else keep

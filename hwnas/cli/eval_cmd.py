@@ -58,19 +58,40 @@ def _table(result: dict) -> None:
     title = f"hwnas eval · {result['model']['name']}"
     if result.get("subnet_key"):
         title += f" · subnet {result['subnet_key']}"
+    vs = result.get("vs_full")
     t = Table(title=title)
-    for col in ("task", "split", "n", "acc %", "acc_norm %", "perplexity", "tokens"):
+    cols = ["task", "split", "n", "acc %", "acc_norm %"]
+    if vs:
+        cols += ["Δacc vs full (pts)", "Δacc_norm vs full (pts)", "choice KL"]
+    cols += ["perplexity", "tokens"]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("task", "split") else "right")
+
+    def delta(metric: str, name: str | None) -> str:
+        d = vs[metric]["tasks"][name] if name else vs[metric]["overall"]
+        return f"{d['points']:+.2f} ± {d['stderr']:.2f}"
+
     for name, r in result["tasks"].items():
         if "perplexity" in r:
-            t.add_row(name, result["split"], str(r["windows"]), "-", "-", _fmt(r["perplexity"], pct=False),
-                      str(r["tokens"]))
+            extra = ["-", "-", "-"] if vs else []
+            ppl = _fmt(r["perplexity"], pct=False)
+            if vs and name in vs.get("perplexity_ratio", {}):
+                ppl += f" (x{vs['perplexity_ratio'][name]:.3f} full)"
+            t.add_row(name, result["split"], str(r["windows"]), "-", "-", *extra, ppl, str(r["tokens"]))
         else:
             shots = f" ({r['shots']}-shot)" if r.get("shots") else ""
+            extra = [delta("acc", name), delta("acc_norm", name),
+                     f"{vs['acc_norm']['tasks'][name]['choice_kl']:.4f}"] if vs else []
             t.add_row(name + shots, result["split"], str(r["n"]), _fmt(r["acc"], err=r["acc_stderr"]),
-                      _fmt(r["acc_norm"], err=r["acc_norm_stderr"]), "-", "-")
+                      _fmt(r["acc_norm"], err=r["acc_norm_stderr"]), *extra, "-", "-")
+    if vs and vs["acc_norm"]["tasks"]:
+        t.add_row("overall (mean of tasks)", result["split"], str(vs["acc_norm"]["overall"]["items"]), "-", "-",
+                  delta("acc", None), delta("acc_norm", None), f"{vs['acc_norm']['choice_kl']:.4f}", "-", "-")
     c = Console()
     c.print(t)
+    if vs:
+        c.print("Δ = subnet minus full model on the same items (paired), ± standard error; "
+                f"full model's per-item results cached. {vs['verdict']}")
     speed = f"{result['seconds']:.1f} s, {result['precision']}"
     if result.get("items_per_second"):
         speed += f", {result['items_per_second']:.2f} items/s"
@@ -83,8 +104,10 @@ def _table(result: dict) -> None:
 @no_order_option
 @click.option("--tasks", default=DEFAULT_EVAL_TASKS, show_default=True,
               help="Comma-separated: arc_easy, arc_challenge, mmlu, piqa, boolq, wikitext2, or paths to .jsonl task files.")
-@click.option("--split", type=click.Choice(["search", "report", "all"]), default="search", show_default=True,
-              help="Which fixed part of each task's items to score (the search never sees 'report').")
+@click.option("--split", type=click.Choice(["search", "report", "select", "holdout", "all"]), default="search",
+              show_default=True,
+              help="Which fixed part of each task's items to score: the search optimises on 'search'; 'report' "
+                   "(never seen by the search) = 'select' (decides the pick) + 'holdout' (quotes it).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="First N items of the split per task, in a seeded shuffled order (perplexity: N windows).")
 @click.option("--shots", type=click.IntRange(min=0), default=0, show_default=True,
@@ -100,9 +123,12 @@ def _table(result: dict) -> None:
 @data_dir_option
 @click.option("--out", default=None, type=click.Path(), help="Write the results as JSON to this file.")
 @seed_option
+@click.option("--recovery/--no-recovery", default=True, show_default=True,
+              help="Refit the subnet's down_proj weights to the full model on calibration text before scoring "
+                   "(training-free recovery, as export ships it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limit, shots, batch_size, row_tokens,
-             window, precision, threads, data_dir, out, seed, quiet):
+             window, precision, threads, data_dir, out, seed, recovery, quiet):
     """Score --model (or a subnet of it) on multiple-choice tasks and WikiText-2 perplexity.
 
     Multiple-choice tasks are scored as lm-evaluation-harness scores them (log-likelihood of
@@ -153,12 +179,21 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
         target.space.validate(cfg, structure=False)
         subnet_record = cfg
         ordered = bool(target.meta.get("channels_ordered"))
+        if recovery:
+            from hwnas.model.recovery import make_recoverer
+
+            target.recoverer = make_recoverer(target, loaded.tokenizer)
 
     suite = TaskSuite(loaded.tokenizer, task_list, split=split, limit=limit, shots=shots, data_dir=data_dir,
                       seed=seed, window=window or DEFAULT_WINDOW)
     with progress_bar("eval", enabled=not quiet) as progress:
         result = suite.evaluate(target, subnet=cfg, batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                                row_tokens=row_tokens or DEFAULT_ROW_TOKENS, precision=precision, progress=progress)
+                                row_tokens=row_tokens or DEFAULT_ROW_TOKENS, precision=precision, progress=progress,
+                                keep_items=cfg is not None)
+        vs_full = None
+        if cfg is not None:
+            vs_full = _vs_full(suite, target, loaded, result, precision, batch_size or DEFAULT_BATCH_SIZE, progress)
+    result.pop("_items", None)
     record = {
         "schema_version": result.pop("schema_version"),
         "command": "eval",
@@ -167,6 +202,8 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
         "subnet": subnet_record.to_dict() if subnet_record is not None else None,
         "subnet_key": subnet_record.key if subnet_record is not None else None,
         "channel_order": ordered,
+        "recovery": target.recovery_record(cfg) if cfg is not None else None,
+        **({"vs_full": vs_full} if vs_full else {}),
         **result,
         "threads": torch.get_num_threads(),
         "data_dir": str(suite.data_dir),
@@ -176,3 +213,25 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
     if out:
         write_json_atomic(out, record)
         click.echo(f"wrote {out}")
+
+
+def _vs_full(suite, supernet, loaded, result, precision, batch_size, progress) -> dict:
+    """Paired comparison with the full model on the same items (its per-item results cached)."""
+    from hwnas.accuracy.paired import compare_items, full_model_items, overall_diff
+
+    sub_items = result["_items"]
+    full_items = full_model_items(suite, supernet, loaded.source.content_sha256()[:16], precision=precision,
+                                  progress=progress)
+    out = {m: compare_items(sub_items, full_items, m) for m in ("acc", "acc_norm")} if sub_items else {}
+    ppl_tasks = [n for n, r in result["tasks"].items() if "perplexity" in r]
+    if ppl_tasks:
+        from hwnas.accuracy.evaluate import TaskSuite
+
+        ppl_suite = TaskSuite(loaded.tokenizer, ppl_tasks, split=suite.split, limit=suite.limit, seed=suite.seed,
+                              data_dir=suite.data_dir, window=suite.window)
+        full = ppl_suite.evaluate(supernet, subnet=None, batch_size=batch_size, precision=precision)["tasks"]
+        out["perplexity_ratio"] = {n: round(result["tasks"][n]["perplexity"] / full[n]["perplexity"], 4)
+                                   for n in ppl_tasks if full[n].get("perplexity")}
+        out["full_perplexity"] = {n: full[n]["perplexity"] for n in ppl_tasks}
+    out["verdict"] = overall_diff(out["acc_norm"]).verdict(1.0) if sub_items else ""
+    return out

@@ -23,7 +23,8 @@ def register(main: click.Group) -> None:
               help="A `hwnas search` output folder to pick the subnet from (with --pick).")
 @click.option("--pick", default=None,
               help="With --from: an index into pareto.json (0 = first), a subnet key, or 'fastest-within POINTS' "
-                   "(lowest TPOT within POINTS accuracy points of the full model, search split).")
+                   "(lowest TPOT whose paired accuracy drop from the full model on the report (select) split is at "
+                   "most POINTS points; the full model when none is).")
 @click.option("--quant", default="int8", show_default=True, help=QUANT_HELP)
 @click.option("--group-size", type=int, default=None,
               help="Input columns per scale; -1 = per channel. Default: per channel for int8, the largest of 128/64/32 dividing every layer width for int4.")
@@ -37,8 +38,11 @@ def register(main: click.Group) -> None:
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz.")
 @click.option("--no-measure", is_flag=True, help="Do not measure TTFT/TPOT/throughput into the manifest.")
 @click.option("--tasks", default="arc_easy,arc_challenge,mmlu,piqa", show_default=True,
-              help="Report-split accuracy tasks scored on the final IR (comma list).")
-@click.option("--accuracy-limit", type=int, default=100, show_default=True, help="Items per task for the accuracy (0 = all).")
+              help="Tasks scored on the final IR on the holdout split (comma list), paired with the full model.")
+@click.option("--accuracy-limit", type=int, default=300, show_default=True,
+              help="Holdout items per task for the accuracy (0 = all).")
+@click.option("--recovery/--no-recovery", default=True, show_default=True,
+              help="Refit the subnet's down_proj weights to the full model before quantizing (training-free).")
 @click.option("--no-accuracy", is_flag=True, help="Skip the accuracy evaluation.")
 @data_dir_option
 @seed_option
@@ -46,7 +50,8 @@ def register(main: click.Group) -> None:
 @no_order_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
-           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet):
+           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet,
+           recovery=True):
     """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
 
     The subnet is --subnet SPEC, --layers N [--mlp-width W], or picked from a search with --from
@@ -79,7 +84,13 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
         p = pick_from_search(search_dir, pick)
         subnet = p.subnet
         search = {"dir": str(search_dir), "pick": p.rule, "record": {k: p.record.get(k) for k in
-                                                                     ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full") if k in p.record}}
+                                                                     ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full",
+                                                                      "paired", "report") if k in p.record}}
+        if pick.strip().startswith("fastest-within"):
+            from hwnas.search.picking import pick_claim
+
+            pts = float(pick.strip()[len("fastest-within"):].strip().lstrip("=").strip())
+            search["claim_on_select_split"] = pick_claim(p.record, pts)
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
         from hwnas.datadir import resolve_data_dir
@@ -90,16 +101,25 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
                             calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
                             archive=archive, measure=not no_measure, accuracy_tasks=task_list,
                             accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
-                            order_channels=not no_order, progress=prog)
+                            order_channels=not no_order, recovery=recovery, progress=prog)
     m = res.manifest
     click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
                + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model"))
     if m.measurement:
         click.echo(f"  TTFT {m.measurement['ttft_ms']:.1f} ms, TPOT {m.measurement['tpot_ms']:.2f} ms, "
                    f"throughput {m.measurement['throughput_tok_s']:.1f} tok/s ({m.target['name']})")
-    if m.accuracy and m.accuracy.get("mean") is not None:
-        accs = ", ".join(f"{k} {100 * v['acc']:.1f}" for k, v in m.accuracy["tasks"].items() if v.get("acc") is not None)
-        click.echo(f"  accuracy (report split, limit {m.accuracy['limit']}): mean {100 * m.accuracy['mean']:.1f}% ({accs})")
+    if search and search.get("claim_on_select_split"):
+        click.echo(f"  pick ({search['pick']}): select split {search['claim_on_select_split']}")
+    if m.accuracy and m.accuracy.get("vs_full"):
+        vs = m.accuracy["vs_full"]["acc_norm"]
+        o = vs["overall"]
+        full_mean = sum(t["full"] for t in vs["tasks"].values()) / len(vs["tasks"])
+        sub_mean = sum(t["subnet"] for t in vs["tasks"].values()) / len(vs["tasks"])
+        click.echo(f"  acc_norm on the {m.accuracy['split']} split ({o['items']} items no pick rule saw, mean of "
+                   f"{len(vs['tasks'])} tasks): bundle {sub_mean:.1f}%, full model {full_mean:.1f}%, "
+                   f"paired difference {o['points']:+.2f} ± {o['stderr']:.2f} points (95% CI {o['ci95'][0]:+.2f} to "
+                   f"{o['ci95'][1]:+.2f})")
+        click.echo(f"  {m.accuracy['verdict_1pt']}")
     if res.archive:
         click.echo(f"  archive {res.archive}")
 

@@ -17,8 +17,10 @@ def register(main: click.Group) -> None:
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 @no_order_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--recovery/--no-recovery", default=True, show_default=True,
+              help="Refit the subnet's down_proj weights to the full model on calibration text (training-free).")
 def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: int | None, out: str,
-            dtype: str, no_order: bool, force: bool) -> None:
+            dtype: str, no_order: bool, force: bool, recovery: bool = True) -> None:
     """Extract a subnet of --model into a dense model folder (safetensors + tokenizer).
 
     The folder loads back with `--model OUT` in every hwnas command; a uniform-width subnet is
@@ -38,7 +40,11 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
     loaded, sn = load_supernet(model, order=not no_order)
     cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, sn.full_width)
     sn.space.validate(cfg, structure=False)
+    if recovery:
+        from hwnas.model.recovery import make_recoverer
+
+        sn.recoverer = make_recoverer(sn, loaded.tokenizer)
     path = sn.save_subnet(cfg, out, loaded.tokenizer, dtype=dtype, force=force,
                           provenance={"model": loaded.source.to_dict(), "model_sha256": loaded.source.sha256(),
-                                      "channel_order": not no_order})
+                                      "channel_order": not no_order, "recovery": sn.recovery_record(cfg)})
     click.echo(f"extracted {cfg.key} ({cfg.describe()}, {cfg.n_params(sn.config):,} parameters) to {path}")

@@ -12,6 +12,7 @@ DEFAULT_TASKS = "arc_easy,arc_challenge,mmlu,piqa"
 DEFAULT_EVALUATIONS = 24
 DEFAULT_POPULATION = 8
 DEFAULT_LIMIT = 50
+DEFAULT_REPORT_LIMIT = 600  # select-split items per task: >= 2,000 paired items over the 4 default tasks
 
 
 def register(main: click.Group) -> None:
@@ -37,8 +38,11 @@ def register(main: click.Group) -> None:
 @click.option("--min-accuracy", type=float, default=None, help="Constraint: mean accuracy at least this (fraction, e.g. 0.40).")
 @click.option("--limit", type=int, default=DEFAULT_LIMIT, show_default=True,
               help="Items per task of the search split used for accuracy.")
-@click.option("--report-limit", type=int, default=None,
-              help="Items per task of the report split measured for the Pareto front [default: --limit; 0 = skip].")
+@click.option("--report-limit", type=int, default=DEFAULT_REPORT_LIMIT, show_default=True,
+              help="Items per task of the report split's select part, scored (paired with the full model) for the "
+                   "Pareto front, fastest first, to decide the pick; 0 = skip.")
+@click.option("--recovery/--no-recovery", default=True, show_default=True,
+              help="Score each subnet after training-free recovery (down_proj refit to the full model), as it ships.")
 @click.option("--profile", "profile_path", type=click.Path(), default=None,
               help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here.")
 @click.option("--space", "space_file", type=click.Path(), default=None,
@@ -51,7 +55,7 @@ def register(main: click.Group) -> None:
 def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: int, population: int, strategy: str,
            objectives: str, max_tpot_ms: float | None, min_accuracy: float | None, limit: int, report_limit: int | None,
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
-           data_dir: str | None, no_progress: bool) -> None:
+           data_dir: str | None, no_progress: bool, recovery: bool = True) -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -73,14 +77,13 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
     )
     if limit < 1:
         raise SearchError(f"--limit must be >= 1 item per task, got {limit}")
-    report_limit = limit if report_limit is None else report_limit
     if report_limit < 0:
         raise SearchError(f"--report-limit must be >= 0 (0 skips the report split), got {report_limit}")
     setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir)
     out = out or f"search-{setup['target'].name}"
     identity = {**setup["identity"], "objectives": list(config.objectives),
                 "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,
-                "seed": config.seed, "population": config.population}
+                "seed": config.seed, "population": config.population, "recovery": recovery}
     SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
 
     # ---------------------------------------------------------------- expensive part
@@ -89,7 +92,8 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
     display = LiveDisplay(config, enabled=not no_progress)
     with display:
         display.status("loading model and tasks")
-        space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status)
+        space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
+                                                                 recovery=recovery)
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
                             remeasure=getattr(validator, "remeasure", None))
@@ -133,7 +137,8 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
     }
 
 
-def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status) -> tuple:
+def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status, *,
+                     recovery: bool = True) -> tuple:
     """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
     from hwnas.accuracy.evaluate import TaskSuite
     from hwnas.hardware.host import detect_host
@@ -144,8 +149,12 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     loaded, supernet = load_supernet(setup["source"].spec)  # importance-ordered (cached after the first time)
     if space_file:
         supernet.space = SearchSpace.from_file(space_file, defaults=supernet.space)
+    if recovery:
+        from hwnas.model.recovery import make_recoverer
+
+        supernet.recoverer = make_recoverer(supernet, loaded.tokenizer)
     suite = TaskSuite(loaded.tokenizer, setup["task_objects"], split="search", limit=setup["limit"], data_dir=setup["data_dir"])
-    report_suite = (TaskSuite(loaded.tokenizer, setup["task_objects"], split="report", limit=report_limit,
+    report_suite = (TaskSuite(loaded.tokenizer, setup["task_objects"], split="select", limit=report_limit,
                               data_dir=setup["data_dir"]) if report_limit else None)
     profile = setup["profile"]
     if profile is not None:
@@ -163,6 +172,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
         latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
+        reference_key=loaded.source.content_sha256()[:16],
     )
     run_info = {
         "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
@@ -170,7 +180,8 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "target": setup["target"].to_dict(),
         "host": host.to_dict(),
         "tasks": setup["tasks"], "limit": setup["limit"], "report_limit": report_limit, "metric": setup["metric"],
-        "items": {"search": suite.describe(), "report": report_suite.describe() if report_suite else None},
+        "items": {"search": suite.describe(), "select": report_suite.describe() if report_suite else None},
+        "recovery": supernet.recoverer.describe() if supernet.recoverer is not None else None,
         "latency_source": setup["identity"]["latency_source"],
         "profile": str(setup["profile_path"]) if setup["profile_path"] else None,
         "data_dir": str(setup["data_dir"]),

@@ -98,12 +98,17 @@ def export_bundle(
     data_dir: str | Path | None = None,
     search: dict | None = None,
     order_channels: bool = True,
+    recovery: bool = True,
+    accuracy_split: str = "holdout",
     progress: Progress | None = None,
 ) -> BundleResult:
     """Quantize `subnet` of `model` with `recipe` and write the bundle to `out`.
 
     model: a --model spec ("default", folder, .gguf) or a LoadedModel. subnet: SubnetConfig, or
-    `layers` [+ `mlp_width`] (first N layers, one width; default full), or neither (the model as loaded). accuracy_tasks: report-split tasks scored on the final IR (None: skip).
+    `layers` [+ `mlp_width`] (first N layers, one width; default full), or neither (the model as loaded).
+    recovery: refit the subnet's down_proj weights to the full model first (hwnas.model.recovery).
+    accuracy_tasks: tasks scored on the final IR on `accuracy_split` (default the holdout split, which
+    took no part in choosing the subnet), paired with the full model on the same items (None: skip).
     measure: measure TTFT/TPOT/throughput with hwnas.hardware.measure on this host (skipped with a warning
     when the module is unavailable). Raises HwnasError subclasses; `out` is untouched on failure.
     """
@@ -116,8 +121,13 @@ def export_bundle(
     tgt = load_target(target)
     steps = 7
     tick(0, steps, "loading model")
-    loaded, dense, supernet_meta, subnet = _load_dense(model, subnet, order_channels, layers, mlp_width)
+    loaded, dense, supernet_meta, subnet = _load_dense(model, subnet, order_channels, layers, mlp_width,
+                                                       recovery=recovery)
     tokenizer = loaded.tokenizer
+    reference = None
+    if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
+        tick(0, steps, f"full model on the {accuracy_split} split (cached per item)")
+        reference = _full_reference(loaded, accuracy_tasks, accuracy_split, accuracy_limit, data_dir, seed)
     calib = None
     if recipe.needs_calibration:
         from hwnas.deploy.quantize import load_calibration
@@ -148,10 +158,8 @@ def export_bundle(
                 log.warning("hwnas.hardware.measure is not available; the manifest holds no speed measurement")
         accuracy = None
         if accuracy_tasks:
-            tick(5, steps, "scoring accuracy (report split)")
-            host_props = tgt.resolved_properties(_host_obj())
-            accuracy = ir_accuracy(tmp, tokenizer, accuracy_tasks, split="report", limit=accuracy_limit,
-                                   data_dir=data_dir, seed=seed, properties=host_props)
+            tick(5, steps, f"scoring accuracy ({accuracy_split} split, paired with the full model)")
+            accuracy = _paired_ir_accuracy(tmp, loaded, reference, tgt.resolved_properties(_host_obj()))
         tick(6, steps, "checksums and manifest")
         files = checksum_files(tmp)
         manifest = BundleManifest(
@@ -189,8 +197,32 @@ def _host_obj():
         return None
 
 
+def _full_reference(loaded: Any, tasks: Sequence[str], split: str, limit: int | None, data_dir: Any,
+                    seed: int) -> tuple[Any, dict]:
+    """(TaskSuite, the full float model's per-item results on it), cached per item."""
+    from hwnas.accuracy.evaluate import TaskSuite
+    from hwnas.accuracy.paired import full_model_items
+
+    suite = TaskSuite(loaded.tokenizer, list(tasks), split=split, limit=limit, data_dir=data_dir, seed=seed)
+    return suite, full_model_items(suite, loaded.model, loaded.source.content_sha256()[:16])
+
+
+def _paired_ir_accuracy(folder: Path, loaded: Any, reference: tuple[Any, dict], properties: dict) -> dict:
+    """Accuracy of the bundle's IR on the reference suite, and its paired difference from the full
+    (float) model on the same items: what a user gives up, quantization included."""
+    from hwnas.accuracy.paired import compare_items, overall_diff
+
+    suite, full = reference
+    acc = ir_accuracy(folder, loaded.tokenizer, suite=suite, properties=properties, keep_items=True)
+    items = acc.pop("_items")
+    acc["vs_full"] = {m: compare_items(items, full, m) for m in ("acc_norm", "acc")}
+    acc["vs_full_basis"] = "bundle (OpenVINO IR) minus the full float model (PyTorch), same items"
+    acc["verdict_1pt"] = overall_diff(acc["vs_full"]["acc_norm"]).verdict(1.0)
+    return acc
+
+
 def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | None = None,
-                mlp_width: int | None = None) -> tuple[Any, Any, dict | None, Any]:
+                mlp_width: int | None = None, *, recovery: bool = True) -> tuple[Any, Any, dict | None, Any]:
     """(LoadedModel, dense torch model of the subnet, supernet provenance, SubnetConfig or None)."""
     from hwnas.model.loading import LoadedModel, load_model
     from hwnas.model.supernet import Supernet, load_supernet, resolve_subnet_option
@@ -207,9 +239,14 @@ def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | Non
     if subnet is None:
         subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width)
     sn.space.validate(subnet, structure=False)
+    if recovery:
+        from hwnas.model.recovery import make_recoverer
+
+        sn.recoverer = make_recoverer(sn, loaded.tokenizer)
     dense = sn.extract(subnet)
     meta = {k: v for k, v in sn.meta.items() if k not in ("channel_order", "layer_scores")}
     meta["channels_ordered"] = bool(sn.meta.get("channels_ordered", order_channels))
+    meta["recovery"] = sn.recovery_record(subnet)
     return loaded, dense, meta, subnet
 
 

@@ -11,19 +11,22 @@ from hwnas.deploy.manifest import DEFAULT_TASKS, IR_XML, Progress
 
 def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAULT_TASKS, *, split: str = "report",
                 limit: int | None = None, data_dir: str | Path | None = None, seed: int = 0,
-                properties: Mapping[str, Any] | None = None, progress: Progress | None = None) -> dict:
+                properties: Mapping[str, Any] | None = None, progress: Progress | None = None,
+                suite: Any = None, keep_items: bool = False) -> dict:
     """Multiple-choice accuracy of an IR folder, scored with OpenVINO the way hwnas.accuracy.evaluate scores torch.
 
     Items, splits and metrics come from `hwnas.accuracy.evaluate.TaskSuite`; each choice is one prefill
     of context + choice (KV state reset between), its log-likelihood summed over the choice tokens.
-    Returns {"split", "limit", "tasks": {name: {"acc", "acc_norm", "n"}}, "mean": mean acc}.
+    Returns {"split", "limit", "tasks": {name: {"acc", "acc_norm", "n"}}, "mean": mean acc}; with
+    `keep_items`, also ``"_items"`` (per-item results for a paired comparison, not JSON). `suite`: a
+    TaskSuite to score instead of building one from tasks/split/limit.
     """
     import numpy as np
     import openvino as ov
 
     from hwnas.accuracy.evaluate import TaskSuite, mc_metrics, truncate_request
 
-    suite = TaskSuite(tokenizer, list(tasks), split=split, limit=limit, data_dir=data_dir, seed=seed)
+    suite = suite or TaskSuite(tokenizer, list(tasks), split=split, limit=limit, data_dir=data_dir, seed=seed)
     cfg_file = Path(folder) / "config.json"
     max_len = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
     compiled = ov.Core().compile_model(str(Path(folder) / IR_XML), "CPU", dict(properties or {}))
@@ -32,6 +35,7 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     total = suite.n_items
     done = 0
     results: dict[str, dict] = {}
+    all_lls: dict[str, list] = {}
     for name, data in suite.data.items():
         if data.requests is None:
             continue
@@ -51,11 +55,14 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
             done += 1
             if progress:
                 progress(done, total, name)
+        all_lls[name] = lls
         m = mc_metrics(lls, [r.gold for r in data.requests], [np.array(r.choice_bytes, dtype=float) for r in data.requests])
         results[name] = {k: m[k] for k in ("acc", "acc_norm", "n")}
     accs = [v["acc"] for v in results.values() if v["acc"] is not None]
-    return {"split": split, "limit": limit, "scored_with": "openvino", "tasks": results,
-            "mean": float(np.mean(accs)) if accs else None}
+    accn = [v["acc_norm"] for v in results.values() if v["acc_norm"] is not None]
+    return {"split": suite.split, "limit": suite.limit, "scored_with": "openvino", "tasks": results,
+            "mean": float(np.mean(accs)) if accs else None, "mean_acc_norm": float(np.mean(accn)) if accn else None,
+            **({"_items": suite._task_items(all_lls)} if keep_items else {})}
 
 
 def _prefill(req: Any, logits_out: Any, seq: list[int]) -> Any:

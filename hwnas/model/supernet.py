@@ -43,15 +43,17 @@ def _elastic_mlp_class():
             self.act_fn = mlp.act_fn
             self.full_width = mlp.gate_proj.out_features
             self.width = self.full_width
+            self.down_override = None  # recovered down_proj weight (hidden x width) of the active subnet
 
         def forward(self, x):
             w = self.width
-            if w == self.full_width:
+            if w == self.full_width and self.down_override is None:
                 return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
             g, u, d = self.gate_proj, self.up_proj, self.down_proj
             gate = F.linear(x, g.weight[:w], None if g.bias is None else g.bias[:w])
             up = F.linear(x, u.weight[:w], None if u.bias is None else u.bias[:w])
-            return F.linear(self.act_fn(gate) * up, d.weight[:, :w], d.bias)
+            down = self.down_override if self.down_override is not None else d.weight[:, :w]
+            return F.linear(self.act_fn(gate) * up, down, d.bias)
 
     return ElasticMLP
 
@@ -79,6 +81,9 @@ class Supernet:
         self.full_width = self._all_layers[0].mlp.full_width
         self.space = space or SearchSpace.from_model_config(self.config)
         self.active: SubnetConfig | None = None
+        # Training-free recovery (hwnas.model.recovery.Recoverer) applied whenever a subnet is made
+        # concrete: set_subnet, extract, save_subnet. None = subnets are used as sliced.
+        self.recoverer: Any = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -121,10 +126,12 @@ class Supernet:
         import torch.nn as nn
 
         self.space.validate(cfg, structure=False)
+        down = self.recovered_down(cfg)
         layers = [self._all_layers[i] for i in cfg.layers]
-        for j, (layer, w) in enumerate(zip(layers, cfg.mlp_widths)):
+        for j, (i, layer, w) in enumerate(zip(cfg.layers, layers, cfg.mlp_widths)):
             layer.self_attn.layer_idx = j
             layer.mlp.width = int(w)
+            layer.mlp.down_override = down.get(i)
         self.model.model.layers = nn.ModuleList(layers)
         self.config.num_hidden_layers = len(layers)
         if self._layer_types is not None:
@@ -138,6 +145,7 @@ class Supernet:
         for j, layer in enumerate(self._all_layers):
             layer.self_attn.layer_idx = j
             layer.mlp.width = layer.mlp.full_width
+            layer.mlp.down_override = None
         self.model.model.layers = nn.ModuleList(self._all_layers)
         self.config.num_hidden_layers = self._full_num_layers
         if self._layer_types is not None:
@@ -158,6 +166,19 @@ class Supernet:
 
     def full_config(self) -> SubnetConfig:
         return SubnetConfig.uniform(self._full_num_layers, self.full_width)
+
+    def recovered_down(self, cfg: SubnetConfig) -> dict[int, Any]:
+        """Recovered down_proj weights of `cfg` by layer index ({} without a recoverer or for the full model)."""
+        if self.recoverer is None or cfg == self.full_config():
+            return {}
+        self.reset()
+        return self.recoverer.fit(cfg).down
+
+    def recovery_record(self, cfg: SubnetConfig) -> dict[str, Any] | None:
+        """What a manifest records about the recovery of `cfg` (None when subnets are used as sliced)."""
+        if self.recoverer is None or cfg == self.full_config():
+            return None
+        return {**self.recoverer.describe(), **self.recoverer.fit(cfg).summary()}
 
     # ------------------------------------------------------------------ importance ordering
     def order_channels(self, tokenizer: Any, texts: Sequence[str], max_tokens: int = 512) -> None:
@@ -272,6 +293,7 @@ class Supernet:
 
     def _subnet_tensors(self, cfg: SubnetConfig, cast: Callable[[Any], Any]) -> Iterator[tuple[str, Any]]:
         """(name, tensor) of the dense subnet, layer by layer, so saving can stream shards."""
+        down = self.recovered_down(cfg)
         m = self.model
         yield "model.embed_tokens.weight", cast(m.model.embed_tokens.weight.detach())
         for j, (i, w) in enumerate(zip(cfg.layers, cfg.mlp_widths)):
@@ -282,7 +304,7 @@ class Supernet:
                 if name.startswith("mlp.gate_proj") or name.startswith("mlp.up_proj"):
                     t = t[:w]
                 elif name == "mlp.down_proj.weight":
-                    t = t[:, :w].contiguous()
+                    t = down[i] if i in down else t[:, :w].contiguous()
                 yield prefix + name, cast(t)
         yield "model.norm.weight", cast(m.model.norm.weight.detach())
         if not self.config.tie_word_embeddings:

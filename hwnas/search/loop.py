@@ -35,7 +35,7 @@ from hwnas.model.space import SearchSpace, SubnetConfig
 from hwnas.search.config import Proposal, SearchConfig, Validator
 from hwnas.search.objectives import OBJECTIVES
 from hwnas.search.pareto import HypervolumeReference, pareto_front
-from hwnas.search.picking import compare_to_full
+from hwnas.search.picking import compare_to_full, evaluate_reports
 from hwnas.search.result import SearchResult, SearchState
 from hwnas.search.store import CONFIG_FILE, IDENTITY_KEYS, SearchStore
 from hwnas.search.strategies import PoolSnapper, make_strategy
@@ -249,19 +249,9 @@ def run_search(
             for r in front:
                 r["remeasured"] = cached.get(r["key"])
     if report is not None:
-        todo = front + ([dict(full)] if full is not None and full_key not in {r["key"] for r in front} else [])
-        for i, r in enumerate(todo):
-            if r["key"] in old_report:
-                r["report"] = old_report[r["key"]]
-                continue
-            if progress:
-                progress(i, len(todo), "report split")
-            r["report"] = report(SubnetConfig.from_dict(r["subnet"]))
-            if store is not None:
-                store.append_report(r["key"], r["report"])
-        if full is not None:
-            full = dict(full)
-            full["report"] = next(r["report"] for r in todo if r["key"] == full_key)
+        full = dict(full) if full is not None else None
+        evaluate_reports(front, full, report, known=old_report,
+                         save=store.append_report if store is not None else None, progress=progress, speed=speed)
     for r in front:
         r["vs_full"] = compare_to_full(r, full)
     result = SearchResult(config, records, front, old_history + [h for h in history if h["iteration"] not in done_iters],

@@ -13,37 +13,58 @@ from hwnas.model.space import SubnetConfig
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- picking candidates
+def record_drop(record: Mapping[str, Any], full: Mapping[str, Any] | None, split: str) -> float | None:
+    """Points a record is below the full model on `split` ("search" or "report"): the paired
+    difference on the same items when the record has one, else the difference of the means."""
+    src = record if split == "search" else (record.get("report") or {})
+    if not src:
+        return None
+    if src.get("paired") and src["paired"].get("points") is not None:
+        return -float(src["paired"]["points"])
+    fsrc = (full or {}) if split == "search" else ((full or {}).get("report") or {})
+    if fsrc.get("accuracy") is not None and src.get("accuracy") is not None:
+        return 100.0 * (float(fsrc["accuracy"]) - float(src["accuracy"]))
+    if split == "search" and record.get("vs_full") and record["vs_full"].get("accuracy_points") is not None:
+        return -float(record["vs_full"]["accuracy_points"])
+    return None
+
+
 def pick_fastest_within(
     records: Sequence[Mapping[str, Any]], points: float, *, speed: str = "tpot_ms", full_accuracy: float | None = None,
     full_report_accuracy: float | None = None,
 ) -> dict[str, Any] | None:
     """The record with the lowest `speed` whose accuracy is at most `points` percentage points
-    below the full model's. The full model's accuracy is taken from `full_accuracy`, else from a
-    record flagged ``full_model``, else from each record's ``vs_full`` (pareto.json carries it).
+    below the full model's.
 
-    With `full_report_accuracy` (or a ``full_model`` record that carries a report) a record must
-    also be within `points` on the report split, where it has a report: the search picks the
-    best of many noisy search-split estimates, so the winner's search-split accuracy is biased
-    upwards, and items it never saw are the check. Returns None when no record qualifies."""
+    Decided on the report split where the search measured one (``report``: the paired difference
+    from the full model on the same select-split items, the split the search never optimised on;
+    the search picks the best of many noisy search-split estimates, so a winner's search-split
+    accuracy is biased upwards). When any record has a report, a record without one does not
+    qualify; with no reports at all, the search split decides. The full model's accuracy is taken from
+    `full_accuracy` / `full_report_accuracy`, else from a record flagged ``full_model``.
+    Returns None when no record qualifies."""
     if points < 0:
         raise SearchError(f"--pick fastest-within needs a non-negative number of points, got {points}")
-    full = [r for r in records if r.get("full_model")]
-    if full_accuracy is None and full:
-        full_accuracy = float(full[0]["accuracy"])
-    if full_report_accuracy is None and full and (full[0].get("report") or {}).get("accuracy") is not None:
-        full_report_accuracy = float(full[0]["report"]["accuracy"])
+    fulls = [r for r in records if r.get("full_model")]
+    full: dict[str, Any] = dict(fulls[0]) if fulls else {}
+    if full_accuracy is not None:
+        full["accuracy"] = full_accuracy
+    if full_report_accuracy is not None:
+        full["report"] = dict(full.get("report") or {}, accuracy=full_report_accuracy)
+    any_report = any(r.get("report") for r in records)
     ok: list[Mapping[str, Any]] = []
     for r in records:
-        if full_accuracy is not None:
-            drop = 100.0 * (full_accuracy - float(r["accuracy"]))
-        elif r.get("vs_full") and r["vs_full"].get("accuracy_points") is not None:
-            drop = -float(r["vs_full"]["accuracy_points"])
+        if r.get("full_model") or (full.get("key") and r.get("key") == full.get("key")):
+            drop: float | None = 0.0
+        elif r.get("report"):
+            drop = record_drop(r, full, "report")
+        elif any_report:
+            drop = None  # the report split decides; a record without one is not shown to qualify
         else:
-            raise SearchError("cannot pick 'fastest-within': the records hold no full-model accuracy")
-        rep = (r.get("report") or {}).get("accuracy")
-        if full_report_accuracy is not None and rep is not None:
-            drop = max(drop, 100.0 * (full_report_accuracy - float(rep)))
-        if drop <= points + 1e-9 and speed_of(r, speed) is not None:
+            drop = record_drop(r, full, "search")
+            if drop is None:
+                raise SearchError("cannot pick 'fastest-within': the records hold no full-model accuracy")
+        if drop is not None and drop <= points + 1e-9 and speed_of(r, speed) is not None:
             ok.append(r)
     if not ok:
         return None
@@ -53,15 +74,33 @@ def pick_fastest_within(
 
 def pick_from_front(front: Sequence[Mapping[str, Any]], full: Mapping[str, Any] | None, points: float, *,
                     speed: str = "tpot_ms") -> dict[str, Any] | None:
-    """`--pick 'fastest-within POINTS'`: the fastest front record within POINTS of the full model on
-    the search split and, where both carry a ``report``, on the report split; the full model itself
+    """`--pick 'fastest-within POINTS'`: the fastest front record within POINTS of the full model
+    (on the report split where measured, see `pick_fastest_within`); the full model itself
     (always within 0 points of itself) when no subnet is."""
     keys = {r["key"] for r in front}
-    cands = list(front) + ([dict(full)] if full is not None and full["key"] not in keys else [])
+    cands = [dict(r) for r in front]
+    if full is not None:
+        if full["key"] not in keys:
+            cands.append(dict(full))
+        for c in cands:
+            if c["key"] == full["key"]:
+                c["full_model"] = True
     rep = ((full or {}).get("report") or {}).get("accuracy")
     return pick_fastest_within(cands, points, speed=speed,
                                full_accuracy=None if full is None else float(full["accuracy"]),
                                full_report_accuracy=None if rep is None else float(rep))
+
+
+def pick_claim(record: Mapping[str, Any], points: float) -> str:
+    """The plain sentence about a pick's 'within POINTS' claim on the split that decided it."""
+    from hwnas.accuracy.paired import PairedDiff
+
+    src = (record.get("report") or {}).get("paired") or record.get("paired")
+    if record.get("full_model"):
+        return "the full model itself"
+    if not src:
+        return "no paired comparison recorded"
+    return PairedDiff.from_dict(src).verdict(points)
 
 
 def speed_of(record: Mapping[str, Any], metric: str = "tpot_ms") -> float | None:
@@ -78,6 +117,10 @@ def compare_to_full(record: Mapping[str, Any], full: Mapping[str, Any] | None) -
     out: dict[str, Any] = {"accuracy_points": round(100.0 * (float(record["accuracy"]) - float(full["accuracy"])), 3)}
     if record.get("report") and full.get("report"):
         out["report_accuracy_points"] = round(100.0 * (float(record["report"]["accuracy"]) - float(full["report"]["accuracy"])), 3)
+    if record.get("paired"):
+        out["paired_search"] = record["paired"]
+    if (record.get("report") or {}).get("paired"):
+        out["paired_report"] = record["report"]["paired"]
     both = bool(record.get("remeasured")) and bool(full.get("remeasured"))
     for m in ("tpot_ms", "ttft_ms"):
         a, b = (speed_of(record, m), speed_of(full, m)) if both else (record.get(m), full.get(m))
@@ -146,7 +189,7 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
         if rec is None:
             raise SearchError(f"--pick {pick!r}: no subnet on the Pareto front of {search_dir} is within {points:g} "
                               "points of the full model's accuracy")
-        split = "search and report splits" if (full or {}).get("report") else "search split"
+        split = "report (select) split, paired" if (full or {}).get("report") else "search split"
         rule = f"fastest-within {points:g} points of the full model ({split})"
         if full is not None and rec.get("key") == full["key"]:
             log.warning("no subnet on the Pareto front of %s is within %g points of the full model on the %s; "
@@ -171,3 +214,65 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
     return Pick(subnet=SubnetConfig.from_dict(rec["subnet"]), record=dict(rec), rule=rule)
 
 
+
+
+# ----------------------------------------------------------------------------- the report split of a front
+PICK_POINTS = (0.5, 1.0, 2.0)   # the fastest-within rules the summary lists
+
+
+def screened_out(record: Mapping[str, Any], points: float = max(PICK_POINTS), z: float = 2.0) -> str | None:
+    """Why a record need not be scored on the report split: its search-split paired drop is so far
+    beyond `points` (lower bound drop - z * stderr) that no fastest-within rule can pick it."""
+    p = record.get("paired")
+    if not p or p.get("stderr") is None or p["stderr"] != p["stderr"]:
+        return None
+    drop, se = -float(p["points"]), float(p["stderr"])
+    if drop - z * se > points:
+        return f"screened out on the search split: drop {drop:.2f} ± {se:.2f} points ({p.get('items')} items)"
+    return None
+
+
+def report_order(front: Sequence[Mapping[str, Any]], speed: str = "tpot_ms") -> list[int]:
+    """Indices of front records, fastest first: the order in which the report split is scored."""
+    return sorted(range(len(front)), key=lambda i: float(speed_of(front[i], speed) or float("inf")))
+
+
+def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, report: Any, *,
+                     known: Mapping[str, Any], save: Any = None, progress: Any = None,
+                     speed: str = "tpot_ms") -> None:
+    """Score the report (select) split of the front, fastest first, only as far as any pick rule
+    needs: records screened out on the search split are skipped (``report_skipped`` says why), and
+    once one record is within min(PICK_POINTS) of the full model the slower ones can no longer be
+    picked and are skipped too. The full model is always scored. Results go into each record's
+    ``report``; `known` holds earlier results by key (resume), `save(key, report)` stores new ones."""
+    def run(r: dict[str, Any]) -> dict[str, Any]:
+        if r["key"] in known:
+            return known[r["key"]]
+        out = report(SubnetConfig.from_dict(r["subnet"]))
+        if save is not None:
+            save(r["key"], out)
+        return out
+
+    full_key = None if full is None else full["key"]
+    if full is not None:
+        full["report"] = run(full)
+    done = False
+    order = report_order(front, speed)
+    for n, i in enumerate(order):
+        r = front[i]
+        if r["key"] == full_key:
+            r["report"] = full["report"]
+            continue
+        if done:
+            r["report_skipped"] = f"a faster subnet is within {min(PICK_POINTS):g} point(s) on the report split"
+            continue
+        why = screened_out(r)
+        if why and r["key"] not in known:
+            r["report_skipped"] = why
+            continue
+        if progress:
+            progress(n, len(order), "report split")
+        r["report"] = run(r)
+        drop = record_drop(r, full, "report")
+        if drop is not None and drop <= min(PICK_POINTS) + 1e-9:
+            done = True

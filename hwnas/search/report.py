@@ -10,7 +10,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PICK_POINTS = (0.5, 1.0, 2.0)
 
 
 def _axes(objectives: Sequence[str]) -> tuple[str, str]:
@@ -70,8 +69,25 @@ def _fmt(v: Any, metric: str) -> str:
     return f"{float(v):.2f}"
 
 
+def rows_of(result: "SearchResult") -> list[dict[str, Any]]:
+    """The Pareto records plus the full model (when it is not on the front)."""
+    rows = [dict(r) for r in result.pareto]
+    full = result.full_model
+    if full and full["key"] not in {r["key"] for r in rows}:
+        rows.append(dict(full))
+    return rows
+
+
+def _paired_cell(paired: Mapping[str, Any] | None, fallback: float | None) -> str:
+    if paired and paired.get("points") is not None:
+        se = paired.get("stderr")
+        return f"{paired['points']:+.2f} ± {se:.2f}" if se is not None and se == se else f"{paired['points']:+.2f}"
+    return f"{fallback:+.1f}" if fallback is not None else "-"
+
+
 def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = None) -> str:
-    from hwnas.search.picking import pick_fastest_within, speed_of
+    from hwnas.search.pareto import HV_REFERENCE
+    from hwnas.search.picking import PICK_POINTS, pick_claim, speed_of
 
     cfg = result.config
     info = dict(info or {})
@@ -97,16 +113,24 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
         hv = last.get("hypervolume")
         lines.append(f"- iterations: {len(result.history)}, final hypervolume: {hv:.4f}" if hv is not None
                      else f"- iterations: {len(result.history)}")
-    lines += ["", "Accuracy in % (search split" + (", report split in brackets" if has_report else "") + ").", ""]
+        if hv is not None:
+            lines.append("- hypervolume: the share of objective space dominated by the validated front, with each "
+                         "objective normalised so that 0 is the better and 1 the worse of (full model, smallest subnet), "
+                         f"reference point {HV_REFERENCE:g} in every objective; higher is better")
+    metric = next((r.get("accuracy_metric") for r in result.records if r.get("accuracy_metric")), "accuracy")
+    n_search = next((r.get("items") for r in result.records if r.get("items")), None)
+    n_report = next(((r.get("report") or {}).get("items") for r in rows_of(result) if (r.get("report") or {}).get("items")), None)
+    lines += ["", f"Accuracy: mean {metric} over the tasks, in %, on the search split"
+              + (f" ({n_search} items)" if n_search else "")
+              + (f"; the report split (select part, {n_report} items the search never saw) in brackets" if has_report else "")
+              + ". Δ: the subnet minus the full model **on the same items** (paired), in points ± standard error.", ""]
     remeasured = any(r.get("remeasured") for r in result.pareto)
-    head = ["subnet", "layers", "MLP widths"] + cols + (["TPOT final"] if remeasured else []) + ["Δacc (pts)", "TPOT speed-up"]
+    head = (["subnet", "layers", "MLP widths"] + cols + (["TPOT final"] if remeasured else [])
+            + ["Δ search (pts)", "Δ report (pts)", "TPOT speed-up"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    rows = list(result.pareto)
     full = result.full_model
-    if full and full["key"] not in {r["key"] for r in rows}:
-        rows.append(dict(full))
-    for r in rows:
+    for r in rows_of(result):
         w = r["subnet"]["mlp_widths"]
         widths = f"{min(w)}-{max(w)}" if min(w) != max(w) else str(w[0])
         cells = [r["key"] + (" (full model)" if r.get("full_model") else ""), str(len(w)), widths]
@@ -118,40 +142,36 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
         if remeasured:
             cells.append(f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-")
         vs = r.get("vs_full") or {}
-        cells.append(f"{vs['accuracy_points']:+.1f}" if vs.get("accuracy_points") is not None else "-")
+        cells.append(_paired_cell(r.get("paired"), vs.get("accuracy_points")))
+        if r.get("report_skipped"):
+            cells.append("not scored¹")
+        else:
+            cells.append(_paired_cell((r.get("report") or {}).get("paired"), vs.get("report_accuracy_points")))
         cells.append(f"{vs['tpot_speedup']:.2f}x" if vs.get("tpot_speedup") else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    skipped = [r for r in result.pareto if r.get("report_skipped")]
+    if skipped:
+        lines += ["", "¹ The report split is scored fastest first, only as far as a pick rule needs it: "
+                  + "; ".join(f"`{r['key']}`: {r['report_skipped']}" for r in skipped) + "."]
     if full and "accuracy" in full:
-        both = (full.get("report") or {}).get("accuracy") is not None
         lines += ["", "## Picks", "",
-                  "What `hwnas export --pick 'fastest-within X'` takes: the fastest subnet within X points of the "
-                  "full model on the search split" + (" and on the report split" if both else "")
-                  + "; the full model when none is.", ""]
+                  "What `hwnas export --pick 'fastest-within X'` takes: the fastest subnet whose paired drop on the "
+                  "report (select) split is at most X points (point estimate); the full model when none is. "
+                  "'Shown' means the one-sided 95% upper bound of the drop is within X too. The number to quote for "
+                  "a pick is its holdout-split figure (items that took no part in choosing it), which `hwnas export` "
+                  "measures and writes into the bundle manifest.", ""]
         for pts in PICK_POINTS:
             p = result.pick_fastest_within(pts)
             if p is None:
                 lines.append(f"- fastest within {pts:g} pt of the full model: none")
                 continue
-            if p.get("full_model"):
+            if p.get("full_model") or p["key"] == full["key"]:
                 lines.append(f"- fastest within {pts:g} pt of the full model: no subnet qualifies; the full model")
                 continue
             vs = p.get("vs_full") or {}
             sp = f", TPOT {speed_of(p):.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if speed_of(p) else ""
-            lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}), "
-                         f"accuracy {100 * p['accuracy']:.1f}% ({vs.get('accuracy_points', 0):+.1f} pts){sp}")
-        full_rep = (full.get("report") or {}).get("accuracy")
-        rep_recs = [dict(r, accuracy=r["report"]["accuracy"]) for r in result.pareto if (r.get("report") or {}).get("accuracy") is not None]
-        if full_rep is not None and rep_recs:
-            lines.append("")
-            lines.append("The same rule on the report split (items the search never saw), among the Pareto subnets:")
-            lines.append("")
-            for pts in PICK_POINTS:
-                p = pick_fastest_within(rep_recs, pts, full_accuracy=float(full_rep))
-                if p is None:
-                    lines.append(f"- within {pts:g} pt (report split): none")
-                else:
-                    lines.append(f"- within {pts:g} pt (report split): `{p['key']}` ({p['description']}), report accuracy "
-                                 f"{100 * p['accuracy']:.1f}% ({100 * (p['accuracy'] - full_rep):+.1f} pts), TPOT {speed_of(p):.2f} ms")
+            lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}){sp}; "
+                         f"report split: {pick_claim(p, pts)}")
         lines.append("")
         lines.append("Export one with `hwnas export --from DIR --pick 'fastest-within 1.0'`.")
     if result.history:

@@ -42,6 +42,7 @@ class SubnetValidator:
         seed: int = 0,
         cache_dir: str | Path | None = None,
         status: Callable[[str], None] | None = None,
+        reference_key: str | None = None,
     ):
         if metric not in ACCURACY_METRICS:
             raise SearchError(f"unknown accuracy metric {metric!r}; accepted: {', '.join(ACCURACY_METRICS)}")
@@ -51,6 +52,7 @@ class SubnetValidator:
         self.suite = suite
         self.target = target
         self.model_id = model_id
+        self.reference_key = reference_key or model_id  # the full model's per-item cache (same as eval/export)
         self.metric = metric
         self.latency_model = latency_model
         self.host = host
@@ -60,10 +62,13 @@ class SubnetValidator:
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
-        """Mean and per-task accuracy of `cfg` (None = the full model) on `suite` (default: the search split)."""
+        """Mean and per-task accuracy of `cfg` (None = the full model) on `suite` (default: the search split),
+        with the paired difference from the full model on the same items (``vs_full``, points ± stderr)."""
+        from hwnas.accuracy.paired import compare_items, full_model_items
+
         suite = suite or self.suite
         t0 = time.perf_counter()
-        ev = suite.evaluate(self.supernet, subnet=cfg)
+        ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
         tasks = {}
         for name, r in ev["tasks"].items():
             if r.get(self.metric) is not None:
@@ -72,11 +77,18 @@ class SubnetValidator:
                 tasks[name] = round(float(r["acc"]), 6)
         if not tasks:
             raise SearchError("the search tasks give no accuracy (perplexity-only tasks cannot be searched on)")
+        is_full = cfg is None or cfg == self.supernet.full_config()
+        full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
+        paired = compare_items(ev["_items"], full_items, self.metric)
         return {
             "accuracy": round(sum(tasks.values()) / len(tasks), 6),
             "tasks": tasks,
             "accuracy_metric": self.metric,
             "items": ev.get("items"),
+            "paired": paired["overall"],
+            "paired_tasks": {n: {k: t[k] for k in ("points", "stderr", "items")} for n, t in paired["tasks"].items()},
+            "choice_kl": paired["choice_kl"],
+            "split": suite.split,
             "eval_s": round(time.perf_counter() - t0, 3),
         }
 
@@ -147,10 +159,10 @@ class SubnetValidator:
         return out
 
     def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
-        """A `report(cfg)` callable for run_search: accuracy on another (the report) split."""
+        """A `report(cfg)` callable for run_search: paired accuracy on another split (select / holdout)."""
 
         def report(cfg: SubnetConfig) -> dict[str, Any]:
-            self.status(f"report split {cfg.describe()}")
+            self.status(f"{suite.split} split {cfg.describe()}")
             return self.accuracy(cfg, suite)
 
         return report

@@ -70,6 +70,27 @@ def test_subnet_perplexity_equals_extracted_model(tiny_model_dir, data_dir, tmp_
     assert ja["subnet"] == json.loads(spec) and ja["subnet_key"] == jb["subnet_key"]
 
 
+def test_subnet_is_compared_with_the_full_model_on_the_same_items(tiny_model_dir, data_dir, tmp_path):
+    """vs_full: the paired difference equals the difference of the two accuracies on the same items,
+    with a standard error from the per-item differences; the full model's items are cached."""
+    common = ["--tasks", "arc_easy,mmlu", "--split", "all", "--data-dir", str(data_dir), "--precision", "fp32", "-q"]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    ra = run("eval", "--model", str(tiny_model_dir), "--subnet", '{"layers": [0, 2], "mlp_widths": [64, 64]}',
+             "--out", str(a), *common)
+    rb = run("eval", "--model", str(tiny_model_dir), "--out", str(b), *common)
+    assert ra.exit_code == 0 and rb.exit_code == 0, ra.output + rb.output
+    sub, full = json.loads(a.read_text()), json.loads(b.read_text())
+    vs = sub["vs_full"]["acc_norm"]
+    for task in ("arc_easy", "mmlu"):
+        t = vs["tasks"][task]
+        assert t["items"] == sub["tasks"][task]["n"]
+        assert t["points"] == pytest.approx(100 * (sub["tasks"][task]["acc_norm"] - full["tasks"][task]["acc_norm"]), abs=1e-3)
+        assert t["ci95"][0] <= t["points"] <= t["ci95"][1] and t["choice_kl"] >= 0
+    assert vs["overall"]["points"] == pytest.approx((vs["tasks"]["arc_easy"]["points"] + vs["tasks"]["mmlu"]["points"]) / 2, abs=1e-3)
+    assert sub["recovery"]["layers_refit"] == 2
+    assert "same items (paired)" in " ".join(ra.output.split())
+
+
 def test_layers_shorthand(tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "e.json"
     r = run("eval", "--model", str(tiny_model_dir), "--layers", "2", "--mlp-width", "64", "--tasks", "boolq",

@@ -198,7 +198,10 @@ def test_three_objectives():
     assert len(res.records) == 16 and res.history[-1]["hypervolume"] > 0
 
 
-def test_report_split_measured_for_front_and_full_model(tmp_path):
+def test_report_split_measured_fastest_first_as_far_as_the_pick_needs(tmp_path):
+    """The full model and the front, fastest first, until one is within min(PICK_POINTS) on the report split."""
+    from hwnas.search.picking import speed_of
+
     seen = []
 
     def report(c):
@@ -206,8 +209,12 @@ def test_report_split_measured_for_front_and_full_model(tmp_path):
         return {"accuracy": 0.5, "tasks": {"x": 0.5}}
 
     res = run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", report=report)
-    assert set(seen) == {r["key"] for r in res.pareto} | {SPACE.largest().key}
-    assert all(r["report"]["accuracy"] == 0.5 for r in json.loads((tmp_path / "o" / "pareto.json").read_text()))
+    fastest = min(res.pareto, key=lambda r: speed_of(r))
+    # the full model first, then the fastest front subnet; it is within 0 points, so no slower one is needed
+    assert seen == [SPACE.largest().key, fastest["key"]]
+    skipped = [r for r in res.pareto if r["key"] not in seen]
+    assert skipped and all("faster subnet" in r["report_skipped"] for r in skipped)
+    assert fastest["report"]["accuracy"] == 0.5
     assert "[50.0]" in (tmp_path / "o" / "summary.md").read_text()
     # resuming a finished run measures no report twice
     seen.clear()
@@ -260,9 +267,11 @@ def test_pick_fastest_within_needs_the_report_split_too():
         {"key": "full", "accuracy": 0.500, "tpot_ms": 20.0, "full_model": True, "report": {"accuracy": 0.520}},
         {"key": "a", "accuracy": 0.495, "tpot_ms": 15.0, "report": {"accuracy": 0.515}},
         {"key": "b", "accuracy": 0.505, "tpot_ms": 12.0, "report": {"accuracy": 0.470}},  # lucky on the search split
-        {"key": "c", "accuracy": 0.495, "tpot_ms": 10.0},  # no report measured: the search split decides
+        {"key": "c", "accuracy": 0.495, "tpot_ms": 10.0},  # no report measured: not shown to qualify
     ]
-    assert pick_fastest_within(recs, 1.0)["key"] == "c"
+    assert pick_fastest_within(recs, 1.0)["key"] == "a"
+    # without any report split, the search split decides
+    assert pick_fastest_within([dict(r, report=None) for r in recs], 1.0)["key"] == "c"
     assert pick_fastest_within(recs[:3], 1.0)["key"] == "a"
     assert pick_fastest_within(recs[:3], 5.0)["key"] == "b"
     assert pick_fastest_within([recs[0], recs[2]], 1.0)["key"] == "full"
@@ -297,3 +306,47 @@ def test_final_remeasure_drives_speedups(tmp_path):
     run_search(SPACE, SyntheticValidator(SPACE), cfg(evaluations=8), out=tmp_path / "o", remeasure=remeasure, resume=True)
     assert len(asked) == 1  # cached
     assert "TPOT final" in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_report_split_skips_what_the_search_split_rules_out_and_continues_past_failures(tmp_path):
+    """A subnet whose search-split paired drop is far beyond every pick rule is not scored again;
+    one that fails on the report split does not stop the scan."""
+    from hwnas.search.picking import speed_of
+
+    base = SyntheticValidator(SPACE)
+
+    def validate(c):
+        out = base(c)
+        drop = 0.0 if c == SPACE.largest() else (50.0 if c.num_layers < 6 else 0.5)
+        out["paired"] = {"points": -drop, "stderr": 0.5, "items": 200}
+        return out
+
+    seen = []
+
+    def report(c):
+        seen.append(c.key)
+        return {"accuracy": 0.5, "paired": {"points": -3.0 if c != SPACE.largest() else 0.0, "stderr": 0.4, "items": 2000}}
+
+    res = run_search(SPACE, validate, cfg(evaluations=8), out=tmp_path / "o", report=report)
+    for r in res.pareto:
+        if r["key"] == SPACE.largest().key:
+            continue
+        if r["num_layers"] < 6 if "num_layers" in r else len(r["subnet"]["layers"]) < 6:
+            assert r["key"] not in seen and "screened out" in r["report_skipped"]
+        else:
+            assert r["key"] in seen  # 3 points down on the report split: the scan goes on
+    assert res.pick_fastest_within(1.0)["key"] == SPACE.largest().key
+    assert speed_of(res.full_model) is not None
+
+
+def test_pick_uses_the_paired_difference_when_there_is_one():
+    """A paired difference on the same items decides, not the difference of two means."""
+    recs = [
+        {"key": "full", "accuracy": 0.50, "tpot_ms": 20.0, "full_model": True,
+         "report": {"accuracy": 0.52, "paired": {"points": 0.0, "stderr": 0.0, "items": 2000}}},
+        # means look 3 points apart, but on the same items the subnet is 0.4 points down
+        {"key": "a", "accuracy": 0.49, "tpot_ms": 10.0,
+         "report": {"accuracy": 0.49, "paired": {"points": -0.4, "stderr": 0.3, "items": 2000}}},
+    ]
+    assert pick_fastest_within(recs, 1.0)["key"] == "a"
+    assert pick_fastest_within(recs, 0.3)["key"] == "full"

@@ -164,7 +164,7 @@ def test_limit_takes_a_seeded_prefix():
     assert select("boolq", ids, "all", limit=10, seed=3) == full[:10]
     assert select("boolq", ids, "all", limit=10, seed=4) != full[:10]
     assert full[:50] != list(range(50))  # shuffled, so a limit is not the head of the file
-    with pytest.raises(DataError, match="split 'dev' is not one of search, report, all"):
+    with pytest.raises(DataError, match="split 'dev' is not one of search, report, select, holdout, all"):
         select("boolq", ids, "dev")
 
 
@@ -184,3 +184,17 @@ def test_real_data_counts():
     counts = {n: len(get_task(n).docs(d)) for n in tasks.MC_TASKS}
     assert counts == {"arc_easy": 2376, "arc_challenge": 1170, "mmlu": 14042, "piqa": 1838, "boolq": 3270}
     assert len({d.id for d in get_task("arc_challenge").docs(d)}) == 1170
+
+
+def test_report_split_is_cut_into_select_and_holdout():
+    """select + holdout = report, disjoint, about 2:1; search stays what it was."""
+    from hwnas.accuracy.tasks import in_split
+
+    ids = [str(i) for i in range(3000)]
+    search = set(select("arc_easy", ids, "search"))
+    report = set(select("arc_easy", ids, "report"))
+    sel = set(select("arc_easy", ids, "select"))
+    hold = set(select("arc_easy", ids, "holdout"))
+    assert sel | hold == report and not sel & hold and not report & search
+    assert 0.6 < len(sel) / len(report) < 0.73
+    assert all(in_split("arc_easy", ids[i], "select") for i in sel)
