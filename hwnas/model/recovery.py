@@ -43,18 +43,20 @@ from hwnas.model.space import SubnetConfig
 log = logging.getLogger(__name__)
 
 METHOD = "sequential ridge refit of down_proj to the full model's residual stream"
-TARGETS = ("residual", "mlp")
+TARGETS = ("auto", "residual", "mlp")
 
 
 @dataclass(frozen=True)
 class RecoveryConfig:
     """How recovery is calibrated. `ridge` is relative to the mean diagonal of the activation Gram."""
 
-    tokens: int = 8192        # calibration tokens (windows x window)
+    tokens: int = 16384       # calibration tokens (windows x window); fewer over-fit (bench/recovery_bench.py)
     window: int = 256         # tokens per calibration window
     ridge: float = 1e-3       # lam = ridge * trace(G) / w
     token_weighting: bool = True  # weigh each token's error by 1 / ||full-model state||^2 (relative error)
-    target: str = "residual"  # "residual": the full model's stream at the next kept depth; "mlp": the full-width MLP
+    # "residual": the full model's stream at the next kept depth; "mlp": the full-width MLP on the
+    # subnet's own input; "auto": residual where dropped layers follow, else mlp (bench/recovery_bench.py)
+    target: str = "auto"
     chunk: int = 8            # windows per forward call (bounds activation memory)
     seed: int = 0
 
@@ -191,6 +193,11 @@ class Recoverer:
         return self._teacher
 
     # ------------------------------------------------------------------ fitting
+    @staticmethod
+    def _layer_forward(layer: Any, x: Any, kw: dict[str, Any]) -> Any:
+        """One decoder layer at full width (the supernet is reset while fitting)."""
+        return _layer_forward_impl(layer, x, kw)
+
     def fit(self, cfg: SubnetConfig) -> Recovery:
         """The recovered `down_proj` weights of `cfg` (cached by subnet key)."""
         if cfg.key in self._cache:
@@ -222,9 +229,13 @@ class Recoverer:
         kept = list(cfg.layers)
         for k, (i, w) in enumerate(zip(kept, cfg.mlp_widths)):
             nxt = kept[k + 1] if k + 1 < len(kept) else L
+            local = c.target == "mlp" or (c.target == "auto" and nxt == i + 1)
             layer = layers[i]
             mlp = layer.mlp
             w = int(w)
+            if local and w == mlp.full_width:  # the layer is the full model's own: nothing to refit
+                x = [self._layer_forward(layer, xs, kw) for xs in x]
+                continue
             W0 = mlp.down_proj.weight.detach()[:, :w].double()
             G = torch.zeros(w, w, dtype=torch.float64)
             C = torch.zeros(W0.shape[0], w, dtype=torch.float64)
@@ -243,7 +254,7 @@ class Recoverer:
                     up = torch.nn.functional.linear(u, mlp.up_proj.weight[:w],
                                                     None if mlp.up_proj.bias is None else mlp.up_proj.bias[:w])
                     h = (mlp.act_fn(gate) * up).float().reshape(-1, w)
-                    if c.target == "mlp":  # what the full-width MLP adds on the subnet's own input
+                    if local:  # what the full-width MLP adds on the subnet's own input
                         t = r.float().reshape(-1, W0.shape[0]) + mlp.down_proj(
                             mlp.act_fn(mlp.gate_proj(u)) * mlp.up_proj(u)).float().reshape(-1, W0.shape[0])
                         targets.append(t)
@@ -279,6 +290,16 @@ class Recoverer:
         log.info("recovered %s in %.1f s (final relative error %.4f -> %.4f)", cfg.key, rec.seconds,
                  rec.residual_before.get(kept[-1], float("nan")), rec.residual_after.get(kept[-1], float("nan")))
         return rec
+
+
+def _layer_forward_impl(layer: Any, x: Any, kw: dict[str, Any]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        xs = x.to(layer.mlp.down_proj.weight.dtype)
+        out = layer(xs, **_chunk_kwargs(kw, xs.shape[0]))
+        out = out[0] if isinstance(out, tuple) else out
+    return out.float()
 
 
 def _chunk_kwargs(kw: dict[str, Any], batch: int) -> dict[str, Any]:

@@ -9,6 +9,9 @@ Layer choice comes in three modes:
 - ``skip``: any layer may be dropped, except the ones in ``always_keep`` (a keep flag per layer);
 - ``ranked``: keep the N most important layers according to ``layer_order`` (most important first,
   measured by the supernet on calibration text), so one integer chooses which layers go.
+
+The pymoo gene vector lives in `hwnas.model.genes` (`GeneCodec`); `SearchSpace.encode/decode/repair`
+delegate to it and add the validation against the space.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from hwnas.errors import InvalidSubnetError, SpaceError
+from hwnas.model.genes import GeneCodec
 
 SCHEMA_VERSION = 1
 LAYER_MODES = ("prefix", "skip", "ranked")
@@ -265,96 +270,41 @@ class SearchSpace:
         except InvalidSubnetError:
             return False
 
-    # ------------------------------------------------------------------ pymoo encoding
+    # ------------------------------------------------------------------ pymoo encoding (see genes.py)
+    @cached_property
+    def genes(self) -> GeneCodec:
+        """The gene codec pymoo searches with; built once per space."""
+        return GeneCodec(self.num_layers, self.widths, self.layer_mode, self.min_layers, self.max_layers,
+                         self.always_keep, self.layer_order)
+
     @property
     def n_var(self) -> int:
-        return (1 if self.layer_mode in ("prefix", "ranked") else self.num_layers) + self.num_layers
+        return self.genes.n_var
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Integer bounds of each variable: layer genes first, then one width index per base layer."""
-        n = self.num_layers
-        wmax = len(self.widths) - 1
-        if self.layer_mode == "skip":
-            xl = np.array([1 if i in self.always_keep else 0 for i in range(n)] + [0] * n)
-            xu = np.array([1] * n + [wmax] * n)
-        else:
-            xl = np.array([self.min_layers] + [0] * n)
-            xu = np.array([self.max_layers] + [wmax] * n)
-        return xl, xu
+        return self.genes.bounds()
 
     def _kept_from_genes(self, x: np.ndarray) -> list[int]:
-        n = self.num_layers
-        if self.layer_mode == "skip":
-            return [i for i in range(n) if x[i] >= 1]
-        k = int(x[0])
-        if self.layer_mode == "prefix":
-            return list(range(k))
-        assert self.layer_order is not None
-        return sorted(self.layer_order[:k])
+        return self.genes.kept_from_genes(x)
 
     def encode(self, cfg: SubnetConfig) -> np.ndarray:
         """Integer vector for pymoo; width genes of dropped layers are set to the largest width."""
         self.validate(cfg)
-        n = self.num_layers
-        widx = {w: i for i, w in enumerate(self.widths)}
-        wgenes = [len(self.widths) - 1] * n
-        for layer, w in zip(cfg.layers, cfg.mlp_widths):
-            wgenes[layer] = widx[w]
-        if self.layer_mode == "skip":
-            lgenes = [1 if i in cfg.layers else 0 for i in range(n)]
-        else:
-            lgenes = [len(cfg.layers)]
-        return np.array(lgenes + wgenes, dtype=int)
+        return self.genes.encode(cfg.layers, cfg.mlp_widths)
 
     def decode(self, x: Iterable[int]) -> SubnetConfig:
         """Inverse of encode; raises InvalidSubnetError for vectors outside the space (see repair)."""
-        x = np.asarray(list(x), dtype=int)
-        if x.shape != (self.n_var,):
-            raise InvalidSubnetError(f"encoded subnet must have {self.n_var} integers, got {x.shape[0]}")
-        xl, xu = self.bounds()
-        if np.any(x < xl) or np.any(x > xu):
-            i = int(np.argmax((x < xl) | (x > xu)))
-            raise InvalidSubnetError(f"encoded gene {i} = {x[i]} is outside {xl[i]}..{xu[i]}")
-        kept = self._kept_from_genes(x)
-        off = self.n_var - self.num_layers
-        widths = [self.widths[int(x[off + i])] for i in kept]
-        return self.validate(SubnetConfig(tuple(kept), tuple(widths)))
+        kept, widths = self.genes.decode(x)
+        return self.validate(SubnetConfig(kept, widths))
 
     def repair(self, x: Iterable[int], rng: np.random.Generator | None = None) -> np.ndarray:
         """Clip to bounds and fix the kept-layer count in skip mode, so any vector decodes."""
-        x = np.asarray(list(x), dtype=int).copy()
-        xl, xu = self.bounds()
-        x = np.clip(x, xl, xu)
-        if self.layer_mode != "skip":
-            return x
-        rng = rng or np.random.default_rng(0)
-        n = self.num_layers
-        free = [i for i in range(n) if i not in self.always_keep]
-        k = int(x[:n].sum())
-        if k > self.max_layers:
-            on = [i for i in free if x[i] == 1]
-            for i in rng.choice(on, size=k - self.max_layers, replace=False):
-                x[i] = 0
-        elif k < self.min_layers:
-            off = [i for i in free if x[i] == 0]
-            for i in rng.choice(off, size=self.min_layers - k, replace=False):
-                x[i] = 1
-        return x
+        return self.genes.repair(x, rng)
 
     # ------------------------------------------------------------------ sampling
     def _layers_for_count(self, k: int, rng: np.random.Generator | None) -> tuple[int, ...]:
-        if self.layer_mode == "prefix":
-            return tuple(range(k))
-        if self.layer_mode == "ranked":
-            assert self.layer_order is not None
-            return tuple(sorted(self.layer_order[:k]))
-        free = [i for i in range(self.num_layers) if i not in self.always_keep]
-        extra = k - len(self.always_keep)
-        if rng is None:  # deterministic choice: drop the deepest non-fixed layers first
-            chosen = free[:extra]
-        else:
-            chosen = list(rng.choice(free, size=extra, replace=False))
-        return tuple(sorted(set(self.always_keep) | {int(i) for i in chosen}))
+        return self.genes.layers_for_count(k, rng)
 
     def sample(self, rng: np.random.Generator) -> SubnetConfig:
         """Uniform layer count, then uniform layers (mode-dependent) and widths."""

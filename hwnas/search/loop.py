@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -80,20 +81,39 @@ def run_search(
     the reported speed-ups compare like with like even when the machine's load drifted.
     """
     t_start = time.monotonic()
+    store, prior = _open_store(space, config, out, resume, identity, run_info)
+    loop = _Loop(space, validate, config, store, prior.known, _pool_snapper(space, pool),
+                 hv_reference, progress, on_update, t_start)
+    done_iters = {h["iteration"] for h in prior.history}
+    loop.run(done_iters)
+    return _finish(loop, prior, done_iters, report, remeasure, progress)
+
+
+# ---------------------------------------------------------------------------- steps of run_search
+@dataclass
+class _Prior:
+    """What an earlier run of this search left in --out (all empty for a new search)."""
+
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)  # validated records by key, replayed on resume
+    history: list[dict[str, Any]] = field(default_factory=list)
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+def _open_store(
+    space: SearchSpace, config: SearchConfig, out: str | Path | None, resume: bool,
+    identity: Mapping[str, Any] | None, run_info: Mapping[str, Any] | None,
+) -> tuple[SearchStore | None, _Prior]:
+    """Prepare --out (refusing another search's folder), read back a resumed run, write config.json."""
     ident = {"space": space.to_dict(), **{k: v for k, v in config.to_dict().items() if k in IDENTITY_KEYS},
              **dict(identity or {})}
     store = SearchStore.prepare(out, ident, resume) if out is not None else None
-    known: dict[str, dict[str, Any]] = {}
-    old_history: list[dict[str, Any]] = []
-    old_report: dict[str, Any] = {}
+    prior = _Prior()
     if store is not None:
         store.out.mkdir(parents=True, exist_ok=True)
         if resume and (store.out / CONFIG_FILE).exists():
             doc = store.read_config()
-            known = {r["key"]: r for r in store.load_records()}
-            old_history = store.load_history()
-            old_report = store.load_reports()
-            doc.setdefault("resumed", []).append({"time": _now(), "validated_before": len(known)})
+            prior = _Prior({r["key"]: r for r in store.load_records()}, store.load_history(), store.load_reports())
+            doc.setdefault("resumed", []).append({"time": _now(), "validated_before": len(prior.known)})
             doc["search"] = config.to_dict()
         else:
             doc = {"schema_version": SCHEMA_VERSION, "command": "search", "created": _now()}
@@ -101,168 +121,249 @@ def run_search(
         doc.update({k: v for k, v in dict(run_info or {}).items() if k not in ("identity", "resumed")})
         doc.setdefault("versions", tool_versions())
         store.write_config(doc)
-    if len(known) > config.evaluations:
+    if len(prior.known) > config.evaluations:
         raise SearchError(
-            f"--resume: {out} already holds {len(known)} validated subnets, more than --evaluations {config.evaluations}"
+            f"--resume: {out} already holds {len(prior.known)} validated subnets, more than --evaluations {config.evaluations}"
         )
+    return store, prior
 
-    metrics = config.metrics
-    snap = None
-    if pool is not None:
-        snap = PoolSnapper(space, pool)
-        missing = {space.largest().key, space.smallest().key} - set(snap.keys)
-        if missing:
-            raise SearchError(f"the subnet pool must hold the largest and the smallest subnet; missing {sorted(missing)}")
-    strategy = make_strategy(space, config, snap.pool if snap else None)
-    seen: dict[str, dict[str, Any]] = {}
-    history: list[dict[str, Any]] = []
-    done_iters = {h["iteration"] for h in old_history}
-    full_key = space.largest().key
-    hv_ref = hv_reference
-    iteration, stall, new_total = 0, 0, 0
-    budget = config.evaluations
 
-    def state(phase: str, last: dict[str, Any] | None) -> SearchState:
-        recs = list(seen.values())
-        front = pareto_front(recs, config.objectives, config.constraints)
-        hv = hv_ref.hypervolume(recs, config.constraints) if hv_ref else None
-        return SearchState(iteration, len(seen), budget, front, hv, last, time.monotonic() - t_start, phase)
+def _pool_snapper(space: SearchSpace, pool: Sequence[SubnetConfig] | None) -> PoolSnapper | None:
+    """Snap proposals to a finite pool; it must hold both extremes, as every initial population does."""
+    if pool is None:
+        return None
+    snap = PoolSnapper(space, pool)
+    missing = {space.largest().key, space.smallest().key} - set(snap.keys)
+    if missing:
+        raise SearchError(f"the subnet pool must hold the largest and the smallest subnet; missing {sorted(missing)}")
+    return snap
 
-    while len(seen) < budget:
+
+class _Loop:
+    """The ask / validate / tell iterations of one search and the state they share."""
+
+    def __init__(self, space: SearchSpace, validate: Callable[[SubnetConfig], Mapping[str, Any]],
+                 config: SearchConfig, store: SearchStore | None, known: dict[str, dict[str, Any]],
+                 snap: PoolSnapper | None, hv_ref: HypervolumeReference | None,
+                 progress: Callable[[int, int, str], None] | None, on_update: Callable[[SearchState], None] | None,
+                 t_start: float) -> None:
+        self.space, self.validate, self.config, self.store = space, validate, config, store
+        self.known = known            # every validated record (this run and a resumed one), by key
+        self.snap = snap
+        self.strategy = make_strategy(space, config, snap.pool if snap else None)
+        self.seen: dict[str, dict[str, Any]] = {}  # records this (replayed) run has reached so far
+        self.history: list[dict[str, Any]] = []
+        self.full_key = space.largest().key
+        self.hv_ref = hv_ref
+        self.progress, self.on_update, self.t_start = progress, on_update, t_start
+        self.iteration = 0
+        self.new_total = 0
+        self.budget = config.evaluations
+
+    def state(self, phase: str, last: dict[str, Any] | None) -> SearchState:
+        """A snapshot for live displays: front and hypervolume of what has been reached so far."""
+        recs = list(self.seen.values())
+        front = pareto_front(recs, self.config.objectives, self.config.constraints)
+        hv = self.hv_ref.hypervolume(recs, self.config.constraints) if self.hv_ref else None
+        return SearchState(self.iteration, len(self.seen), self.budget, front, hv, last,
+                           time.monotonic() - self.t_start, phase)
+
+    def run(self, done_iters: set[int]) -> None:
+        """Iterate until the budget is spent, the pool runs out, or STALL_LIMIT iterations add nothing."""
+        stall = 0
+        while len(self.seen) < self.budget:
+            added, budget_hit = self.iterate(done_iters)
+            stall = stall + 1 if added == 0 else 0
+            if stall >= STALL_LIMIT:
+                log.warning("no new subnet in %d iterations; stopping at %d of %d evaluations",
+                            stall, len(self.seen), self.budget)
+                break
+            self.iteration += 1
+            if budget_hit:
+                break
+
+    def iterate(self, done_iters: set[int]) -> tuple[int, bool]:
+        """One iteration: ask, validate (or replay) each proposal, tell; returns (subnets added, budget hit)."""
         t0 = time.monotonic()
-        n = min(config.population, budget - len(seen))
-        if on_update:
-            on_update(state("propose", None))
-        proposals = strategy.ask(n, list(seen.values()), iteration)
+        n = min(self.config.population, self.budget - len(self.seen))
+        if self.on_update:
+            self.on_update(self.state("propose", None))
+        proposals = self.strategy.ask(n, list(self.seen.values()), self.iteration)
         t_propose = time.monotonic() - t0
         batch: list[dict[str, Any]] = []
         added, budget_hit, t_validate = 0, False, 0.0
         for p in proposals:
-            if snap is not None:
-                c = snap(p.cfg, seen)
-                if c is None:
+            if self.snap is not None:
+                p = self._snapped(p)
+                if p is None:
                     budget_hit = True  # the pool is exhausted
                     break
-                if c.key != p.cfg.key:
-                    p = Proposal(c, p.predicted, p.origin + "+snap")
             key = p.cfg.key
-            if key in seen:
-                batch.append(seen[key])
+            if key in self.seen:
+                batch.append(self.seen[key])
                 continue
-            if len(seen) >= budget:
+            rec, dt = self._record_for(p)
+            if rec is None:
                 budget_hit = True
                 break
-            if key in known:
-                rec = known[key]
-            elif len(known) >= budget:
-                budget_hit = True
-                break
-            else:
-                if progress:
-                    progress(len(seen), budget, f"iteration {iteration}: validating {p.cfg.describe()}")
-                tv = time.monotonic()
-                measured = dict(validate(p.cfg))
-                _check_measured(measured, metrics, p.cfg)
-                dt = time.monotonic() - tv
-                t_validate += dt
-                rec = {
-                    "key": key,
-                    "subnet": p.cfg.to_dict(),
-                    "description": p.cfg.describe(),
-                    "num_layers": p.cfg.num_layers,
-                    "full_model": key == full_key,
-                    **measured,
-                    "predicted": p.predicted,
-                    "origin": p.origin,
-                    "iteration": iteration,
-                    "strategy": config.strategy,
-                    "index": len(known),
-                    "validate_s": round(dt, 3),
-                }
-                if store is not None:
-                    store.append_record(rec)
-                known[key] = rec
-                new_total += 1
-            seen[key] = rec
+            t_validate += dt
+            self.seen[key] = rec
             batch.append(rec)
             added += 1
-            if progress:
-                progress(len(seen), budget, f"iteration {iteration}")
-            if on_update:
-                on_update(state("validate", rec))
-        strategy.tell(batch, complete=not budget_hit)
-        if hv_ref is None and full_key in seen:
-            ext = [seen[full_key]] + [r for r in seen.values() if r["key"] == space.smallest().key]
+            if self.progress:
+                self.progress(len(self.seen), self.budget, f"iteration {self.iteration}")
+            if self.on_update:
+                self.on_update(self.state("validate", rec))
+        self.strategy.tell(batch, complete=not budget_hit)
+        self._fix_hv_reference()
+        self._log_iteration(added, done_iters, t0, t_propose, t_validate)
+        return added, budget_hit
+
+    def _snapped(self, p: Proposal) -> Proposal | None:
+        """The nearest unvalidated pool member instead of `p` (None once the pool is exhausted)."""
+        assert self.snap is not None
+        c = self.snap(p.cfg, self.seen)
+        if c is None:
+            return None
+        return p if c.key == p.cfg.key else Proposal(c, p.predicted, p.origin + "+snap")
+
+    def _record_for(self, p: Proposal) -> tuple[dict[str, Any] | None, float]:
+        """A new subnet's record, replayed from a resumed run or validated now, and the seconds
+        validating took; (None, 0) when the budget is spent (resumed records count against it)."""
+        if len(self.seen) >= self.budget:
+            return None, 0.0
+        if p.cfg.key in self.known:
+            return self.known[p.cfg.key], 0.0
+        if len(self.known) >= self.budget:
+            return None, 0.0
+        return self._validate_new(p)
+
+    def _validate_new(self, p: Proposal) -> tuple[dict[str, Any], float]:
+        """Measure one subnet for real and append its record to candidates.jsonl at once (resumable)."""
+        key = p.cfg.key
+        if self.progress:
+            self.progress(len(self.seen), self.budget, f"iteration {self.iteration}: validating {p.cfg.describe()}")
+        tv = time.monotonic()
+        measured = dict(self.validate(p.cfg))
+        _check_measured(measured, self.config.metrics, p.cfg)
+        dt = time.monotonic() - tv
+        rec = {
+            "key": key,
+            "subnet": p.cfg.to_dict(),
+            "description": p.cfg.describe(),
+            "num_layers": p.cfg.num_layers,
+            "full_model": key == self.full_key,
+            **measured,
+            "predicted": p.predicted,
+            "origin": p.origin,
+            "iteration": self.iteration,
+            "strategy": self.config.strategy,
+            "index": len(self.known),
+            "validate_s": round(dt, 3),
+        }
+        if self.store is not None:
+            self.store.append_record(rec)
+        self.known[key] = rec
+        self.new_total += 1
+        return rec, dt
+
+    def _fix_hv_reference(self) -> None:
+        """Fix the hypervolume reference once both extremes are validated, so every later value compares."""
+        if self.hv_ref is None and self.full_key in self.seen:
+            ext = [self.seen[self.full_key]] + [r for r in self.seen.values() if r["key"] == self.space.smallest().key]
             if len(ext) == 2:
-                hv_ref = HypervolumeReference.from_extremes(config.objectives, ext)
-        recs = list(seen.values())
+                self.hv_ref = HypervolumeReference.from_extremes(self.config.objectives, ext)
+
+    def _log_iteration(self, added: int, done_iters: set[int], t0: float, t_propose: float, t_validate: float) -> None:
+        """Append the iteration's line to history (and history.jsonl unless a resumed run wrote it already)."""
+        config, hv_ref = self.config, self.hv_ref
+        recs = list(self.seen.values())
         front = pareto_front(recs, config.objectives, config.constraints)
         line = {
-            "iteration": iteration,
+            "iteration": self.iteration,
             "strategy": config.strategy,
-            "validated": len(seen),
+            "validated": len(self.seen),
             "new": added,
             "hypervolume": hv_ref.hypervolume(recs, config.constraints) if hv_ref else None,
             "front_size": len(front),
             "front": [r["key"] for r in front],
-            "predictors": strategy.last_predictors if iteration > 0 else {},
+            "predictors": self.strategy.last_predictors if self.iteration > 0 else {},
             "seconds": {"propose": round(t_propose, 3), "validate": round(t_validate, 3),
                         "total": round(time.monotonic() - t0, 3)},
         }
         if hv_ref is not None:
             line["hv_reference"] = hv_ref.to_dict()["reference_point"]
-        history.append(line)
-        if store is not None and iteration not in done_iters:
-            store.append_history(line)
-        stall = stall + 1 if added == 0 else 0
-        if stall >= STALL_LIMIT:
-            log.warning("no new subnet in %d iterations; stopping at %d of %d evaluations", stall, len(seen), budget)
-            break
-        iteration += 1
-        if budget_hit:
-            break
+        self.history.append(line)
+        if self.store is not None and self.iteration not in done_iters:
+            self.store.append_history(line)
 
-    # ------------------------------------------------------------------ results
+
+def _finish(
+    loop: _Loop, prior: _Prior, done_iters: set[int],
+    report: Callable[[SubnetConfig], dict[str, Any]] | None,
+    remeasure: Callable[[list[SubnetConfig]], dict[str, dict[str, Any]]] | None,
+    progress: Callable[[int, int, str], None] | None,
+) -> SearchResult:
+    """Front of every validated subnet, re-measured and report split, compared with the full model; written out."""
+    space, config, store, known, full_key = loop.space, loop.config, loop.store, loop.known, loop.full_key
     records = sorted(known.values(), key=lambda r: r.get("index", 0))
     full = known.get(full_key)
+    hv_ref = loop.hv_ref
     if hv_ref is None and full is not None:
         small = known.get(space.smallest().key)
         if small is not None:
             hv_ref = HypervolumeReference.from_extremes(config.objectives, [full, small])
-    front = pareto_front(records, config.objectives, config.constraints)
-    speed = next((o for o in config.objectives if o != "accuracy"), "tpot_ms")
-    front.sort(key=lambda r: OBJECTIVES[speed].sign * float(r[speed]))
-    for r in front:
-        r["pareto"] = True
+    front = _front_fastest_first(records, config)
     if remeasure is not None and front and full is not None:
-        want = [r["key"] for r in front] + ([full_key] if full_key not in {r["key"] for r in front} else [])
-        cached = store.load_remeasured() if store is not None else {}
-        if sorted(cached) != sorted(want):
-            if progress:
-                progress(0, len(want), "re-measuring the front and the full model (interleaved)")
-            cfgs = [SubnetConfig.from_dict(known[k]["subnet"]) for k in want]
-            cached = remeasure(cfgs) or {}
-            if store is not None and cached:
-                store.write_remeasured(cached)
-        if cached:
-            full = dict(full, remeasured=cached.get(full_key))
-            for r in front:
-                r["remeasured"] = cached.get(r["key"])
+        full = _remeasure_front(front, full, full_key, known, store, remeasure, progress)
     if report is not None:
         full = dict(full) if full is not None else None
-        evaluate_reports(front, full, report, known=old_report,
-                         save=store.append_report if store is not None else None, progress=progress, speed=speed)
+        evaluate_reports(front, full, report, known=prior.reports,
+                         save=store.append_report if store is not None else None, progress=progress,
+                         speed=next((o for o in config.objectives if o != "accuracy"), "tpot_ms"))
     for r in front:
         r["vs_full"] = compare_to_full(r, full)
-    result = SearchResult(config, records, front, old_history + [h for h in history if h["iteration"] not in done_iters],
-                          full, hv_ref, store.out if store else None, new_total)
+    history = prior.history + [h for h in loop.history if h["iteration"] not in done_iters]
+    result = SearchResult(config, records, front, history, full, hv_ref, store.out if store else None, loop.new_total)
     if store is not None:
         store.write_pareto(front)
         from hwnas.search.report import write_report
 
         write_report(result, store.out)
-    log.info("search done: %d validated (%d new), front of %d", len(records), new_total, len(front))
+    log.info("search done: %d validated (%d new), front of %d", len(records), loop.new_total, len(front))
     return result
+
+
+def _front_fastest_first(records: list[dict[str, Any]], config: SearchConfig) -> list[dict[str, Any]]:
+    """The Pareto front of validated subnets, fastest first, each flagged ``pareto``."""
+    front = pareto_front(records, config.objectives, config.constraints)
+    speed = next((o for o in config.objectives if o != "accuracy"), "tpot_ms")
+    front.sort(key=lambda r: OBJECTIVES[speed].sign * float(r[speed]))
+    for r in front:
+        r["pareto"] = True
+    return front
+
+
+def _remeasure_front(
+    front: list[dict[str, Any]], full: dict[str, Any], full_key: str, known: dict[str, dict[str, Any]],
+    store: SearchStore | None, remeasure: Callable[[list[SubnetConfig]], dict[str, dict[str, Any]]],
+    progress: Callable[[int, int, str], None] | None,
+) -> dict[str, Any]:
+    """Time the front and the full model again in one session (cached in --out); returns the full model's record."""
+    want = [r["key"] for r in front] + ([full_key] if full_key not in {r["key"] for r in front} else [])
+    cached = store.load_remeasured() if store is not None else {}
+    if sorted(cached) != sorted(want):
+        if progress:
+            progress(0, len(want), "re-measuring the front and the full model (interleaved)")
+        cfgs = [SubnetConfig.from_dict(known[k]["subnet"]) for k in want]
+        cached = remeasure(cfgs) or {}
+        if store is not None and cached:
+            store.write_remeasured(cached)
+    if cached:
+        full = dict(full, remeasured=cached.get(full_key))
+        for r in front:
+            r["remeasured"] = cached.get(r["key"])
+    return full
 
 
 def _now() -> str:

@@ -15,7 +15,8 @@ A run lives in one output folder::
 
 and, when finished, OUT is also a model folder (``Supernet.save``: safetensors with the channel
 order applied, tokenizer, ``hwnas_supernet.json`` with the search space, training config and
-per-subnet validation losses) that every command accepts as ``--model OUT``.
+per-subnet validation losses) that every command accepts as ``--model OUT``. The folder's
+bookkeeping (may --out be used, latest checkpoint, atomic final folder) is in `run_folder.py`.
 """
 from __future__ import annotations
 
@@ -24,23 +25,30 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-from hwnas.errors import HwnasError
 from hwnas.model.space import SearchSpace, SubnetConfig
+from hwnas.train.run_folder import (
+    CKPT_DIR,
+    LOG_FILE,
+    RUN_FILE,
+    TrainError,
+    check_run_dir,
+    finalize,
+    fingerprint,
+    iter_log,  # noqa: F401 - re-exported: hwnas.train.instatune.iter_log is public
+    latest_checkpoint,
+    run_versions,
+)
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "hwnas_train_run.json"
-LOG_FILE = "train_log.jsonl"
-CKPT_DIR = "checkpoints"
 SCHEMA_VERSION = 1
 PRECISIONS = ("auto", "bf16", "fp32")
 IGNORE_INDEX = -100
@@ -48,10 +56,6 @@ IGNORE_INDEX = -100
 NON_RESULT_FIELDS = ("device", "checkpoint_every", "eval_every", "keep_checkpoints")
 
 Progress = Callable[[int, int, str], None]
-
-
-class TrainError(HwnasError):
-    """A training run cannot start or resume (bad option, output folder holding another run)."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -409,74 +413,6 @@ def _autocast(device: str, precision: str):
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
-# --------------------------------------------------------------------------- run folder
-def _fingerprint(cfg: TrainConfig, model_sha: str, data_sha: str, space: dict[str, Any] | None) -> dict[str, Any]:
-    return {"config": cfg.result_fields(), "model_sha256": model_sha, "data_sha256": data_sha, "space": space}
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k} ({va!r} there, {vb!r} now)")
-    return out
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    d = out / CKPT_DIR
-    if not d.is_dir():
-        return None
-    cks = sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "state.pt").is_file())
-    return cks[-1] if cks else None
-
-
-def check_run_dir(out: Path, fingerprint: dict[str, Any], resume: bool) -> str:
-    """Decide what to do with --out: 'new', 'resume' or 'done'; raise TrainError when it holds
-    something else (nothing is touched in that case)."""
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} exists and is not a folder; give a new folder path")
-    if not out.exists() or not any(out.iterdir()):
-        if resume:
-            log.warning("--resume: %s holds no run yet; starting a new one", out)
-        return "new"
-    run_file = out / RUN_FILE
-    if not run_file.is_file():
-        raise TrainError(f"--out {out} already exists and holds something other than a hwnas training run; choose a new folder")
-    try:
-        run = json.loads(run_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise TrainError(f"--out {out}: cannot read {RUN_FILE} ({e}); choose a new folder") from None
-    diff = _diff(run.get("fingerprint", {}), fingerprint)
-    if diff:
-        raise TrainError(f"--out {out} holds a different training run (differs in: {'; '.join(diff[:4])}); "
-                         "choose a new folder, nothing was overwritten")
-    if run.get("status") == "complete":
-        if resume:
-            return "done"
-        raise TrainError(f"--out {out} already holds this finished run; choose a new folder (or pass --resume to reuse it)")
-    if not resume:
-        ck = _latest_checkpoint(out)
-        at = f"last checkpoint at step {ck.name.split('-')[1].lstrip('0') or 0}" if ck else "no checkpoint yet"
-        raise TrainError(f"--out {out} holds an unfinished run of this configuration ({at}); pass --resume to continue it")
-    return "resume"
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("hwnas", "torch", "transformers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 # --------------------------------------------------------------------------- the loop
 def train(
     model: Any,
@@ -498,28 +434,11 @@ def train(
     """
     import torch
 
-    from hwnas.io import append_jsonl, atomic_dir, read_jsonl, write_json_atomic
-    from hwnas.model.loading import LoadedModel, ModelSource, load_model, resolve_model
-    from hwnas.model.supernet import Supernet, load_supernet
-    from hwnas.train.data import load_training_data, read_examples
-
     out = Path(out_dir)
     progress = progress or (lambda done, total, label="": None)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    # --- cheap checks first: model source, data file, output folder
-    if isinstance(model, LoadedModel):
-        source = model.source
-    else:
-        source = model if isinstance(model, ModelSource) else resolve_model(str(model))
-    data = Path(data)
-    read_examples(data)  # format / emptiness errors before anything is loaded
-    model_sha = source.sha256()
-    import hashlib
-
-    data_sha = hashlib.sha256(data.read_bytes()).hexdigest()
-    fp = _fingerprint(config, model_sha, data_sha, space.to_dict() if space else None)
-    action = check_run_dir(out, fp, resume)
+    source, data, model_sha, fp, action = _check_inputs(model, data, out, config, space, resume)
     if action == "done":
         run = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
         log.info("%s already holds this finished run", out)
@@ -527,9 +446,53 @@ def train(
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-
-    ckpt = _latest_checkpoint(out) if action == "resume" else None
+    ckpt = latest_checkpoint(out) if action == "resume" else None
     state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False) if ckpt else None
+    loaded, sn = _load_supernet(model, source, state, space, calib_texts)
+    td = _load_data(data, loaded.tokenizer, config)
+    run = _Run(out, config, sn, td, rng, device, precision)
+    if state is not None:
+        run.restore(state)
+    else:
+        run.clear_folder()
+    run.write_record(fp, source, model_sha)
+    if not run.val_history:
+        progress(0, config.steps, "validating before training")
+        run.validate()
+    run.iterate(progress, stop_after)
+    return run.finish(loaded.tokenizer, progress)
+
+
+# --------------------------------------------------------------------------- steps of train()
+def _check_inputs(model: Any, data: str | Path, out: Path, config: TrainConfig, space: SearchSpace | None,
+                  resume: bool) -> tuple[Any, Path, str, dict[str, Any], str]:
+    """Cheap checks before anything is loaded: model source, data format, what --out holds.
+
+    Returns (model source, data path, model sha256, run fingerprint, 'new' | 'resume' | 'done').
+    """
+    import hashlib
+
+    from hwnas.model.loading import LoadedModel, ModelSource, resolve_model
+    from hwnas.train.data import read_examples
+
+    if isinstance(model, LoadedModel):
+        source = model.source
+    else:
+        source = model if isinstance(model, ModelSource) else resolve_model(str(model))
+    data = Path(data)
+    read_examples(data)  # format / emptiness errors before anything is loaded
+    model_sha = source.sha256()
+    data_sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    fp = fingerprint(config, model_sha, data_sha, space.to_dict() if space else None)
+    return source, data, model_sha, fp, check_run_dir(out, fp, resume)
+
+
+def _load_supernet(model: Any, source: Any, state: dict[str, Any] | None, space: SearchSpace | None,
+                   calib_texts: list[str] | None) -> tuple[Any, Any]:
+    """(LoadedModel, Supernet) to train: the checkpoint's ordered weights on resume, else a fresh supernet."""
+    from hwnas.model.loading import LoadedModel, load_model
+    from hwnas.model.supernet import Supernet, load_supernet
+
     if state is not None:  # the checkpoint holds the ordered weights and the supernet metadata
         loaded = model if isinstance(model, LoadedModel) else load_model(source)
         sn = Supernet(loaded.model, space=SearchSpace.from_dict(state["space"]), meta=state["supernet_meta"])
@@ -541,175 +504,216 @@ def train(
         loaded, sn = load_supernet(source.spec, calib_texts=calib_texts)  # ordered weights are cached
         if space is not None:
             sn.space = space
-    td = load_training_data(data, loaded.tokenizer, seq_len=config.seq_len, val_fraction=config.val_fraction,
+    return loaded, sn
+
+
+def _load_data(data: Path, tokenizer: Any, config: TrainConfig) -> Any:
+    """Tokenized, packed training and validation sequences; at least one full batch of training ones."""
+    from hwnas.train.data import load_training_data
+
+    td = load_training_data(data, tokenizer, seq_len=config.seq_len, val_fraction=config.val_fraction,
                             max_val_sequences=config.val_sequences, seed=config.seed,
                             train_on_prompt=config.train_on_prompt)
     if len(td.train_ids) < config.batch_size:
         raise TrainError(f"{data} packs into {len(td.train_ids)} training sequences of {config.seq_len} tokens, "
                          f"fewer than --batch-size {config.batch_size}; lower --batch-size or --seq-len")
-    sn.reset()
-    model_t = sn.model.to(device)
-    model_t.train()
-    if config.grad_checkpointing:
-        model_t.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model_t.config.use_cache = False
+    return td
 
-    params = [p for p in model_t.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, config.steps, config.warmup, config.min_lr_ratio))
-    batches = Batches(len(td.train_ids), config.batch_size, rng)
-    strategy = get_strategy(config.strategy, config.k)
-    eval_set = eval_subnet_set(sn.space, config.eval_subnets, config.seed)
-    val_kw = dict(batch_size=config.batch_size, device=device, precision=precision)
 
-    step, tokens, wall_prev = 0, 0, 0.0
-    val_history: list[dict[str, Any]] = []
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["np_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and device.startswith("cuda"):
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        batches.load(state["batches"])
-        step, tokens, wall_prev = state["step"], state["tokens"], state["wall_s"]
-        val_history = state["val_history"]
-        kept = [r for r in read_jsonl(out / LOG_FILE) if r.get("step", 0) <= step]
-        write_text = "".join(json.dumps(r) + "\n" for r in kept)
-        from hwnas.io import write_text_atomic
+class _Run:
+    """One invocation of a training run: the supernet in training mode, optimizer, data order, counters."""
 
-        write_text_atomic(out / LOG_FILE, write_text)
-        log.info("resuming %s from step %d", out, step)
-    else:
-        if out.exists():
-            shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-            (out / LOG_FILE).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out: Path, config: TrainConfig, sn: Any, td: Any, rng: np.random.Generator,
+                 device: str, precision: str) -> None:
+        import torch
 
-    run_record = {
-        "schema_version": SCHEMA_VERSION, "status": "running", "fingerprint": fp,
-        "config": config.to_dict(), "model": {**source.to_dict(), "sha256": model_sha}, "data": td.info,
-        "device": device, "precision": precision, "eval_subnets": {k: v.to_dict() for k, v in eval_set.items()},
-        "versions": _versions(), "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-    }
-    write_json_atomic(out / RUN_FILE, run_record)
-
-    if not val_history:
-        progress(0, config.steps, "validating before training")
-        v0 = validation_loss(sn, td.val_ids, td.val_labels, eval_set, **val_kw)
-        val_history.append({"step": 0, "val_loss": v0})
-        append_jsonl(out / LOG_FILE, {"step": 0, "val_loss": v0})
-
-    def save_checkpoint() -> None:
+        self.out, self.config, self.sn, self.td, self.rng = out, config, sn, td, rng
+        self.device, self.precision = device, precision
         sn.reset()
-        ck_root = out / CKPT_DIR
+        self.model = sn.model.to(device)
+        self.model.train()
+        if config.grad_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.config.use_cache = False
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, config.steps, config.warmup, config.min_lr_ratio))
+        self.batches = Batches(len(td.train_ids), config.batch_size, rng)
+        self.strategy = get_strategy(config.strategy, config.k)
+        self.eval_set = eval_subnet_set(sn.space, config.eval_subnets, config.seed)
+        self.step, self.tokens, self.wall_prev = 0, 0, 0.0
+        self.val_history: list[dict[str, Any]] = []
+        self.record: dict[str, Any] = {}
+        self.t_start = time.perf_counter()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: optimizer, schedule, RNGs, data position; drop log lines after it."""
+        import torch
+
+        from hwnas.io import read_jsonl, write_text_atomic
+
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["np_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.batches.load(state["batches"])
+        self.step, self.tokens, self.wall_prev = state["step"], state["tokens"], state["wall_s"]
+        self.val_history = state["val_history"]
+        kept = [r for r in read_jsonl(self.out / LOG_FILE) if r.get("step", 0) <= self.step]
+        write_text_atomic(self.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+        log.info("resuming %s from step %d", self.out, self.step)
+
+    def clear_folder(self) -> None:
+        """A new run: remove checkpoints and log of an unfinished run that is started over."""
+        if self.out.exists():
+            shutil.rmtree(self.out / CKPT_DIR, ignore_errors=True)
+            (self.out / LOG_FILE).unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def write_record(self, fp: dict[str, Any], source: Any, model_sha: str) -> None:
+        """Write hwnas_train_run.json with status 'running', so --out is recognised on resume."""
+        import torch
+
+        from hwnas.io import write_json_atomic
+
+        self.record = {
+            "schema_version": SCHEMA_VERSION, "status": "running", "fingerprint": fp,
+            "config": self.config.to_dict(), "model": {**source.to_dict(), "sha256": model_sha}, "data": self.td.info,
+            "device": self.device, "precision": self.precision,
+            "eval_subnets": {k: v.to_dict() for k, v in self.eval_set.items()},
+            "versions": run_versions(), "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        }
+        write_json_atomic(self.out / RUN_FILE, self.record)
+
+    def validate(self) -> dict[str, float]:
+        """Validation loss of every eval subnet at the current step, kept in val_history and the log."""
+        from hwnas.io import append_jsonl
+
+        v = validation_loss(self.sn, self.td.val_ids, self.td.val_labels, self.eval_set,
+                            batch_size=self.config.batch_size, device=self.device, precision=self.precision)
+        self.val_history.append({"step": self.step, "val_loss": v})
+        append_jsonl(self.out / LOG_FILE, {"step": self.step, "val_loss": v})
+        return v
+
+    def iterate(self, progress: Progress, stop_after: int | None) -> None:
+        """Optimizer steps until the schedule ends or `stop_after` steps ran, validating and checkpointing on the way."""
+        config = self.config
+        self.t_start = time.perf_counter()
+        ran = 0
+        while self.step < config.steps:
+            self.train_step(progress)
+            ran += 1
+            last = self.step == config.steps
+            if config.eval_every and self.step % config.eval_every == 0 and not last:
+                self.validate()
+            stopping = stop_after is not None and ran >= stop_after and not last
+            if not last and (stopping or (config.checkpoint_every and self.step % config.checkpoint_every == 0)):
+                self.save_checkpoint()
+            if stopping:
+                break
+
+    def train_step(self, progress: Progress) -> None:
+        """One optimizer step over grad_accum batches of the subnets the strategy picks; logged to train_log.jsonl."""
+        import torch
+
+        from hwnas.io import append_jsonl
+
+        config = self.config
+        tok_per_step = config.batch_size * config.seq_len * config.grad_accum
+        t0 = time.perf_counter()
+        picks = self.strategy.subnets(self.sn.space, self.rng)
+        losses: dict[str, float] = {}
+        self.opt.zero_grad(set_to_none=True)
+        for _ in range(config.grad_accum):
+            idx = self.batches.next()
+            x = torch.as_tensor(self.td.train_ids[idx], device=self.device)
+            y = torch.as_tensor(self.td.train_labels[idx], device=self.device)
+            for role, v in accumulate_gradients(self.sn, picks, x, y, config, device=self.device,
+                                                precision=self.precision).items():
+                losses[role] = losses.get(role, 0.0) + v / config.grad_accum
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+        lr = self.opt.param_groups[0]["lr"]
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        self.tokens += tok_per_step
+        dt = time.perf_counter() - t0
+        rec = {"step": self.step, "lr": lr, "loss": losses, "tokens_per_s": tok_per_step / dt,
+               "subnets": {r: c.key for r, c in picks}}
+        append_jsonl(self.out / LOG_FILE, rec)
+        progress(self.step, config.steps, f"loss {_loss_label(losses)} | {tok_per_step / dt:.0f} tok/s")
+
+    def save_checkpoint(self) -> None:
+        """Replace the latest checkpoint with the full state at this step (weights unsliced, RNGs, data position)."""
+        import torch
+
+        from hwnas.io import atomic_dir
+
+        self.sn.reset()
+        ck_root = self.out / CKPT_DIR
         ck_root.mkdir(exist_ok=True)
-        target = ck_root / f"step-{step:07d}"
+        target = ck_root / f"step-{self.step:07d}"
         with atomic_dir(target, force=True) as tmp:
             torch.save({
-                "step": step, "tokens": tokens, "wall_s": wall_prev + (time.perf_counter() - t_start),
-                "model": sn.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
-                "batches": batches.state(), "supernet_meta": sn.meta, "space": sn.space.to_dict(),
-                "val_history": val_history,
+                "step": self.step, "tokens": self.tokens, "wall_s": self.wall_prev + (time.perf_counter() - self.t_start),
+                "model": self.sn.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "np_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.startswith("cuda") else None,
+                "batches": self.batches.state(), "supernet_meta": self.sn.meta, "space": self.sn.space.to_dict(),
+                "val_history": self.val_history,
             }, tmp / "state.pt")
         for old in ck_root.iterdir():
             if old != target and old.name.startswith("step-"):
                 shutil.rmtree(old, ignore_errors=True)
-        log.info("checkpoint at step %d", step)
+        log.info("checkpoint at step %d", self.step)
 
-    t_start = time.perf_counter()
-    ran = 0
-    tok_per_step = config.batch_size * config.seq_len * config.grad_accum
-    while step < config.steps:
-        t0 = time.perf_counter()
-        picks = strategy.subnets(sn.space, rng)
-        losses: dict[str, float] = {}
-        opt.zero_grad(set_to_none=True)
-        for _ in range(config.grad_accum):
-            idx = batches.next()
-            x = torch.as_tensor(td.train_ids[idx], device=device)
-            y = torch.as_tensor(td.train_labels[idx], device=device)
-            for role, v in accumulate_gradients(sn, picks, x, y, config, device=device, precision=precision).items():
-                losses[role] = losses.get(role, 0.0) + v / config.grad_accum
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        lr = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
-        step += 1
-        ran += 1
-        tokens += tok_per_step
-        dt = time.perf_counter() - t0
-        rec = {"step": step, "lr": lr, "loss": losses, "tokens_per_s": tok_per_step / dt,
-               "subnets": {r: c.key for r, c in picks}}
-        append_jsonl(out / LOG_FILE, rec)
-        rand = [v for r, v in losses.items() if r.startswith("random")]
-        label = " ".join(f"{r[0].upper()} {v:.3f}" for r, v in losses.items() if not r.startswith("random"))
-        if rand:
-            label += f" R {sum(rand) / len(rand):.3f}"
-        progress(step, config.steps, f"loss {label} | {tok_per_step / dt:.0f} tok/s")
-        last = step == config.steps
-        if config.eval_every and step % config.eval_every == 0 and not last:
-            v = validation_loss(sn, td.val_ids, td.val_labels, eval_set, **val_kw)
-            val_history.append({"step": step, "val_loss": v})
-            append_jsonl(out / LOG_FILE, {"step": step, "val_loss": v})
-        stopping = stop_after is not None and ran >= stop_after and not last
-        if not last and (stopping or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-            save_checkpoint()
-        if stopping:
-            break
+    def finish(self, tokenizer: Any, progress: Progress) -> TrainResult:
+        """A stopped run returns as is; a complete one is validated, saved as a model folder and marked complete."""
+        from hwnas.io import write_json_atomic
 
-    wall = wall_prev + (time.perf_counter() - t_start)
-    complete = step >= config.steps
-    if not complete:
-        return TrainResult(str(out), step, config.steps, False, val_history[-1]["val_loss"], val_history[0]["val_loss"],
-                           {k: v.to_dict() for k, v in eval_set.items()}, tokens, wall, precision, device)
+        config, sn, model_t = self.config, self.sn, self.model
+        wall = self.wall_prev + (time.perf_counter() - self.t_start)
+        eval_subnets = {k: v.to_dict() for k, v in self.eval_set.items()}
+        if self.step < config.steps:
+            return TrainResult(str(self.out), self.step, config.steps, False, self.val_history[-1]["val_loss"],
+                               self.val_history[0]["val_loss"], eval_subnets, self.tokens, wall, self.precision,
+                               self.device)
 
-    progress(step, config.steps, "validating after training")
-    v_end = validation_loss(sn, td.val_ids, td.val_labels, eval_set, **val_kw)
-    val_history.append({"step": step, "val_loss": v_end})
-    append_jsonl(out / LOG_FILE, {"step": step, "val_loss": v_end})
-    result = TrainResult(str(out), step, config.steps, True, v_end, val_history[0]["val_loss"],
-                         {k: v.to_dict() for k, v in eval_set.items()}, tokens, wall, precision, device)
-    training_meta = {
-        "config": config.to_dict(), "model": run_record["model"], "data": td.info, "device": device,
-        "precision": precision, "eval_subnets": run_record["eval_subnets"], "val_history": val_history,
-        "val_loss_before": result.val_loss_before, "val_loss_after": v_end, "tokens": tokens, "wall_s": wall,
-        "versions": run_record["versions"],
-    }
-    extra: dict[str, Any] = {"training": training_meta}
-    if "training" in sn.meta:  # training a trained supernet again: keep the earlier record
-        extra["previous_training"] = list(sn.meta.get("previous_training", [])) + [sn.meta["training"]]
-    model_t.to("cpu")
-    if config.grad_checkpointing:
-        model_t.gradient_checkpointing_disable()
-    model_t.config.use_cache = True
-    model_t.eval()
-    _finalize(sn, loaded.tokenizer, out, extra)
-    run_record.update(status="complete", result=result.to_dict())
-    write_json_atomic(out / RUN_FILE, run_record)
-    if not config.keep_checkpoints:
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-    return result
+        progress(self.step, config.steps, "validating after training")
+        v_end = self.validate()
+        result = TrainResult(str(self.out), self.step, config.steps, True, v_end, self.val_history[0]["val_loss"],
+                             eval_subnets, self.tokens, wall, self.precision, self.device)
+        training_meta = {
+            "config": config.to_dict(), "model": self.record["model"], "data": self.td.info, "device": self.device,
+            "precision": self.precision, "eval_subnets": self.record["eval_subnets"], "val_history": self.val_history,
+            "val_loss_before": result.val_loss_before, "val_loss_after": v_end, "tokens": self.tokens, "wall_s": wall,
+            "versions": self.record["versions"],
+        }
+        extra: dict[str, Any] = {"training": training_meta}
+        if "training" in sn.meta:  # training a trained supernet again: keep the earlier record
+            extra["previous_training"] = list(sn.meta.get("previous_training", [])) + [sn.meta["training"]]
+        model_t.to("cpu")
+        if config.grad_checkpointing:
+            model_t.gradient_checkpointing_disable()
+        model_t.config.use_cache = True
+        model_t.eval()
+        finalize(sn, tokenizer, self.out, extra)
+        self.record.update(status="complete", result=result.to_dict())
+        write_json_atomic(self.out / RUN_FILE, self.record)
+        if not config.keep_checkpoints:
+            shutil.rmtree(self.out / CKPT_DIR, ignore_errors=True)
+        return result
 
 
-def _finalize(sn: Any, tokenizer: Any, out: Path, extra_meta: dict[str, Any]) -> None:
-    """Write the supernet model folder into the run folder; config.json is moved last, so the
-    folder only becomes a loadable model once every weight file is in place."""
-    staging = out / ".final"
-    shutil.rmtree(staging, ignore_errors=True)
-    sn.save(staging, tokenizer, extra_meta=extra_meta, force=True)
-    names = sorted(p.name for p in staging.iterdir())
-    for name in [n for n in names if n != "config.json"] + ["config.json"]:
-        os.replace(staging / name, out / name)
-    staging.rmdir()
-
-
-def iter_log(out_dir: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a run's train_log.jsonl (steps and validations), in order."""
-    from hwnas.io import read_jsonl
-
-    yield from read_jsonl(Path(out_dir) / LOG_FILE)
+def _loss_label(losses: dict[str, float]) -> str:
+    """Progress text: L and S losses by name, the random subnets' mean as R."""
+    rand = [v for r, v in losses.items() if r.startswith("random")]
+    label = " ".join(f"{r[0].upper()} {v:.3f}" for r, v in losses.items() if not r.startswith("random"))
+    if rand:
+        label += f" R {sum(rand) / len(rand):.3f}"
+    return label

@@ -45,7 +45,7 @@ def synthetic(monkeypatch):
                                                "limit": limit, "target": target.name, "latency_source": "synthetic",
                                                "metric": metric}}
 
-    def fake_build(setup, space_file, report_limit, seed, status):
+    def fake_build(setup, space_file, report_limit, seed, status, recovery=True):
         v = SyntheticValidator(SPACE)
 
         def validate(cfg):

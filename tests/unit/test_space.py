@@ -103,3 +103,31 @@ def test_space_file_overrides(tmp_path):
 def test_param_count_formula():
     full = SubnetConfig.uniform(30, 1536)
     assert full.n_params(CFG) == 134_515_008  # SmolLM2-135M
+
+
+def test_gene_codec_layout_by_hand():
+    from hwnas.model.genes import GeneCodec
+
+    skip = GeneCodec(4, (64, 128), "skip", 2, 4, (0, 3), None)
+    x = skip.encode((0, 2, 3), (128, 64, 128))
+    assert x.tolist() == [1, 0, 1, 1, 1, 1, 0, 1]  # keep flags, then width indices (dropped layer 1: largest)
+    assert skip.decode(x) == ((0, 2, 3), (128, 64, 128))
+    assert [b.tolist() for b in skip.bounds()] == [[1, 0, 0, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]]
+    assert skip.layers_for_count(3, None) == (0, 1, 3)  # deepest free layer dropped first
+    ranked = GeneCodec(4, (64, 128), "ranked", 1, 4, (), (2, 0, 3, 1))
+    assert ranked.n_var == 5 and ranked.decode([2, 0, 1, 0, 1]) == ((0, 2), (64, 64))
+    assert ranked.encode((0, 2), (64, 64)).tolist() == [2, 0, 1, 0, 1]
+    with pytest.raises(InvalidSubnetError, match="encoded gene 0 = 5 is outside 1..4"):
+        ranked.decode([5, 0, 0, 0, 0])
+
+
+def test_space_delegates_to_one_codec_per_space():
+    base = SearchSpace.from_model_config(CFG)
+    assert base.genes is base.genes
+    prefix = base.with_(layer_mode="prefix")
+    assert (base.n_var, prefix.n_var) == (60, 31) and prefix.genes.layer_mode == "prefix"
+    with pytest.raises(InvalidSubnetError):  # encode still validates against the space first
+        base.encode(SubnetConfig(tuple(range(21)), (1536,) * 21))  # drops layer 29, always kept
+    cfg = SubnetConfig(tuple(range(20)) + (29,), (768,) * 21)
+    assert np.array_equal(base.encode(cfg), base.genes.encode(cfg.layers, cfg.mlp_widths))
+    assert base.decode(base.encode(cfg)) == cfg
