@@ -40,17 +40,23 @@ def register(main: click.Group) -> None:
               help="Report-split accuracy tasks scored on the final IR (comma list).")
 @click.option("--accuracy-limit", type=int, default=100, show_default=True, help="Items per task for the accuracy (0 = all).")
 @click.option("--no-accuracy", is_flag=True, help="Skip the accuracy evaluation.")
+@click.option("--allow-degenerate", is_flag=True,
+              help="Ship the bundle even when its greedy generations fail the generation check (scores are still recorded).")
 @data_dir_option
 @seed_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
 @no_order_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
-           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet):
+           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, allow_degenerate, data_dir, seed, force, no_order,
+           quiet):
     """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
 
     The subnet is --subnet SPEC, --layers N [--mlp-width W], or picked from a search with --from
     DIR --pick ...; with none of them the model is exported whole.
+
+    The bundle's greedy generations on fixed prompts are scored against the full model; a subnet
+    that fails (degenerate text) is refused unless --allow-degenerate.
 
     The bundle loads in openvino_genai.LLMPipeline(OUT, "CPU") and
     optimum.intel.OVModelForCausalLM.from_pretrained(OUT); check it with `hwnas verify OUT`.
@@ -90,7 +96,7 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
                             calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
                             archive=archive, measure=not no_measure, accuracy_tasks=task_list,
                             accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
-                            order_channels=not no_order, progress=prog)
+                            order_channels=not no_order, progress=prog, allow_degenerate=allow_degenerate)
     m = res.manifest
     click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
                + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model"))
@@ -100,6 +106,11 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
     if m.accuracy and m.accuracy.get("mean") is not None:
         accs = ", ".join(f"{k} {100 * v['acc']:.1f}" for k, v in m.accuracy["tasks"].items() if v.get("acc") is not None)
         click.echo(f"  accuracy (report split, limit {m.accuracy['limit']}): mean {100 * m.accuracy['mean']:.1f}% ({accs})")
+    if m.generation:
+        from hwnas.accuracy.genquality import GenQualityReport
+
+        click.echo(f"  generation check: {GenQualityReport.from_dict(m.generation['report']).summary()}"
+                   + (" -- shipped anyway (--allow-degenerate)" if m.generation.get("forced_ship") else ""))
     if res.archive:
         click.echo(f"  archive {res.archive}")
 
@@ -110,11 +121,19 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
 @click.option("--tolerance", type=float, default=0.25, show_default=True, help="Allowed TPOT slow-down with --measure (fraction).")
 @click.option("--no-generate", is_flag=True, help="Skip the greedy-generation check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(bundle, measure, tolerance, no_generate, as_json):
-    """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation. Exit 1 on any problem."""
+@click.option("--model", "-m", "model", default=None,
+              help="Full model (spec as for export) to add its NLL of the bundle's generations to the generation check.")
+def verify(bundle, measure, tolerance, no_generate, as_json, model):
+    """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation and the
+    generation-quality check against the full model's recorded tokens. Exit 1 on any problem."""
     from hwnas.deploy.verify import verify_bundle
 
-    rep = verify_bundle(bundle, generate=not no_generate, measure=measure, tolerance=tolerance)
+    full_model = None
+    if model:
+        from hwnas.model.loading import load_model
+
+        full_model = load_model(model).model
+    rep = verify_bundle(bundle, generate=not no_generate, measure=measure, tolerance=tolerance, full_model=full_model)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=2))
     else:
