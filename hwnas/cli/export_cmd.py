@@ -44,18 +44,25 @@ def register(main: click.Group) -> None:
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Refit the subnet's down_proj weights to the full model before quantizing (training-free).")
 @click.option("--no-accuracy", is_flag=True, help="Skip the accuracy evaluation.")
+@click.option("--no-generation-check", is_flag=True,
+              help="Skip the generation check (the manifest then holds no generation record for verify).")
+@click.option("--allow-degenerate", is_flag=True,
+              help="Ship the bundle even when its greedy generations fail the generation check (scores are still recorded).")
 @data_dir_option
 @seed_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
 @no_order_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
-           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, data_dir, seed, force, no_order, quiet,
-           recovery=True):
+           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, allow_degenerate, data_dir, seed, force,
+           no_order, quiet, recovery=True, no_generation_check=False):
     """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
 
     The subnet is --subnet SPEC, --layers N [--mlp-width W], or picked from a search with --from
     DIR --pick ...; with none of them the model is exported whole.
+
+    The bundle's greedy generations on fixed prompts are scored against the full model; a subnet
+    that fails (degenerate text) is refused unless --allow-degenerate.
 
     The bundle loads in openvino_genai.LLMPipeline(OUT, "CPU") and
     optimum.intel.OVModelForCausalLM.from_pretrained(OUT); check it with `hwnas verify OUT`.
@@ -101,7 +108,8 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
                             calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
                             archive=archive, measure=not no_measure, accuracy_tasks=task_list,
                             accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
-                            order_channels=not no_order, recovery=recovery, progress=prog)
+                            order_channels=not no_order, recovery=recovery, progress=prog,
+                            allow_degenerate=allow_degenerate, generation_check=not no_generation_check)
     m = res.manifest
     click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
                + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model"))
@@ -120,6 +128,11 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
                    f"paired difference {o['points']:+.2f} ± {o['stderr']:.2f} points (95% CI {o['ci95'][0]:+.2f} to "
                    f"{o['ci95'][1]:+.2f})")
         click.echo(f"  {m.accuracy['verdict_1pt']}")
+    if m.generation:
+        from hwnas.accuracy.genquality import GenQualityReport
+
+        click.echo(f"  generation check: {GenQualityReport.from_dict(m.generation['report']).summary()}"
+                   + (" -- shipped anyway (--allow-degenerate)" if m.generation.get("forced_ship") else ""))
     if res.archive:
         click.echo(f"  archive {res.archive}")
 
@@ -130,11 +143,19 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
 @click.option("--tolerance", type=float, default=0.25, show_default=True, help="Allowed TPOT slow-down with --measure (fraction).")
 @click.option("--no-generate", is_flag=True, help="Skip the greedy-generation check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(bundle, measure, tolerance, no_generate, as_json):
-    """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation. Exit 1 on any problem."""
+@click.option("--model", "-m", "model", default=None,
+              help="Full model (spec as for export) to add its NLL of the bundle's generations to the generation check.")
+def verify(bundle, measure, tolerance, no_generate, as_json, model):
+    """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation and the
+    generation-quality check against the full model's recorded tokens. Exit 1 on any problem."""
     from hwnas.deploy.verify import verify_bundle
 
-    rep = verify_bundle(bundle, generate=not no_generate, measure=measure, tolerance=tolerance)
+    full_model = None
+    if model:
+        from hwnas.model.loading import load_model
+
+        full_model = load_model(model).model
+    rep = verify_bundle(bundle, generate=not no_generate, measure=measure, tolerance=tolerance, full_model=full_model)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=2))
     else:

@@ -101,6 +101,9 @@ def export_bundle(
     recovery: bool = True,
     accuracy_split: str = "holdout",
     progress: Progress | None = None,
+    generation_check: bool = True,
+    allow_degenerate: bool = False,
+    generation_thresholds: Any = None,
 ) -> BundleResult:
     """Quantize `subnet` of `model` with `recipe` and write the bundle to `out`.
 
@@ -111,6 +114,9 @@ def export_bundle(
     took no part in choosing the subnet), paired with the full model on the same items (None: skip).
     measure: measure TTFT/TPOT/throughput with hwnas.hardware.measure on this host (skipped with a warning
     when the module is unavailable). Raises HwnasError subclasses; `out` is untouched on failure.
+    generation_check: score the bundle's greedy generations against the full model
+    (`hwnas.deploy.gencheck`) into the manifest; a failing bundle raises DegenerateGenerationError
+    (nothing written) unless `allow_degenerate`. generation_thresholds: a GenThresholds (default: calibrated).
     """
     from hwnas.hardware.targets import load_target
     from hwnas.io import atomic_dir
@@ -148,6 +154,14 @@ def export_bundle(
         prompt_ids = [int(i) for i in tokenizer(SMOKE_PROMPT, add_special_tokens=False)["input_ids"]][:32] or [0]
         smoke = {"prompt": SMOKE_PROMPT, "prompt_ids": prompt_ids, "tokens": greedy_tokens(tmp, prompt_ids),
                  "properties": dict(EXACT_PROPERTIES)}
+        generation = None
+        if generation_check:
+            from hwnas.deploy.gencheck import check_built_bundle
+
+            tick(3, steps, "generation check")
+            what = f"subnet {subnet.key}" if subnet is not None else "the whole model"
+            generation = check_built_bundle(tmp, loaded, thresholds=generation_thresholds,
+                                            allow_degenerate=allow_degenerate, what=what)
         host = current_host()
         measurement = None
         if measure:
@@ -176,6 +190,7 @@ def export_bundle(
             accuracy=accuracy,
             smoke=smoke,
             search=search,
+            generation=generation,
             files=files,
             tool_versions=tool_versions(),
             seed=seed,

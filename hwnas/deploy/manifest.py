@@ -68,6 +68,7 @@ _MANIFEST_FIELDS = {
     "ir": dict, "target": (dict, type(None)), "host": (dict, type(None)), "measurement": (dict, type(None)),
     "accuracy": (dict, type(None)), "smoke": (dict, type(None)), "files": dict, "tool_versions": dict,
     "seed": int, "search": (dict, type(None)),
+    "generation": (dict, type(None)),  # optional: older manifests have none
 }
 
 
@@ -81,6 +82,8 @@ class BundleManifest:
     host: `HostInfo.to_dict()` plus "fingerprint"; measurement: {"ttft_ms", "tpot_ms",
     "throughput_tok_s", ...} or None; accuracy: {"split", "limit", "tasks": {task: acc}, "mean"}
     or None; smoke: {"prompt", "prompt_ids", "tokens"} greedy output on the build host;
+    generation: the generation-quality check (`hwnas.deploy.gencheck`): prompt ids, the full
+    model's reference greedy tokens, the bundle's tokens, thresholds and scores; None when not run;
     files: {relative path: FileEntry} for every file but the manifest.
     """
 
@@ -98,6 +101,7 @@ class BundleManifest:
     accuracy: dict | None = None
     smoke: dict | None = None
     search: dict | None = None
+    generation: dict | None = None
     tool_versions: dict = field(default_factory=dict)
     seed: int = 0
     created: str = ""

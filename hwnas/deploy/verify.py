@@ -31,6 +31,7 @@ class VerifyReport:
     manifest: BundleManifest | None = None
     generated: str | None = None
     measurement: dict | None = None
+    generation: dict | None = None  # GenQualityReport.to_dict() of the re-run generation check
 
     @property
     def ok(self) -> bool:
@@ -38,19 +39,23 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "ok": self.ok, "problems": self.problems, "warnings": self.warnings,
-                "checks": self.checks, "generated": self.generated, "measurement": self.measurement}
+                "checks": self.checks, "generated": self.generated, "measurement": self.measurement,
+                "generation": self.generation}
 
 
 def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True, measure: bool = False,
                   tolerance: float = 0.25, properties: Mapping[str, Any] | None = None,
-                  measure_fn: Callable[[Path, dict | None], dict] | None = None) -> VerifyReport:
+                  measure_fn: Callable[[Path, dict | None], dict] | None = None,
+                  full_model: Any = None) -> VerifyReport:
     """Check a bundle folder or archive; the report's `problems` is empty when it passes.
 
     Checks: archive members (before extracting), manifest schema and digest, every listed file
     present with its size and sha256, no unlisted file, the IR loads and compiles, a greedy
     generation reproduces the manifest's smoke tokens (a warning when it differs on another host)
     and, with the tokenizer IRs, openvino-genai generates text. With `measure`, TPOT is
-    re-measured and must be within `tolerance` of the manifest's on the same host.
+    re-measured and must be within `tolerance` of the manifest's on the same host. With `generate` and
+    a manifest ``generation`` record, the generation-quality check is re-run against the full model's
+    recorded greedy tokens (`hwnas.deploy.gencheck`); `full_model` (torch) adds its NLL check.
     """
     path = Path(path)
     if not path.exists():
@@ -67,7 +72,7 @@ def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True,
                 return report
             report.checks.append("archive members are plain files inside one folder")
             inner = verify_bundle(folder, load=load, generate=generate, measure=measure, tolerance=tolerance,
-                                  properties=properties, measure_fn=measure_fn)
+                                  properties=properties, measure_fn=measure_fn, full_model=full_model)
             inner.path = str(path)
             inner.checks.insert(0, report.checks[0])
             return inner
@@ -138,9 +143,31 @@ def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True,
                 report.checks.append("openvino_genai.LLMPipeline generates text")
             except Exception as e:  # noqa: BLE001
                 report.problems.append(f"openvino_genai.LLMPipeline failed: {type(e).__name__}: {e}")
+        if manifest.generation:
+            _verify_generation(report, path, manifest.generation, full_model)
     if measure:
         _verify_speed(report, path, manifest, tolerance, measure_fn)
     return report
+
+
+def _verify_generation(report: VerifyReport, path: Path, record: dict, full_model: Any) -> None:
+    from hwnas.deploy.gencheck import verify_generation
+    from hwnas.errors import DataError
+
+    try:
+        rep, warnings = verify_generation(path, record, full_model=full_model)
+    except DataError as e:
+        report.problems.append(str(e))
+        return
+    except Exception as e:  # noqa: BLE001 - any OpenVINO failure is a verification failure
+        report.problems.append(f"generation check failed to run: {type(e).__name__}: {e}")
+        return
+    report.generation = rep.to_dict()
+    report.warnings += warnings
+    if rep.passed:
+        report.checks.append(f"generation check: {rep.summary()}")
+    else:
+        report.problems.append(f"generation check: {rep.summary()}")
 
 
 def _verify_speed(report: VerifyReport, path: Path, manifest: BundleManifest, tolerance: float,
