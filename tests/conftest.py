@@ -102,7 +102,7 @@ STAGE_OF_MODULE = {
     "test_tasks": "accuracy", "test_scoring": "accuracy", "test_eval_cli": "accuracy", "test_paired": "accuracy",
     "test_fidelity": "accuracy", "test_genquality": "accuracy",
     "test_targets": "hardware", "test_latency_model": "hardware", "test_irexport": "hardware",
-    "test_measure": "hardware", "test_profile_cli": "hardware",
+    "test_measure": "hardware", "test_profile_cli": "hardware", "test_speedups": "hardware", "test_robust": "hardware",
     "test_search": "search", "test_predictors": "search", "test_search_cli": "search",
     "test_train": "train", "test_traindata": "train", "test_train_cli": "train",
     "test_bundle": "deploy", "test_bundle_manifest": "deploy", "test_quantize_ir": "deploy",

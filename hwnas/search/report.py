@@ -119,7 +119,9 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             cells.append(f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-")
         vs = r.get("vs_full") or {}
         cells.append(f"{vs['accuracy_points']:+.1f}" if vs.get("accuracy_points") is not None else "-")
-        cells.append(f"{vs['tpot_speedup']:.2f}x" if vs.get("tpot_speedup") else "-")
+        ci = vs.get("tpot_speedup_ci95")
+        cells.append((f"{vs['tpot_speedup']:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
+                      + (" !" if vs.get("speed_unstable") else "")) if vs.get("tpot_speedup") else "-")
         lines.append("| " + " | ".join(cells) + " |")
     if full and "accuracy" in full:
         both = (full.get("report") or {}).get("accuracy") is not None
@@ -168,7 +170,8 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                          f"| {h['iteration']} | {h['validated']} | - | {h['front_size']} | {preds} | {h['seconds']['total']:.1f} |")
     if remeasured:
         lines += ["", "TPOT final: the Pareto subnets and the full model timed again in one session with interleaved "
-                  "repeats; speed-ups use these."]
+                  "repeats; speed-ups use these (paired ratios; 95% bootstrap interval over rounds in brackets; "
+                  "! = a figure stayed uncertain, e.g. the host was busy)."]
     if any(str(r.get("latency_source", "")).startswith("predicted") for r in result.records):
         lines += ["", "Latency figures are **predicted** by the profile's latency model (not measured on this host)."]
     return "\n".join(lines) + "\n"
