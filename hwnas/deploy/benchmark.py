@@ -164,7 +164,8 @@ def measure_torch(model: Any, target: Any, *, seed: int = 0) -> BenchRow:
             t, st = generate(prompt[:bs], wl.new_tokens)
             ttfts.append(t)
             steps.append(st)
-        batches.append(BatchMeasurement.from_samples(bs, ttfts, steps, 0, ms.max_cv))
+        batches.append(BatchMeasurement.from_samples(bs, ttfts, steps, 0, ms.max_cv, estimator=ms.estimator,
+                                                     max_rel_ci=ms.max_rel_ci or None, seed=seed))
     nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     return BenchRow(name="full model", kind=TORCH_FP32, ttft_ms=batches[0].ttft_ms, tpot_ms=batches[0].tpot_ms,
                     throughput_tok_s=batches[-1].throughput_tok_s, weight_bytes=nbytes, total_bytes=None,
