@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -210,8 +209,12 @@ def main() -> None:
     ap.add_argument("--target", default="xeon")
     ap.add_argument("--samples", type=int, default=12)
     ap.add_argument("--holdout", type=int, default=4)
+    ap.add_argument("--holdout-pool", type=int, default=4, help="held-out subnets drawn as a profile with --holdout N would")
+    ap.add_argument("--profile-subnets", type=int, default=0,
+                    help="use only N of the profile's subnets (full, smallest, the rest spread evenly); 0: all")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--batch-sizes", default="1")
+    ap.add_argument("--new-tokens", type=int, default=0, help="override the target's tokens generated (0: keep)")
     ap.add_argument("--conditions", default="quiet,loaded")
     ap.add_argument("--hog-core", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -234,7 +237,7 @@ def main() -> None:
     t0 = load_target(args.target)
     # every round kept (the reference kernel is timed, nothing is set aside), a fixed number of rounds
     target = dataclasses.replace(
-        t0, workload=dataclasses.replace(t0.workload, batch_sizes=bs),
+        t0, workload=dataclasses.replace(t0.workload, batch_sizes=bs, new_tokens=args.new_tokens or t0.workload.new_tokens),
         measure=dataclasses.replace(t0.measure, repeats=args.rounds, max_remeasure=0, interference_tol=1e9,
                                     max_rel_ci=0.0, max_cv=0.99, estimator="median"))
     loaded = load_model("default")
@@ -243,11 +246,15 @@ def main() -> None:
     model_id = loaded.source.sha256()[:12]
     subs = choose_subnets(space, args.samples, np.random.default_rng(args.seed))
     seen = {c.key for c in subs}
-    held = [c for c in choose_subnets(space, args.holdout + 4, np.random.default_rng(args.seed + 1000))[2:]
+    held = [c for c in choose_subnets(space, args.holdout_pool + 4, np.random.default_rng(args.seed + 1000))[2:]
             if c.key not in seen][: args.holdout]
+    if args.profile_subnets and args.profile_subnets < len(subs):  # full, smallest, then spread over the rest
+        rest = subs[2:]
+        pick_idx = np.linspace(0, len(rest) - 1, args.profile_subnets - 2).round().astype(int)
+        subs = subs[:2] + [rest[i] for i in sorted(set(pick_idx.tolist()))]
     jobs, meta = [], {}
     for kind, cfg in [("subnet", c) for c in subs] + [("holdout", c) for c in held]:
-        ir, _ = export_ir_cached(key=f"{model_id}-{cfg.key}", build=lambda: sn.extract(cfg))
+        ir, _ = export_ir_cached(key=f"{model_id}-{cfg.key}", build=lambda cfg=cfg: sn.extract(cfg))
         jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), kind))
         meta[cfg.key] = {"kind": kind, "widths": list(cfg.mlp_widths), "layers": len(cfg.layers),
                          "n_params": cfg.n_params(sn.config)}
@@ -285,7 +292,10 @@ def main() -> None:
                                  "rounds": b0.repeats}
         print(f"{cond}: {len(jobs)} models x {b0.repeats} rounds in {wall:.0f} s; load {before['loadavg']} -> {after['loadavg']}",
               flush=True)
+        partial = Path(args.json_out).with_suffix(".partial.json")  # survives an interrupted run
+        partial.write_text(json.dumps({**res, "raw": raw, "readings": readings}, default=float))
     res["raw"] = raw
+    res["readings"] = readings
     an = analyse(raw, readings, meta, space.widths, bs[0], pick, full, hb)
     res["analysis"] = an
     res["total_s"] = round(time.perf_counter() - t_all, 1)
@@ -300,6 +310,7 @@ def main() -> None:
         "; ".join(f"{c}: {s['wall_s']} s, load {s['loadavg_before']} -> {s['loadavg_after']}" for c, s in res["sessions"].items())
         + f"\n\nReference-kernel clean rounds (tol {TOL}): {an['clean_rounds']} of {an['rounds']}.\n\n{md}\n")
     print(md)
+    Path(args.json_out).with_suffix(".partial.json").unlink(missing_ok=True)
     print(f"wrote {out} ({res['total_s']} s)")
 
 

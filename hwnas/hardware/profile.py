@@ -25,7 +25,13 @@ import numpy as np
 
 from hwnas.errors import MeasurementError
 from hwnas.hardware.host import HostInfo
-from hwnas.hardware.latency_model import LatencyModel, fit_latency_model, mape, measurement_metrics, measurement_noise
+from hwnas.hardware.latency_model import (
+    LatencyModel,
+    fit_latency_model,
+    mape,
+    measurement_metrics,
+    measurement_noise,
+)
 from hwnas.hardware.measure import Measurement
 from hwnas.hardware.targets import Target
 
