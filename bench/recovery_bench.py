@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="arc_easy,arc_challenge,mmlu,piqa")
     ap.add_argument("--limit", type=int, default=250, help="report-split items per task")
     ap.add_argument("--ppl-windows", type=int, default=16)
-    ap.add_argument("--only", default=None, help="comma list of subnet names to run")
+    ap.add_argument("--only", default=None, help="';'-separated subnet names to run")
+    ap.add_argument("--target", default=None, help="recovery target (auto, residual, mlp); default: RecoveryConfig's")
     ap.add_argument("--out", default="bench/results/recovery_bench.json")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -85,13 +86,15 @@ def main() -> None:
     full_ppl = ppl.evaluate(sn)["tasks"]["wikitext2"]["perplexity"]
     fid.reference(sn)
     full_s = time.perf_counter() - t0
-    rc = make_recoverer(sn, tok)
+    from hwnas.model.recovery import RecoveryConfig
+
+    rc = make_recoverer(sn, tok, config=RecoveryConfig(target=args.target) if args.target else None)
     results = {"schema_version": 1, "tasks": args.tasks, "report_items": mc.describe(), "full_perplexity": full_ppl,
                "ppl_windows": args.ppl_windows, "recovery": rc.describe(), "host_load": os.getloadavg(),
                "note": "shared 2-core host; accuracy differences are paired on the same items", "subnets": {}}
     if Path(args.out).is_file():
         results["subnets"] = json.loads(Path(args.out).read_text()).get("subnets", {})
-    wanted = set(args.only.split(",")) if args.only else None
+    wanted = set(args.only.split(";")) if args.only else None
     for name, cfg in subnets(sn).items():
         if wanted and name not in wanted:
             continue

@@ -103,7 +103,7 @@ STAGE_OF_MODULE = {
     "test_fidelity": "accuracy", "test_genquality": "accuracy", "test_genquality_bundle": "accuracy",
     "test_genquality_real": "accuracy",
     "test_targets": "hardware", "test_latency_model": "hardware", "test_irexport": "hardware",
-    "test_measure": "hardware", "test_profile_cli": "hardware",
+    "test_measure": "hardware", "test_profile_cli": "hardware", "test_speedups": "hardware", "test_robust": "hardware",
     "test_search": "search", "test_predictors": "search", "test_search_cli": "search",
     "test_train": "train", "test_traindata": "train", "test_train_cli": "train",
     "test_bundle": "deploy", "test_bundle_manifest": "deploy", "test_quantize_ir": "deploy",

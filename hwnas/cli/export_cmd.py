@@ -191,7 +191,8 @@ def bench(bundles, against, target, no_torch, json_out, seed, quiet):
                              seed=seed, progress=prog)
     table = ratios(rows)
     click.echo(format_table(table))
-    click.echo("speed-up = TPOT of the NNCF int8 full model / TPOT; smaller = its weight bytes / weight bytes")
+    click.echo("speed-up = TPOT of the NNCF int8 full model / TPOT, measured interleaved [95% interval over paired rounds; "
+               "! = a figure stayed uncertain]; smaller = its weight bytes / weight bytes")
     if json_out:
         write_json_atomic(json_out, {"rows": table})
 

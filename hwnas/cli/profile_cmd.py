@@ -23,15 +23,19 @@ def register(main: click.Group) -> None:
               help="Also measure probe models of K layers per allowed width for the latency table (0: none).")
 @click.option("--latency-form", type=click.Choice(["linear", "per_width"]), default="linear", show_default=True,
               help="Per-layer cost linear in MLP width, or one free cost per width.")
+@click.option("--holdout", type=int, default=0, show_default=True,
+              help="Also measure N subnets the latency model is never fit on, to report its error on them.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def profile(target_spec: str, model: str, samples: int, out: str | None, seed: int, probe_layers: int,
-            latency_form: str, force: bool, no_progress: bool) -> None:
+            latency_form: str, holdout: int, force: bool, no_progress: bool) -> None:
     """Measure the full model and SAMPLES subnets on this CPU with OpenVINO under --target.
 
     Writes OUT/profile.json: the target, this host (CPU, ISA, fingerprint), every measurement
-    (TTFT, TPOT, throughput; medians, spread, raw samples), the latency model that predicts
-    unmeasured subnets and its cross-validated error. Later commands take it with --profile.
+    (TTFT, TPOT, throughput with 95% intervals over interleaved rounds, rounds set aside for
+    interference, raw samples), the latency model that predicts unmeasured subnets and its
+    cross-validated error split into model error and measurement noise. Later commands take it
+    with --profile.
     """
     from hwnas.errors import MeasurementError
     from hwnas.hardware.targets import load_target
@@ -40,6 +44,8 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     target = load_target(target_spec)  # a bad target fails before anything is loaded
     if samples < 1:
         raise MeasurementError(f"--samples must be >= 1 (subnets measured besides the full model), got {samples}")
+    if holdout < 0:
+        raise MeasurementError(f"--holdout must be >= 0 (subnets measured but never fit on), got {holdout}")
     if probe_layers == 1 or probe_layers < 0:
         raise MeasurementError(f"--probe-layers must be 0 (no probes) or >= 2, got {probe_layers}")
     out = out or f"profile-{target.name}"
@@ -60,7 +66,7 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     loaded = load_model(model)
     with progress_bar(f"profile {target.name}", enabled=not no_progress) as update:
         prof = run_profile(loaded, target, samples=samples, seed=seed, out_dir=out, progress=update,
-                           probe_layers=probe_layers, form=latency_form, host=host, force=force)
+                           probe_layers=probe_layers, form=latency_form, host=host, force=force, holdout=holdout)
     _print_report(prof)
     click.echo(f"wrote {out}/{PROFILE_FILE}")
 
@@ -82,17 +88,17 @@ def _print_report(prof) -> None:
     table = Table(title=f"measured on {prof.host.cpu_model} ({prof.host.fingerprint})")
     for col, just in (("subnet", "left"), ("layers", "right"), ("MLP widths", "left"), ("params (M)", "right"),
                       (f"TTFT ms @{m0.latency_batch_size}", "right"), (f"TPOT ms @{m0.latency_batch_size}", "right"),
-                      (f"tok/s @{m0.throughput_batch_size}", "right"), ("TPOT CV", "right"), ("TPOT LOO pred.", "right")):
+                      (f"tok/s @{m0.throughput_batch_size}", "right"), ("TPOT LOO pred.", "right")):
         table.add_column(col, justify=just)
     cvp = prof.latency_model.error.get("cv_predictions", {}).get(f"tpot_ms@{m0.latency_batch_size}", [])
     for i, m in enumerate(prof.measurements):
         widths = sorted(set(m.mlp_widths))
         wdesc = str(widths[0]) if len(widths) == 1 else f"{widths[0]}-{widths[-1]}"
         lat = m.batch(m.latency_batch_size)
-        flag = "" if m.stable else " !"
-        table.add_row(m.subnet_key, str(len(m.mlp_widths)), wdesc, f"{m.n_params / 1e6:.1f}", f"{m.ttft_ms:.2f}",
-                      f"{m.tpot_ms:.2f}", f"{m.throughput_tok_s:.1f}", f"{lat.tpot_cv:.2f}{flag}",
-                      f"{cvp[i]:.2f}" if i < len(cvp) and cvp[i] is not None else "")
+        flag = "" if m.stable else " [yellow]![/]"
+        table.add_row(m.subnet_key, str(len(m.mlp_widths)), wdesc, f"{m.n_params / 1e6:.1f}",
+                      _with_ci(m.ttft_ms, lat.ttft_ci_ms, 1) + flag, _with_ci(m.tpot_ms, lat.tpot_ci_ms, 2) + flag,
+                      f"{m.throughput_tok_s:.1f}", f"{cvp[i]:.2f}" if i < len(cvp) and cvp[i] is not None else "")
     console.print(table)
     err = prof.latency_model.error
     if err.get("n_subnets"):
@@ -101,6 +107,21 @@ def _print_report(prof) -> None:
             f"{err['n_subnets']} whole subnets: TTFT {err['ttft_ms_mape_pct']:.1f}%, TPOT {err['tpot_ms_mape_pct']:.1f}%, "
             f"throughput {err['throughput_tok_s_mape_pct']:.1f}%"
         )
+        if err.get("tpot_ms_model_error_pct") is not None:
+            console.print(
+                f"  of which the model: TTFT {err['ttft_ms_model_error_pct']:.1f}%, TPOT {err['tpot_ms_model_error_pct']:.1f}% "
+                f"(RMS, net of noise); the measurements themselves: TTFT +-{err['ttft_ms_measurement_noise_pct']:.1f}%, "
+                f"TPOT +-{err['tpot_ms_measurement_noise_pct']:.1f}% (median 95% interval)"
+            )
+    ho = err.get("holdout")
+    if ho:
+        console.print(f"held-out subnets ({ho['n_subnets']}, never fit on): MAPE TTFT {ho['ttft_ms_mape_pct']:.1f}%, "
+                      f"TPOT {ho['tpot_ms_mape_pct']:.1f}%")
+    sess = prof.measurements[0].session if prof.measurements else {}
+    if sess.get("rounds"):
+        load = sess.get("load", {})
+        console.print(f"{sess['rounds']} interleaved rounds, {sess['rounds'] - sess.get('clean_rounds', sess['rounds'])} set "
+                      f"aside for interference; load average {load.get('loadavg_before')} -> {load.get('loadavg_after')}")
     r = prof.ranking
     if r.get("kendall_tau_params_vs_tpot_ms") is not None:
         console.print(
@@ -108,12 +129,19 @@ def _print_report(prof) -> None:
             + (f" (latency model: {r['kendall_tau_latency_model_vs_tpot_ms']:.2f})"
                if r.get("kendall_tau_latency_model_vs_tpot_ms") is not None else "")
         )
-    unstable = [m.subnet_key for m in prof.measurements + prof.probes if not m.stable]
+    unstable = [m for m in prof.measurements + prof.probes + prof.holdout if not m.stable]
     if unstable:
-        console.print(f"[yellow]{len(unstable)} measurement(s) stayed noisy after re-measuring (CV > "
-                      f"{prof.target.measure.max_cv}); the machine may be busy: {', '.join(unstable[:5])}[/]")
+        console.print(f"[yellow]! {len(unstable)} measurement(s) stayed uncertain after re-measuring; the host may be "
+                      f"busy. {unstable[0].subnet_key}: {unstable[0].note}[/]")
     if prof.host_note:
         console.print(f"[yellow]{prof.host_note}[/]")
     t = prof.timings_s
     console.print(f"took {t.get('total', 0):.0f} s (export {t.get('export', 0):.0f} s, measure {t.get('measure', 0):.0f} s; "
                   f"{t.get('irs_exported', 0)} IRs exported, {t.get('irs_from_cache', 0)} from cache)")
+
+
+def _with_ci(value: float, ci, digits: int) -> str:
+    """'12.34 (+-0.21)': the figure and the half-width of its 95% interval."""
+    if not ci:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} (±{(ci[1] - ci[0]) / 2:.{digits}f})"

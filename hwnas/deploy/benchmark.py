@@ -8,7 +8,10 @@ Baselines (what a user would otherwise deploy):
 OpenVINO models are timed with `hwnas.hardware.measure.measure_ir` under the target's properties and
 workload; PyTorch with the same workload, warm-up, repeats and statistics (`measure_batch`).
 Ratios are against the ``openvino-nncf-int8`` row: speed-up = baseline TPOT / TPOT, size ratio =
-baseline weight bytes / weight bytes.
+baseline weight bytes / weight bytes. OpenVINO rows are measured in one session of interleaved
+rounds, so their speed-ups are paired ratios over those rounds with a 95% bootstrap interval
+(``*_ci95``; `hwnas.hardware.measure.speedup`); the PyTorch row is timed on its own and its ratio
+carries no interval.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class BenchRow:
     total_bytes: int | None = None             # whole folder
     accuracy: dict | None = None               # {"tasks": {...}, "mean": ...}
     extra: dict = field(default_factory=dict)
+    measurement: Any = None                    # the hwnas Measurement (OpenVINO rows), for paired ratios; not in to_dict
 
     @property
     def decode_tok_s(self) -> float | None:
@@ -65,8 +69,10 @@ def ir_rows(items: Sequence[tuple[str, str, str | Path]], target: Any, *, host: 
         folder = Path(folder)
         rows.append(BenchRow(name=name, kind=kind, ttft_ms=m.ttft_ms, tpot_ms=m.tpot_ms, throughput_tok_s=m.throughput_tok_s,
                              weight_bytes=(folder / "openvino_model.bin").stat().st_size, total_bytes=folder_bytes(folder),
-                             extra={"stable": m.stable, "properties": m.properties,
-                                    "tpot_samples_ms": list(m.batches[0].tpot_samples_ms)}))
+                             extra={"stable": m.stable, "note": m.note, "properties": m.properties,
+                                    "tpot_samples_ms": list(m.batches[0].tpot_samples_ms),
+                                    "tpot_ci95_ms": list(m.batches[0].tpot_ci_ms or [])},
+                             measurement=m))
     return rows
 
 
@@ -158,7 +164,8 @@ def measure_torch(model: Any, target: Any, *, seed: int = 0) -> BenchRow:
             t, st = generate(prompt[:bs], wl.new_tokens)
             ttfts.append(t)
             steps.append(st)
-        batches.append(BatchMeasurement.from_samples(bs, ttfts, steps, 0, ms.max_cv))
+        batches.append(BatchMeasurement.from_samples(bs, ttfts, steps, 0, ms.max_cv, estimator=ms.estimator,
+                                                     max_rel_ci=ms.max_rel_ci or None, seed=seed))
     nbytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     return BenchRow(name="full model", kind=TORCH_FP32, ttft_ms=batches[0].ttft_ms, tpot_ms=batches[0].tpot_ms,
                     throughput_tok_s=batches[-1].throughput_tok_s, weight_bytes=nbytes, total_bytes=None,
@@ -201,8 +208,12 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
     return rows
 
 
-def ratios(rows: Sequence[BenchRow], baseline_kind: str = NNCF_INT8) -> list[dict]:
-    """Per row: decode speed-up, TTFT speed-up, throughput ratio and size ratio vs the baseline row."""
+def ratios(rows: Sequence[BenchRow], baseline_kind: str = NNCF_INT8, seed: int = 0) -> list[dict]:
+    """Per row: decode speed-up, TTFT speed-up, throughput ratio and size ratio vs the baseline row;
+    paired ratios with 95% bootstrap intervals (``*_ci95``) where both were measured in one session."""
+    from hwnas.errors import MeasurementError
+    from hwnas.hardware.measure import speedup
+
     base = next((r for r in rows if r.kind == baseline_kind), None)
     out = []
     for r in rows:
@@ -212,6 +223,16 @@ def ratios(rows: Sequence[BenchRow], baseline_kind: str = NNCF_INT8) -> list[dic
             d["ttft_speedup"] = (base.ttft_ms / r.ttft_ms) if r.ttft_ms and base.ttft_ms else None
             d["throughput_ratio"] = (r.throughput_tok_s / base.throughput_tok_s) if r.throughput_tok_s and base.throughput_tok_s else None
             d["size_ratio"] = (base.weight_bytes / r.weight_bytes) if r.weight_bytes and base.weight_bytes else None
+            if r.measurement is not None and base.measurement is not None:
+                try:
+                    for key, metric in (("decode_speedup", "tpot_ms"), ("ttft_speedup", "ttft_ms"),
+                                        ("throughput_ratio", "throughput_tok_s")):
+                        sp = speedup(r.measurement, base.measurement, metric, seed=seed)
+                        d[key], d[f"{key}_ci95"] = sp["value"], [sp["ci_low"], sp["ci_high"]]
+                except MeasurementError as e:
+                    d["ratio_note"] = str(e)
+            elif r is not base:
+                d["ratio_note"] = "timed on its own, not interleaved with the baseline: no interval"
         out.append(d)
     return out
 
@@ -225,10 +246,15 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append([
             str(d["name"]), d["kind"], _f(d["ttft_ms"], 1), _f(d["tpot_ms"], 2), _f(d["decode_tok_s"], 1),
             _f(d["throughput_tok_s"], 1), _f(d["weight_bytes"] / 1e6 if d.get("weight_bytes") else None, 1),
-            _f(d.get("decode_speedup"), 2, "x"), _f(d.get("size_ratio"), 2, "x"), _f(100 * acc if acc is not None else None, 1),
+            _f(d.get("decode_speedup"), 2, "x") + _ci(d.get("decode_speedup_ci95")) + ("" if d.get("stable", True) else " !"),
+            _f(d.get("size_ratio"), 2, "x"), _f(100 * acc if acc is not None else None, 1),
         ])
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines)
+
+
+def _ci(ci: Any) -> str:
+    return f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else ""
 
 
 def _f(v: Any, digits: int, suffix: str = "") -> str:

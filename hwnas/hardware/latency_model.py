@@ -21,7 +21,13 @@ decode step is mostly fixed overhead, so a layer's cost drowns in timing noise, 
 is one more export; whole subnets measure the quantity predicted, at the depth it is used.
 
 Error: leave-one-out over whole subnets (the model is refit without the held-out subnet, probes
-always kept), reported as MAPE per metric. `predict(cfg)` returns ``ttft_ms`` and ``tpot_ms`` at
+always kept), reported as MAPE per metric. A prediction is compared with a measurement that is
+itself uncertain, so when the measurements' 95% intervals are given (`noise`), the error is split
+("is the model wrong, or the host noisy?"): ``measurement_noise_pct`` is the typical half-width of
+a measurement's interval, ``within_noise_share`` the share of held-out subnets whose prediction
+falls inside their measurement's interval, and ``model_error_pct`` the RMS relative error left
+after subtracting the measurements' own variance (sqrt(max(0, mean(err^2) - mean(se^2))), se =
+half-width / 1.96). `predict(cfg)` returns ``ttft_ms`` and ``tpot_ms`` at
 the latency batch and ``throughput_tok_s`` = 1000 / TPOT at the throughput batch
 (openvino-genai's definition).
 """
@@ -41,6 +47,19 @@ Sample = tuple[Sequence[int], Mapping[str, float]]  # (mlp widths of the kept la
 
 def metric_names(batch_sizes: Sequence[int]) -> list[str]:
     return [f"{m}@{b}" for b in batch_sizes for m in ("ttft_ms", "tpot_ms")]
+
+
+def measurement_noise(m: Any) -> dict[str, float]:
+    """Metric -> relative half-width of the measurement's 95% interval (measurements without intervals: {})."""
+    from hwnas.hardware.robust import relative_halfwidth
+
+    out = {}
+    for b in m.batches:
+        if getattr(b, "ttft_ci_ms", None):
+            out[f"ttft_ms@{b.batch_size}"] = relative_halfwidth(b.ttft_ci_ms, b.ttft_ms)
+        if getattr(b, "tpot_ci_ms", None):
+            out[f"tpot_ms@{b.batch_size}"] = relative_halfwidth(b.tpot_ci_ms, b.tpot_ms)
+    return out
 
 
 def measurement_metrics(m: Any) -> dict[str, float]:
@@ -207,20 +226,38 @@ def fit_latency_model(
     form: str = "linear",
     target: str = "",
     host_fingerprint: str = "",
+    noise: Sequence[Mapping[str, float]] | None = None,
 ) -> LatencyModel:
-    """Fit the per-layer table on whole subnets (+ probes); leave-one-out error over the subnets."""
+    """Fit the per-layer table on whole subnets (+ probes); leave-one-out error over the subnets.
+
+    noise: per subnet, metric -> relative half-width of its measurement's 95% interval (0.02 = +-2%);
+    it splits the error into model error and measurement noise (see the module docstring)."""
     if form not in FORMS:
         raise MeasurementError(f"latency model form {form!r} is not one of {list(FORMS)}")
     widths = tuple(sorted({int(w) for w in widths}))
     metrics = metric_names(batch_sizes)
     base, per, lin = _fit_tables(list(subnets) + list(probes), widths, metrics, form)
     model = LatencyModel(tuple(batch_sizes), widths, form, base, per, lin, target=target, host_fingerprint=host_fingerprint)
-    model.error = cross_validate(subnets, probes, widths, batch_sizes, form)
+    model.error = cross_validate(subnets, probes, widths, batch_sizes, form, noise=noise)
     return model
 
 
+def noise_split(measured: Sequence[float], predicted: Sequence[float], rel_halfwidth: Sequence[float]) -> dict[str, float]:
+    """Prediction error vs the measurements' own uncertainty (relative 95% half-widths), in percent."""
+    t, p, w = (np.asarray(x, float) for x in (measured, predicted, rel_halfwidth))
+    err = (p - t) / t
+    se = w / 1.96
+    return {
+        "measurement_noise_pct": round(float(np.median(w)) * 100, 3),
+        "within_noise_share": round(float(np.mean(np.abs(err) <= w)), 3),
+        "model_error_pct": round(float(np.sqrt(max(0.0, float(np.mean(err ** 2) - np.mean(se ** 2))))) * 100, 3),
+        "rms_error_pct": round(float(np.sqrt(np.mean(err ** 2))) * 100, 3),
+    }
+
+
 def cross_validate(subnets: Sequence[Sample], probes: Sequence[Sample], widths: Sequence[int],
-                   batch_sizes: Sequence[int], form: str = "linear") -> dict[str, Any]:
+                   batch_sizes: Sequence[int], form: str = "linear",
+                   noise: Sequence[Mapping[str, float]] | None = None) -> dict[str, Any]:
     """Leave-one-out MAPE over whole subnets: refit without each one, predict it."""
     metrics = metric_names(batch_sizes)
     n = len(subnets)
@@ -242,7 +279,14 @@ def cross_validate(subnets: Sequence[Sample], probes: Sequence[Sample], widths: 
     lat, thr = batch_sizes[0], batch_sizes[-1]
     j_thr = metrics.index(f"tpot_ms@{thr}")
     per_metric = {m: round(mape(meas[ok, j], pred[ok, j]), 3) for j, m in enumerate(metrics)}
-    return {
+    split = {}
+    if noise is not None and len(noise) == n:
+        for j, m in enumerate(metrics):
+            w = [float(noise[i].get(m, np.nan)) for i in range(n)]
+            keep = ok & ~np.isnan(np.asarray(w))
+            if keep.any():
+                split[m] = noise_split(meas[keep, j], pred[keep, j], np.asarray(w)[keep])
+    out = {
         "method": "leave-one-out over whole subnets (model refit without the held-out subnet)",
         "n_subnets": int(ok.sum()),
         "ttft_ms_mape_pct": per_metric[f"ttft_ms@{lat}"],
@@ -252,3 +296,10 @@ def cross_validate(subnets: Sequence[Sample], probes: Sequence[Sample], widths: 
         "cv_predictions": {m: [None if np.isnan(x) else round(float(x), 4) for x in pred[:, j]]
                            for j, m in enumerate(metrics)},
     }
+    if split:
+        out["noise_split"] = split
+        for name in ("ttft_ms", "tpot_ms"):
+            if f"{name}@{lat}" in split:
+                out[f"{name}_model_error_pct"] = split[f"{name}@{lat}"]["model_error_pct"]
+                out[f"{name}_measurement_noise_pct"] = split[f"{name}@{lat}"]["measurement_noise_pct"]
+    return out

@@ -51,7 +51,17 @@ def _stats(samples: list[float]) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class BatchMeasurement:
-    """Timings at one batch size; `*_samples_ms` hold one value per timed repeat."""
+    """Timings at one batch size over the rounds kept (one generation per round).
+
+    `ttft_ms` / `tpot_ms` are the `estimator`'s figures (see hwnas.hardware.robust) with 95%
+    bootstrap intervals over rounds; `ttft_samples_ms` holds one TTFT per kept round,
+    `tpot_samples_ms` one per-round TPOT as the estimator sees a round (its fastest step for
+    ``round_min``, its median step otherwise), `step_ms` the raw decode steps, `round_ids` which
+    rounds of the session they come from (rounds are shared by every model of a session, so two
+    models' figures can be paired round by round). `stable` is False when a figure's interval is
+    wider than the target allows or the session could not collect enough rounds free of
+    interference; `note` says which.
+    """
 
     batch_size: int
     ttft_ms: float
@@ -63,23 +73,53 @@ class BatchMeasurement:
     tpot_cv: float
     ttft_samples_ms: tuple[float, ...]
     tpot_samples_ms: tuple[float, ...]
-    step_ms: tuple[tuple[float, ...], ...]  # raw decode-step durations (whole batch) of each repeat
+    step_ms: tuple[tuple[float, ...], ...]  # raw decode-step durations (whole batch) of each kept round
     repeats: int
     remeasured: int
     stable: bool
+    estimator: str = "median"
+    round_ids: tuple[int, ...] = ()
+    ttft_ci_ms: tuple[float, float] | None = None
+    tpot_ci_ms: tuple[float, float] | None = None
+    discarded_rounds: int = 0
+    note: str = ""
 
     @classmethod
     def from_samples(cls, batch_size: int, ttfts: list[float], steps: list[list[float]], remeasured: int,
-                     max_cv: float) -> "BatchMeasurement":
-        tpots = [float(np.median(s)) / batch_size for s in steps]
-        ttft, ttft_iqr, ttft_cv = _stats(ttfts)
-        tpot, tpot_iqr, tpot_cv = _stats(tpots)
+                     max_cv: float = 0.1, *, estimator: str = "median", round_ids: Sequence[int] | None = None,
+                     max_rel_ci: float | None = None, discarded_rounds: int = 0, interference: str = "",
+                     seed: int = 0) -> "BatchMeasurement":
+        """Figures from per-round samples. Stability: with `max_rel_ci`, both 95% intervals must be
+        within +-max_rel_ci of the figure; without it (old callers), the per-round CV within `max_cv`."""
+        from hwnas.hardware import robust
+
+        tpots = [v / batch_size for v in robust.per_round_tpot(steps, estimator)]
+        _, ttft_iqr, ttft_cv = _stats(ttfts)
+        _, tpot_iqr, tpot_cv = _stats(tpots)
+        ttft = robust.ttft_estimate(ttfts, estimator)
+        tpot = robust.tpot_estimate(steps, estimator) / batch_size
+        ttft_ci = robust.ttft_ci(ttfts, estimator, seed=seed)
+        lo, hi = robust.tpot_ci(steps, estimator, seed=seed)
+        tpot_ci = (lo / batch_size, hi / batch_size)
+        notes = []
+        if max_rel_ci is not None:
+            for name, v, ci in (("TTFT", ttft, ttft_ci), ("TPOT", tpot, tpot_ci)):
+                w = robust.relative_halfwidth(ci, v)
+                if w > max_rel_ci:
+                    notes.append(f"{name} +-{100 * w:.1f}% (95% CI) > +-{100 * max_rel_ci:.1f}%")
+        elif ttft_cv > max_cv or tpot_cv > max_cv:
+            notes.append(f"CV TTFT {ttft_cv:.2f} / TPOT {tpot_cv:.2f} > {max_cv:.2f}")
+        if interference:
+            notes.append(interference)
         return cls(
             batch_size=batch_size, ttft_ms=ttft, tpot_ms=tpot, throughput_tok_s=1000.0 / tpot,
             ttft_iqr_ms=ttft_iqr, tpot_iqr_ms=tpot_iqr, ttft_cv=ttft_cv, tpot_cv=tpot_cv,
             ttft_samples_ms=tuple(round(x, 4) for x in ttfts), tpot_samples_ms=tuple(round(x, 4) for x in tpots),
             step_ms=tuple(tuple(round(x, 4) for x in s) for s in steps), repeats=len(ttfts), remeasured=remeasured,
-            stable=ttft_cv <= max_cv and tpot_cv <= max_cv,
+            stable=not notes, estimator=estimator,
+            round_ids=tuple(int(r) for r in (round_ids if round_ids is not None else range(len(ttfts)))),
+            ttft_ci_ms=(round(ttft_ci[0], 4), round(ttft_ci[1], 4)), tpot_ci_ms=(round(tpot_ci[0], 4), round(tpot_ci[1], 4)),
+            discarded_rounds=discarded_rounds, note="; ".join(notes),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,10 +129,15 @@ class BatchMeasurement:
             "ttft_cv": self.ttft_cv, "tpot_cv": self.tpot_cv, "ttft_samples_ms": list(self.ttft_samples_ms),
             "tpot_samples_ms": list(self.tpot_samples_ms), "step_ms": [list(s) for s in self.step_ms],
             "repeats": self.repeats, "remeasured": self.remeasured, "stable": self.stable,
+            "estimator": self.estimator, "round_ids": list(self.round_ids),
+            "ttft_ci_ms": list(self.ttft_ci_ms) if self.ttft_ci_ms else None,
+            "tpot_ci_ms": list(self.tpot_ci_ms) if self.tpot_ci_ms else None,
+            "discarded_rounds": self.discarded_rounds, "note": self.note,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BatchMeasurement":
+        ci = lambda v: (float(v[0]), float(v[1])) if v else None  # noqa: E731
         return cls(
             batch_size=int(d["batch_size"]), ttft_ms=float(d["ttft_ms"]), tpot_ms=float(d["tpot_ms"]),
             throughput_tok_s=float(d["throughput_tok_s"]), ttft_iqr_ms=float(d["ttft_iqr_ms"]),
@@ -100,6 +145,9 @@ class BatchMeasurement:
             ttft_samples_ms=tuple(d["ttft_samples_ms"]), tpot_samples_ms=tuple(d["tpot_samples_ms"]),
             step_ms=tuple(tuple(s) for s in d.get("step_ms", [])), repeats=int(d["repeats"]),
             remeasured=int(d.get("remeasured", 0)), stable=bool(d.get("stable", True)),
+            estimator=d.get("estimator", "median"), round_ids=tuple(int(r) for r in d.get("round_ids", [])),
+            ttft_ci_ms=ci(d.get("ttft_ci_ms")), tpot_ci_ms=ci(d.get("tpot_ci_ms")),
+            discarded_rounds=int(d.get("discarded_rounds", 0)), note=d.get("note", ""),
         )
 
 
@@ -127,11 +175,17 @@ class Measurement:
     compile_ms: float = 0.0
     openvino_version: str = ""
     timestamp: str = ""
+    session: dict[str, Any] = field(default_factory=dict)  # the interleaved session: id, rounds, interference, load
     schema_version: int = field(default=SCHEMA_VERSION)
 
     @property
     def stable(self) -> bool:
         return all(b.stable for b in self.batches)
+
+    @property
+    def note(self) -> str:
+        """Why a figure is not to be trusted as is ('' when every figure is stable)."""
+        return "; ".join(f"@{b.batch_size}: {b.note}" for b in self.batches if b.note)
 
     def batch(self, batch_size: int) -> BatchMeasurement:
         for b in self.batches:
@@ -149,7 +203,7 @@ class Measurement:
             "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens, "stable": self.stable,
             "batches": [b.to_dict() for b in self.batches], "properties": dict(self.properties),
             "warmup": self.warmup, "compile_ms": self.compile_ms, "openvino_version": self.openvino_version,
-            "timestamp": self.timestamp,
+            "timestamp": self.timestamp, "note": self.note, "session": dict(self.session),
         }
 
     @classmethod
@@ -164,7 +218,7 @@ class Measurement:
                 kind=d.get("kind", "subnet"), subnet=d.get("subnet"), n_params=int(d.get("n_params", 0)),
                 mlp_widths=tuple(int(w) for w in d.get("mlp_widths", [])), warmup=int(d.get("warmup", 1)),
                 compile_ms=float(d.get("compile_ms", 0.0)), openvino_version=d.get("openvino_version", ""),
-                timestamp=d.get("timestamp", ""),
+                timestamp=d.get("timestamp", ""), session=dict(d.get("session") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MeasurementError(f"malformed measurement record ({type(e).__name__}: {e})") from None
@@ -308,13 +362,19 @@ def measure_many(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> list[Measurement]:
-    """Measure several IRs with their repeats interleaved (round-robin).
+    """Measure several IRs in one session of short interleaved rounds, robust to a busy host.
 
-    All models are compiled first; then each round runs one generation of every model at every
-    batch size. A slow phase of a shared machine thus hits every model alike instead of biasing
-    the one measured during it, which keeps the *comparison* between subnets fair. Models whose
-    spread stays above `max_cv` get extra rounds (at most `max_remeasure`).
+    All models are compiled and warmed up first. Each round then runs one generation of every
+    model at every batch size (the order rotates from round to round), with the reference kernel
+    (hwnas.hardware.interference) timed just before and after. Rounds during which the kernel ran
+    slower than `interference_tol` above its best are discarded; replacement rounds (and rounds
+    for models whose figures are still too uncertain, see BatchMeasurement) are run while the
+    budget of `max_remeasure` x `repeats` extra rounds lasts. When too few clean rounds remain,
+    every round is used and the figures are flagged. Figures are the target's `estimator` over
+    the rounds kept, with bootstrap intervals; rounds are shared by every model of the session,
+    so ratios between models can be paired round by round (`speedup`).
     """
+    from hwnas.hardware import interference as itf
     from hwnas.hardware.host import detect_host
 
     if not jobs:
@@ -322,8 +382,11 @@ def measure_many(
     host = host or detect_host()
     props = target.resolved_properties(host)
     wl, ms = target.workload, target.measure
-    n_gen = len(jobs) * len(wl.batch_sizes) * (ms.warmup + ms.repeats)
-    total = len(jobs) + n_gen
+    estimator = getattr(ms, "estimator", "median")
+    tol = float(getattr(ms, "interference_tol", 0.0))
+    max_rel_ci = getattr(ms, "max_rel_ci", None) or None
+    per_round = len(wl.batch_sizes)
+    total = len(jobs) * (1 + per_round * (ms.warmup + ms.repeats))
     done = 0
 
     def tick(label: str) -> None:
@@ -332,60 +395,106 @@ def measure_many(
         if progress:
             progress(min(done, total), total, label)
 
-    runners: list[StatefulRunner] = []
-    compile_ms: list[float] = []
     import openvino as ov
 
     core = ov.Core()
+    runners: list[StatefulRunner] = []
+    compile_ms: list[float] = []
     for job in jobs:
         compiled, cms = compile_ir(job.ir, props, core=core)
         runners.append(StatefulRunner(compiled))
         compile_ms.append(cms)
         tick(f"compiled {job.subnet_key}")
+    ref = itf.ReferenceKernel(props, core=core, seed=seed) if tol > 0 else None
+    host_best = itf.host_best(host.fingerprint, ref.properties_key) if ref else None
     rng = np.random.default_rng(seed)
     vocab = min(r.vocab_size for r in runners)
     prompt = rng.integers(0, vocab, size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
-    ttfts: dict[tuple[int, int], list[float]] = {(j, b): [] for j in range(len(jobs)) for b in wl.batch_sizes}
-    steps: dict[tuple[int, int], list[list[float]]] = {k: [] for k in ttfts}
     for j, r in enumerate(runners):
         for b in wl.batch_sizes:
             for _ in range(ms.warmup):
                 r.generate(prompt[:b], wl.new_tokens)
                 tick(f"warm-up {jobs[j].subnet_key}")
+    load0 = itf.load_snapshot()
+    t_start = time.perf_counter()
+    # data[(j, b)][round id] = (ttft, decode steps); readings[round id] = (reference before, after)
+    data: dict[tuple[int, int], dict[int, tuple[float, list[float]]]] = {(j, b): {} for j in range(len(jobs))
+                                                                          for b in wl.batch_sizes}
+    readings: dict[int, tuple[float, float]] = {}
 
-    def one_round(which: Sequence[int], label: str) -> None:
-        for j in which:
+    def one_round(rid: int, which: Sequence[int], label: str) -> None:
+        before = ref.time_ms() if ref else 0.0
+        k = rid % len(which)
+        for j in list(which[k:]) + list(which[:k]):
             for b in wl.batch_sizes:
-                t, st = runners[j].generate(prompt[:b], wl.new_tokens)
-                ttfts[(j, b)].append(t)
-                steps[(j, b)].append(st)
+                data[(j, b)][rid] = runners[j].generate(prompt[:b], wl.new_tokens)
                 tick(f"{label} {jobs[j].subnet_key} @{b}")
+        readings[rid] = (before, ref.time_ms() if ref else 0.0)
 
-    for r in range(ms.repeats):
-        one_round(range(len(jobs)), f"repeat {r + 1}/{ms.repeats}")
+    everyone = list(range(len(jobs)))
+    rid = 0
+    for _ in range(ms.repeats):
+        one_round(rid, everyone, f"round {rid + 1}/{ms.repeats}")
+        rid += 1
+    min_clean = max(2, (ms.repeats + 1) // 2)
 
-    def result(j: int, b: int, rounds: int) -> BatchMeasurement:
-        return BatchMeasurement.from_samples(b, ttfts[(j, b)], steps[(j, b)], rounds, ms.max_cv)
+    def clean_rounds() -> tuple[set[int], float]:
+        if not ref:
+            return set(readings), 0.0
+        base = itf.baseline_of(list(readings.values()), host_best)
+        ids = sorted(readings)
+        ok = itf.classify_rounds([readings[i] for i in ids], base, tol)
+        return {i for i, c in zip(ids, ok) if c}, base
 
-    rounds = {j: 0 for j in range(len(jobs))}
-    for extra in range(ms.max_remeasure):
-        noisy = [j for j in range(len(jobs)) if not all(result(j, b, 0).stable for b in wl.batch_sizes)]
-        if not noisy:
+    def result(j: int, b: int, clean: set[int], final: bool) -> BatchMeasurement:
+        rounds = data[(j, b)]
+        kept = sorted(r for r in rounds if r in clean)
+        note = ""
+        if len(kept) < min_clean:
+            note = (f"host busy: only {len(kept)} of {len(rounds)} rounds free of interference (reference kernel "
+                    f">{100 * tol:.0f}% slower than its best); figure from all rounds")
+            kept = sorted(rounds)
+        return BatchMeasurement.from_samples(
+            b, [rounds[r][0] for r in kept], [rounds[r][1] for r in kept], max(0, len(rounds) - ms.repeats),
+            ms.max_cv, estimator=estimator, round_ids=kept, max_rel_ci=max_rel_ci,
+            discarded_rounds=len(rounds) - len(kept), interference=note, seed=seed + j,
+        )
+
+    budget = ms.max_remeasure * ms.repeats
+    while budget > 0:
+        clean, _ = clean_rounds()
+        want = [j for j in everyone
+                if any(len(set(data[(j, b)]) & clean) < ms.repeats or not result(j, b, clean, False).stable
+                       for b in wl.batch_sizes)]
+        if not want:
             break
-        log.info("re-measuring %d model(s) whose spread is above CV %.2f (round %d)", len(noisy), ms.max_cv, extra + 1)
-        total += len(noisy) * len(wl.batch_sizes) * ms.repeats
-        for r in range(ms.repeats):
-            one_round(noisy, f"re-measure {extra + 1}")
-        for j in noisy:
-            rounds[j] += 1
+        total += len(want) * per_round
+        one_round(rid, want, f"extra round {rid + 1 - ms.repeats}")
+        rid += 1
+        budget -= 1
+    clean, base = clean_rounds()
+    if ref and readings:
+        itf.record_best(host.fingerprint, ref.properties_key, min(v for p in readings.values() for v in p))
+    session: dict[str, Any] = {
+        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{int(rng.integers(1 << 30))}",
+        "models": len(jobs), "rounds": rid, "clean_rounds": len(clean), "estimator": estimator,
+        "measure_s": round(time.perf_counter() - t_start, 2), "load": itf.load_delta(load0, itf.load_snapshot()),
+    }
+    if ref:
+        worst = [max(p) / base for p in readings.values()]
+        session["reference"] = {"baseline_ms": round(base, 5), "host_best_ms": host_best, "tolerance": tol,
+                                "median_ratio": round(float(np.median(worst)), 3), "max_ratio": round(float(max(worst)), 3),
+                                "readings_ms": [[round(a, 4), round(b, 4)] for a, b in (readings[i] for i in sorted(readings))]}
+        if len(clean) < rid:
+            log.info("%d of %d rounds ran under interference (reference kernel up to %.2fx its best) and were set aside",
+                     rid - len(clean), rid, max(worst))
     out = []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for j, job in enumerate(jobs):
-        batches = tuple(result(j, b, rounds[j]) for b in wl.batch_sizes)
+        batches = tuple(result(j, b, clean, True) for b in wl.batch_sizes)
         for bm in batches:
             if not bm.stable:
-                log.warning("%s @%d: timings stayed noisy (TTFT CV %.2f, TPOT CV %.2f > %.2f); is the machine busy?",
-                            job.subnet_key, bm.batch_size, bm.ttft_cv, bm.tpot_cv, ms.max_cv)
+                log.warning("%s @%d: %s", job.subnet_key, bm.batch_size, bm.note)
         lat, thr = batches[0], batches[-1]
         out.append(Measurement(
             subnet_key=job.subnet_key, target=target.name, host_fingerprint=host.fingerprint, ttft_ms=lat.ttft_ms,
@@ -393,9 +502,47 @@ def measure_many(
             throughput_batch_size=thr.batch_size, prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens,
             batches=batches, properties=props, kind=job.kind, subnet=job.subnet, n_params=job.n_params,
             mlp_widths=tuple(job.mlp_widths), warmup=ms.warmup, compile_ms=round(compile_ms[j], 1),
-            openvino_version=host.openvino_version, timestamp=stamp,
+            openvino_version=host.openvino_version, timestamp=stamp, session=session,
         ))
     return out
+
+
+def speedup(fast: Measurement, base: Measurement, metric: str = "tpot_ms", *, seed: int = 0,
+            n_boot: int | None = None) -> dict[str, Any]:
+    """How many times faster `fast` is than `base` on `metric`, with a 95% paired-bootstrap CI.
+
+    metric: ``tpot_ms`` / ``ttft_ms`` (at the latency batch; value = base / fast) or
+    ``throughput_tok_s`` (TPOT at the throughput batch; value = fast's throughput / base's). Both
+    must come from one interleaved session (`measure_many`): the rounds both kept are paired and
+    resampled together, so a slow phase that hit both cancels in the ratio.
+    Returns {"value", "ci_low", "ci_high", "rounds", "metric", "estimator"}.
+    """
+    from hwnas.hardware import robust
+
+    sid = fast.session.get("id")
+    if not sid or sid != base.session.get("id"):
+        raise MeasurementError(f"{fast.subnet_key} and {base.subnet_key} were not measured in one interleaved session; "
+                               "a speed-up needs both in the same measure_many call")
+    if metric not in ("tpot_ms", "ttft_ms", "throughput_tok_s"):
+        raise MeasurementError(f"speed-up metric {metric!r} is not one of tpot_ms, ttft_ms, throughput_tok_s")
+    bs = fast.throughput_batch_size if metric == "throughput_tok_s" else fast.latency_batch_size
+    bf, bb = fast.batch(bs), base.batch(bs)
+    common = sorted(set(bf.round_ids) & set(bb.round_ids))
+    if not common:
+        raise MeasurementError(f"{fast.subnet_key} and {base.subnet_key} share no measurement round")
+    est = bf.estimator
+
+    def rows(bm: BatchMeasurement) -> tuple[np.ndarray, list[list[float]]]:
+        pos = {r: i for i, r in enumerate(bm.round_ids)}
+        return (np.array([bm.ttft_samples_ms[pos[r]] for r in common], float),
+                [list(bm.step_ms[pos[r]]) for r in common])
+
+    (tf, sf), (tb, sb) = rows(bf), rows(bb)
+    if metric == "ttft_ms":
+        r = robust.paired_ratio(tb, tf, "ttft", est, seed=seed, n_boot=n_boot or robust.N_BOOT)
+    else:
+        r = robust.paired_ratio(sb, sf, "tpot", est, seed=seed, n_boot=n_boot or robust.N_BOOT)
+    return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, "metric": metric, "estimator": est}
 
 
 def time_static_ir(ir: str | os.PathLike[str], properties: dict[str, Any], inputs: dict[str, np.ndarray], *,

@@ -25,7 +25,13 @@ import numpy as np
 
 from hwnas.errors import MeasurementError
 from hwnas.hardware.host import HostInfo
-from hwnas.hardware.latency_model import LatencyModel, fit_latency_model, measurement_metrics
+from hwnas.hardware.latency_model import (
+    LatencyModel,
+    fit_latency_model,
+    mape,
+    measurement_metrics,
+    measurement_noise,
+)
 from hwnas.hardware.measure import Measurement
 from hwnas.hardware.targets import Target
 
@@ -55,6 +61,7 @@ class Profile:
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    holdout: tuple[Measurement, ...] = ()  # measured in the same session, never fit on (error check only)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -99,8 +106,12 @@ class Profile:
             "latency_model": self.latency_model.to_dict(),
             "measurements": [m.to_dict() for m in self.measurements],
             "probes": [m.to_dict() for m in self.probes],
+            "holdout": [m.to_dict() for m in self.holdout],
             "timings_s": self.timings_s,
             "versions": self.versions,
+            # the interleaved session (rounds, rounds set aside for interference, host load): derived, not read back
+            "measurement_session": ({k: v for k, v in self.measurements[0].session.items() if k != "reference"}
+                                    if self.measurements else {}),
         }
 
     @classmethod
@@ -114,6 +125,7 @@ class Profile:
                 model=dict(d["model"]), space=dict(d["space"]),
                 measurements=tuple(Measurement.from_dict(m) for m in d["measurements"]),
                 probes=tuple(Measurement.from_dict(m) for m in d.get("probes", [])),
+                holdout=tuple(Measurement.from_dict(m) for m in d.get("holdout", [])),
                 latency_model=LatencyModel.from_dict(d["latency_model"]),
                 ranking=dict(d.get("ranking", {})), seed=int(d.get("seed", 0)), samples=int(d.get("samples", 0)),
                 probe_layers=int(d.get("probe_layers", DEFAULT_PROBE_LAYERS)), host_note=d.get("host_note", ""),
@@ -140,7 +152,7 @@ def load_profile(path: str | os.PathLike[str], expect_host: HostInfo | str | Non
         raise MeasurementError(f"cannot read profile {p}: {e}") from None
     prof = Profile.from_dict(d)
     fp = prof.host.fingerprint
-    other = sorted({m.host_fingerprint for m in prof.measurements + prof.probes} - {fp})
+    other = sorted({m.host_fingerprint for m in prof.measurements + prof.probes + prof.holdout} - {fp})
     if other:
         raise MeasurementError(f"profile {p} mixes measurements from hosts {[fp] + other}; re-profile on one host")
     if prof.latency_model.host_fingerprint and prof.latency_model.host_fingerprint != fp:
@@ -237,8 +249,13 @@ def run_profile(
     host: HostInfo | None = None,
     force: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    holdout: int = 0,
 ) -> Profile:
-    """Export, measure and fit; write `out_dir`/profile.json atomically when `out_dir` is given."""
+    """Export, measure and fit; write `out_dir`/profile.json atomically when `out_dir` is given.
+
+    holdout: that many more random subnets are measured in the same session but never fit on; the
+    latency model's error on them is reported next to their measurements' own intervals
+    (``latency_model.error["holdout"]``)."""
     from hwnas.hardware.host import detect_host
     from hwnas.hardware.irexport import export_ir_cached, model_fingerprint, tool_versions
     from hwnas.hardware.measure import MeasureJob, measure_many
@@ -261,10 +278,17 @@ def run_profile(
         log.warning("%s", host_note)
     rng = np.random.default_rng(seed)
     subnets = choose_subnets(space, samples, rng)
+    if holdout < 0:
+        raise MeasurementError(f"--holdout must be >= 0, got {holdout}")
+    held = []
+    if holdout:
+        seen = {c.key for c in subnets}
+        pool = choose_subnets(space, holdout + 4, np.random.default_rng(seed + 1000))[2:]
+        held = [c for c in pool if c.key not in seen][:holdout]
     probes = probe_configs(space.widths, probe_layers)
     sn.reset()
     model_id = (model_info.get("sha256") or model_fingerprint(sn.model))[:12]
-    items = [("probe", c) for c in probes] + [("subnet", c) for c in subnets]
+    items = [("probe", c) for c in probes] + [("subnet", c) for c in subnets] + [("holdout", c) for c in held]
     # Progress: one step per export, then measure_many's own steps (compiles + generations).
     n_export = len(items)
     state = {"measure_total": 0}
@@ -286,7 +310,7 @@ def run_profile(
     t1 = time.perf_counter()
     measured = measure_many(jobs, target, host=host, seed=seed, progress=report)
     t2 = time.perf_counter()
-    results: dict[str, list[Measurement]] = {"probe": [], "subnet": []}
+    results: dict[str, list[Measurement]] = {"probe": [], "subnet": [], "holdout": []}
     for m in measured:
         results[m.kind].append(m)
         log.info("%s %s: TTFT %.2f ms, TPOT %.2f ms, %.1f tok/s @%d", m.kind, m.subnet_key, m.ttft_ms, m.tpot_ms,
@@ -296,7 +320,10 @@ def run_profile(
         space.widths, target.workload.batch_sizes,
         probes=[(m.mlp_widths, measurement_metrics(m)) for m in results["probe"]],
         form=form, target=target.name, host_fingerprint=host.fingerprint,
+        noise=[measurement_noise(m) for m in results["subnet"]],
     )
+    if results["holdout"]:
+        lm.error["holdout"] = holdout_error(lm, results["holdout"])
     t_export, t_measure, total = t1 - t0, t2 - t1, len(items)
     ranking = rank_agreement(results["subnet"], lm)
     prof = Profile(
@@ -304,6 +331,7 @@ def run_profile(
         model={**model_info, "num_layers": space.num_layers, "full_width": space.full_width,
                "hidden_size": int(sn.config.hidden_size), "model_id": model_id},
         space=space.to_dict(), measurements=tuple(results["subnet"]), probes=tuple(results["probe"]),
+        holdout=tuple(results["holdout"]),
         latency_model=lm, ranking=ranking, seed=seed, samples=samples, probe_layers=probe_layers, host_note=host_note,
         timings_s={"total": round(time.perf_counter() - t_start, 1), "export": round(t_export, 1),
                    "measure": round(t_measure, 1), "irs_exported": n_exported, "irs_from_cache": total - n_exported},
@@ -312,6 +340,24 @@ def run_profile(
     if out_dir is not None:
         write_profile(prof, out_dir, force=force)
     return prof
+
+
+def holdout_error(lm: LatencyModel, held: Sequence[Measurement]) -> dict[str, Any]:
+    """The latency model on subnets it was never fit on, next to those measurements' own 95% intervals."""
+    from hwnas.hardware.latency_model import noise_split
+
+    pred = [lm.predict(m.mlp_widths) for m in held]
+    out: dict[str, Any] = {"method": "subnets measured in the same session, never fit on", "n_subnets": len(held),
+                           "subnets": [m.subnet_key for m in held]}
+    for name in ("ttft_ms", "tpot_ms"):
+        meas = [getattr(m, name) for m in held]
+        p = [x[name] for x in pred]
+        noise = [measurement_noise(m).get(f"{name}@{m.latency_batch_size}", float("nan")) for m in held]
+        out[f"{name}_mape_pct"] = round(mape(meas, p), 3)
+        out[f"{name}_predicted"] = [round(x, 4) for x in p]
+        if not any(np.isnan(noise)):
+            out[f"{name}_noise_split"] = noise_split(meas, p, noise)
+    return out
 
 
 def write_profile(prof: Profile, out_dir: str | os.PathLike[str], force: bool = False) -> Path:

@@ -113,19 +113,32 @@ class Workload:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """Warm-up runs, repeats, and when to re-measure (coefficient of variation above `max_cv`)."""
+    """How a session of interleaved rounds is run and summarised (hwnas.hardware.measure.measure_many).
+
+    warmup: generations per model before timing; repeats: timed rounds (one generation of every
+    model each); estimator: how rounds are summarised (hwnas.hardware.robust.ESTIMATORS);
+    interference_tol: a round is set aside when the reference kernel ran more than this fraction
+    slower than its best (0 turns the check off); max_rel_ci: a figure whose 95% interval is wider
+    than +-this fraction is re-measured and, if that does not help, flagged; max_remeasure: budget
+    of extra rounds, in units of `repeats`; max_cv: the spread criterion of files written before
+    `max_rel_ci` existed, used only when `max_rel_ci` is 0.
+    """
 
     warmup: int = 1
     repeats: int = 3
     max_cv: float = 0.10
     max_remeasure: int = 1
+    estimator: str = "round_min"
+    interference_tol: float = 0.25
+    max_rel_ci: float = 0.03
 
     def to_dict(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "repeats": self.repeats, "max_cv": self.max_cv, "max_remeasure": self.max_remeasure}
+        return {"warmup": self.warmup, "repeats": self.repeats, "max_cv": self.max_cv, "max_remeasure": self.max_remeasure,
+                "estimator": self.estimator, "interference_tol": self.interference_tol, "max_rel_ci": self.max_rel_ci}
 
 
 WORKLOAD_KEYS = ("prompt_tokens", "new_tokens", "batch_sizes")
-MEASURE_KEYS = ("warmup", "repeats", "max_cv", "max_remeasure")
+MEASURE_KEYS = ("warmup", "repeats", "max_cv", "max_remeasure", "estimator", "interference_tol", "max_rel_ci")
 
 
 @dataclass(frozen=True)
@@ -253,7 +266,17 @@ def _measure(d: Any, source: str) -> MeasureSettings:
     cv = vals["max_cv"]
     if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not 0 < cv < 1:
         raise TargetError(f"{source}: [measure] max_cv = {cv!r} is not accepted; give a number between 0 and 1, e.g. 0.1")
-    return MeasureSettings(vals["warmup"], vals["repeats"], float(cv), vals["max_remeasure"])
+    for k, hi in (("interference_tol", 10.0), ("max_rel_ci", 1.0)):
+        v = vals[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < hi:
+            raise TargetError(f"{source}: [measure] {k} = {v!r} is not accepted; give a number >= 0 and < {hi:g} "
+                              f"(0 turns it off), e.g. {MeasureSettings().to_dict()[k]}")
+    from hwnas.hardware.robust import ESTIMATORS
+
+    if vals["estimator"] not in ESTIMATORS:
+        raise TargetError(f"{source}: [measure] estimator = {vals['estimator']!r} is not accepted; accepted: {list(ESTIMATORS)}")
+    return MeasureSettings(vals["warmup"], vals["repeats"], float(cv), vals["max_remeasure"], vals["estimator"],
+                           float(vals["interference_tol"]), float(vals["max_rel_ci"]))
 
 
 # ---------------------------------------------------------------------------- loading

@@ -131,6 +131,14 @@ def compare_to_full(record: Mapping[str, Any], full: Mapping[str, Any] | None) -
     if a and b:
         out["throughput_ratio"] = round(float(a) / float(b), 4)
     out["speed_basis"] = "final interleaved re-measurement" if both else "search-time measurement"
+    paired = (record.get("remeasured") or {}).get("vs_full") if both else None
+    if paired:  # ratios measured interleaved in one session, with their bootstrap intervals
+        for k, r in paired.items():
+            out[k] = r["value"]
+            out[f"{k}_ci95"] = [r["ci_low"], r["ci_high"]]
+        out["speed_basis"] = "final interleaved re-measurement (paired ratio, 95% bootstrap CI over rounds)"
+        if not (record["remeasured"].get("stable", True) and full["remeasured"].get("stable", True)):
+            out["speed_unstable"] = True
     return out
 
 

@@ -147,7 +147,9 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             cells.append("not scored¹")
         else:
             cells.append(_paired_cell((r.get("report") or {}).get("paired"), vs.get("report_accuracy_points")))
-        cells.append(f"{vs['tpot_speedup']:.2f}x" if vs.get("tpot_speedup") else "-")
+        ci = vs.get("tpot_speedup_ci95")
+        cells.append((f"{vs['tpot_speedup']:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
+                      + (" !" if vs.get("speed_unstable") else "")) if vs.get("tpot_speedup") else "-")
         lines.append("| " + " | ".join(cells) + " |")
     skipped = [r for r in result.pareto if r.get("report_skipped")]
     if skipped:
@@ -188,7 +190,8 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                          f"| {h['iteration']} | {h['validated']} | - | {h['front_size']} | {preds} | {h['seconds']['total']:.1f} |")
     if remeasured:
         lines += ["", "TPOT final: the Pareto subnets and the full model timed again in one session with interleaved "
-                  "repeats; speed-ups use these."]
+                  "repeats; speed-ups use these (paired ratios; 95% bootstrap interval over rounds in brackets; "
+                  "! = a figure stayed uncertain, e.g. the host was busy)."]
     if any(str(r.get("latency_source", "")).startswith("predicted") for r in result.records):
         lines += ["", "Latency figures are **predicted** by the profile's latency model (not measured on this host)."]
     return "\n".join(lines) + "\n"

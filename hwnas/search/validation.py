@@ -144,11 +144,26 @@ class SubnetValidator:
             jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
                                    cfg.n_params(self.supernet.config)))
         self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
+        from hwnas.hardware.measure import speedup
+
+        ms = measure_many(jobs, self.target, host=self.host, seed=self.seed)
+        full_key = self.supernet.space.largest().key
+        full = next((m for m in ms if m.subnet_key == full_key), None)
         out = {}
-        for m in measure_many(jobs, self.target, host=self.host, seed=self.seed):
-            out[m.subnet_key] = {"tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
-                                 "throughput_tok_s": round(m.throughput_tok_s, 4), "stable": m.stable,
-                                 "session": "interleaved"}
+        for m in ms:
+            lat = m.batch(m.latency_batch_size)
+            rec = {"tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
+                   "throughput_tok_s": round(m.throughput_tok_s, 4), "stable": m.stable, "session": "interleaved",
+                   "session_id": m.session.get("id"), "estimator": lat.estimator,
+                   "tpot_ci95_ms": list(lat.tpot_ci_ms or []), "ttft_ci95_ms": list(lat.ttft_ci_ms or [])}
+            if m.note:
+                rec["note"] = m.note
+            if full is not None and m is not full:
+                # speed-ups as paired ratios over the rounds both kept, with a bootstrap interval
+                rec["vs_full"] = {k: speedup(m, full, metric, seed=self.seed)
+                                  for k, metric in (("tpot_speedup", "tpot_ms"), ("ttft_speedup", "ttft_ms"),
+                                                    ("throughput_ratio", "throughput_tok_s"))}
+            out[m.subnet_key] = rec
         return out
 
     # ------------------------------------------------------------------ the protocol

@@ -91,6 +91,15 @@ def test_profile_tiny_model_end_to_end(tmp_path, tiny_model_dir):
         assert [b["batch_size"] for b in m["batches"]] == [1, 2]
     lm = d["latency_model"]
     assert lm["error"]["n_subnets"] == 5 and lm["error"]["tpot_ms_mape_pct"] >= 0
+    # the error is split into the model's and the measurements' own (95% intervals over rounds)
+    split = lm["error"]["noise_split"]["tpot_ms@1"]
+    assert 0 <= split["within_noise_share"] <= 1 and split["model_error_pct"] <= split["rms_error_pct"] + 1e-9
+    assert lm["error"]["tpot_ms_measurement_noise_pct"] == split["measurement_noise_pct"] >= 0
+    assert "of which the model" in r.output and "interleaved rounds" in r.output
+    assert d["measurement_session"]["rounds"] >= 2 and "loadavg_before" in d["measurement_session"]["load"]
+    for m in ms:
+        lo, hi = m["batches"][0]["tpot_ci_ms"]
+        assert lo <= m["tpot_ms"] <= hi and m["batches"][0]["estimator"] == "round_min"
     assert set(lm["per_layer_ms"]["tpot_ms@1"]) == {"64", "128"}
     assert "kendall_tau_params_vs_tpot_ms" in d["ranking"]
     prof = load_profile(out)
@@ -107,9 +116,18 @@ def test_profile_tiny_model_end_to_end(tmp_path, tiny_model_dir):
     (tmp_path / "mixed.json").write_text(json.dumps(d))
     with pytest.raises(MeasurementError, match="mixes measurements from hosts"):
         load_profile(tmp_path / "mixed.json")
-    # a second run reuses every exported IR
+    # a second run reuses every exported IR; --holdout measures one more subnet, never fit on
     out2 = tmp_path / "prof2"
     r2 = run("--target", str(target), "--model", str(tiny_model_dir), "--samples", "4", "--out", str(out2),
-             "--seed", "3", "--no-progress")
+             "--seed", "3", "--no-progress", "--holdout", "1")
     assert r2.exit_code == 0, r2.output
-    assert json.loads((out2 / "profile.json").read_text())["timings_s"]["irs_exported"] == 0
+    d2 = json.loads((out2 / "profile.json").read_text())
+    assert d2["timings_s"]["irs_exported"] == 1 and d2["timings_s"]["irs_from_cache"] == 5
+    assert len(d2["holdout"]) == 1 and len(d2["measurements"]) == 5
+    assert d2["holdout"][0]["subnet_key"] not in {m["subnet_key"] for m in d2["measurements"]}
+    ho = d2["latency_model"]["error"]["holdout"]
+    assert ho["n_subnets"] == 1 and ho["subnets"] == [d2["holdout"][0]["subnet_key"]]
+    pred = load_profile(out2).latency_model.predict(d2["holdout"][0]["mlp_widths"])["tpot_ms"]
+    assert ho["tpot_ms_predicted"][0] == pytest.approx(pred, rel=1e-3)
+    assert ho["tpot_ms_mape_pct"] == pytest.approx(100 * abs(pred / d2["holdout"][0]["tpot_ms"] - 1), rel=1e-2)
+    assert "held-out subnets (1, never fit on)" in r2.output

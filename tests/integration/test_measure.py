@@ -16,6 +16,7 @@ from hwnas.hardware.measure import (
     measure_ir,
     measure_many,
     slice_logits_to_last_token,
+    speedup,
     time_static_ir,
 )
 from hwnas.hardware.targets import Target
@@ -26,8 +27,16 @@ TARGET = Target.from_dict({
     "openvino": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "physical_cores", "NUM_STREAMS": 1,
                  "PERFORMANCE_HINT": "LATENCY", "KV_CACHE_PRECISION": "f16"},
     "workload": {"prompt_tokens": 8, "new_tokens": 5, "batch_sizes": [1, 2]},
-    "measure": {"warmup": 1, "repeats": 3, "max_cv": 0.99, "max_remeasure": 0},
+    # no reference kernel and no re-measuring: the statistics are checked exactly
+    "measure": {"warmup": 1, "repeats": 3, "max_cv": 0.99, "max_remeasure": 0, "interference_tol": 0, "max_rel_ci": 0},
 })
+
+
+def _with(target, **measure):
+    import dataclasses
+
+    return dataclasses.replace(target, measure=dataclasses.replace(target.measure, **measure),
+                               workload=dataclasses.replace(target.workload, batch_sizes=(1,)))
 
 
 @pytest.fixture(scope="module")
@@ -54,67 +63,159 @@ def test_measurement_fields_units_and_statistics(ir, host):
     for b in m.batches:
         assert b.repeats == 3 and len(b.ttft_samples_ms) == 3 and len(b.tpot_samples_ms) == 3
         assert len(b.step_ms) == 3 and all(len(s) == 4 for s in b.step_ms)  # new_tokens - 1 decode steps
-        assert b.ttft_ms == pytest.approx(statistics.median(b.ttft_samples_ms), rel=1e-3)
-        per_repeat = [statistics.median(s) / b.batch_size for s in b.step_ms]
-        assert b.tpot_samples_ms == pytest.approx(per_repeat, rel=1e-3)
-        assert b.tpot_ms == pytest.approx(statistics.median(per_repeat), rel=1e-3)
+        assert b.estimator == "round_min" and b.round_ids == (0, 1, 2) and b.discarded_rounds == 0
+        # round_min: TTFT = lower quartile of the rounds' TTFTs; TPOT = median over rounds of the fastest step
+        assert b.ttft_ms == pytest.approx(float(np.quantile(b.ttft_samples_ms, 0.25)), rel=1e-3)
+        per_round = [min(s) / b.batch_size for s in b.step_ms]
+        assert b.tpot_samples_ms == pytest.approx(per_round, rel=1e-3)
+        assert b.tpot_ms == pytest.approx(statistics.median(per_round), rel=1e-3)
         assert b.throughput_tok_s == pytest.approx(1000.0 / b.tpot_ms)
+        assert b.tpot_ci_ms[0] <= b.tpot_ms <= b.tpot_ci_ms[1] and b.ttft_ci_ms[0] <= b.ttft_ms <= b.ttft_ci_ms[1]
         assert 0 < b.ttft_ms < 10_000 and 0 < b.tpot_ms < 10_000
         assert b.ttft_cv >= 0 and b.tpot_iqr_ms >= 0
     assert m.ttft_ms == m.batches[0].ttft_ms and m.tpot_ms == m.batches[0].tpot_ms
     assert m.throughput_tok_s == m.batches[-1].throughput_tok_s
+    assert m.session["rounds"] == 3 and m.session["clean_rounds"] == 3 and "reference" not in m.session
+    assert len(m.session["load"]["loadavg_before"]) == 3
     d = json.loads(json.dumps(m.to_dict()))
-    for key in ("ttft_ms", "tpot_ms", "throughput_tok_s", "host_fingerprint", "subnet_key", "batches", "properties"):
+    for key in ("ttft_ms", "tpot_ms", "throughput_tok_s", "host_fingerprint", "subnet_key", "batches", "properties",
+                "session", "note"):
         assert key in d
     assert Measurement.from_dict(d) == m
 
 
-def test_high_spread_triggers_re_measuring(ir, host, monkeypatch):
-    import dataclasses
-
+def test_wide_interval_triggers_extra_rounds_then_a_flag(ir, host, monkeypatch):
     calls = {"n": 0}
 
     def noisy(self, prompt, new_tokens):
         calls["n"] += 1
-        jitter = 10.0 if calls["n"] % 2 else 1.0   # CV ~0.8: always "unstable"
+        jitter = 10.0 if calls["n"] % 2 else 1.0   # every other round 10x slower: the interval stays wide
         return 5.0 * jitter, [1.0 * jitter] * (new_tokens - 1)
 
     monkeypatch.setattr(StatefulRunner, "generate", noisy)
-    t = dataclasses.replace(TARGET, measure=dataclasses.replace(TARGET.measure, max_cv=0.1, max_remeasure=2),
-                            workload=dataclasses.replace(TARGET.workload, batch_sizes=(1,)))
+    t = _with(TARGET, max_rel_ci=0.03, max_remeasure=2)
     m = measure_ir(ir, t, host=host, subnet_key="noisy")
     b = m.batches[0]
-    assert b.remeasured == 2 and b.repeats == 9 and not b.stable and not m.stable
-    assert calls["n"] == 1 + 9  # warm-up + 3 repeats x (1 + 2 extra rounds)
+    assert b.repeats == 9 and b.remeasured == 6 and m.session["rounds"] == 9  # 3 rounds + a budget of 2 x 3
+    assert not b.stable and not m.stable and "95% CI" in b.note and "95% CI" in m.note
+    assert calls["n"] == 1 + 9  # warm-up + 9 rounds
 
     calls["n"] = 0
     monkeypatch.setattr(StatefulRunner, "generate", lambda self, p, n: (5.0, [1.0] * (n - 1)))
     m = measure_ir(ir, t, host=host, subnet_key="steady")
-    assert m.batches[0].remeasured == 0 and m.batches[0].repeats == 3 and m.stable
+    assert m.batches[0].remeasured == 0 and m.batches[0].repeats == 3 and m.stable and m.note == ""
     assert m.ttft_ms == 5.0 and m.tpot_ms == 1.0 and m.throughput_tok_s == 1000.0
+    assert m.batches[0].tpot_ci_ms == (1.0, 1.0)
 
 
-def test_repeats_are_interleaved_across_models(ir, host, monkeypatch):
+def _tagged_runners(monkeypatch, tags="AB"):
+    real_init = StatefulRunner.__init__
+    it = iter(tags)
+
+    def init(self, compiled, vocab_size=None):
+        real_init(self, compiled, vocab_size)
+        self.tag = next(it)
+
+    monkeypatch.setattr(StatefulRunner, "__init__", init)
+
+
+def test_rounds_are_interleaved_across_models_in_rotating_order(ir, host, monkeypatch):
     order = []
 
     def record(self, prompt, new_tokens):
         order.append((self.tag, prompt.shape[0]))
         return 1.0, [1.0] * (new_tokens - 1)
 
-    real_init = StatefulRunner.__init__
-    tags = iter("AB")
-
-    def init(self, compiled, vocab_size=None):
-        real_init(self, compiled, vocab_size)
-        self.tag = next(tags)
-
-    monkeypatch.setattr(StatefulRunner, "__init__", init)
+    _tagged_runners(monkeypatch)
     monkeypatch.setattr(StatefulRunner, "generate", record)
     jobs = [MeasureJob(str(ir), "a"), MeasureJob(str(ir), "b")]
     out = measure_many(jobs, TARGET, host=host)
     assert [m.subnet_key for m in out] == ["a", "b"]
+    assert out[0].session["id"] == out[1].session["id"]
     timed = order[4:]  # after warm-up (2 models x 2 batch sizes x 1)
-    assert timed == [("A", 1), ("A", 2), ("B", 1), ("B", 2)] * 3
+    ab = [("A", 1), ("A", 2), ("B", 1), ("B", 2)]
+    ba = ab[2:] + ab[:2]
+    assert timed == ab + ba + ab  # every round runs every model; who goes first rotates
+
+
+def _Readings(values):
+    """Stand-in for the reference kernel's time_ms: replays given readings."""
+    values = list(values)
+
+    def time_ms(kernel, runs=5):
+        return values.pop(0)
+
+    return time_ms
+
+
+def test_rounds_under_interference_are_set_aside_and_replaced(ir, host, monkeypatch):
+    from hwnas.hardware import interference
+
+    n = {"call": 0}
+
+    def gen(self, prompt, new_tokens):  # round r (0-based, after the warm-up) returns TTFT 10 + r
+        n["call"] += 1
+        return 10.0 + n["call"] - 2, [1.0 + 0.01 * n["call"]] * (new_tokens - 1)
+
+    monkeypatch.setattr(StatefulRunner, "generate", gen)
+    # (before, after) per round: round 1 sees the kernel 3x slower after it ran -> set aside, one extra round
+    monkeypatch.setattr(interference.ReferenceKernel, "time_ms",
+                        _Readings([1.0, 1.0, 1.0, 3.0, 1.0, 1.1, 1.0, 1.05]))
+    t = _with(TARGET, interference_tol=0.25, max_rel_ci=0.5, max_remeasure=1)
+    m = measure_ir(ir, t, host=host, subnet_key="x")
+    b = m.batches[0]
+    assert m.session["rounds"] == 4 and m.session["clean_rounds"] == 3
+    assert b.round_ids == (0, 2, 3) and b.discarded_rounds == 1
+    assert b.ttft_samples_ms == (10.0, 12.0, 13.0)  # round 1's TTFT (11.0) is not among them
+    ref = m.session["reference"]
+    assert ref["baseline_ms"] == 1.0 and ref["max_ratio"] == 3.0 and ref["readings_ms"][1] == [1.0, 3.0]
+    assert m.stable and b.note == ""
+    # the session's best reading is now the host's best for these properties
+    kernel_key = interference.ReferenceKernel(m.properties).properties_key
+    assert interference.host_best(host.fingerprint, kernel_key) == 1.0
+
+
+def test_a_session_busy_throughout_is_flagged_next_to_its_figures(ir, host, monkeypatch):
+    from hwnas.hardware import interference
+
+    monkeypatch.setattr(StatefulRunner, "generate", lambda self, p, n: (5.0, [1.0] * (n - 1)))
+    props = TARGET.resolved_properties(host)
+    key = interference.ReferenceKernel(props).properties_key
+    interference.record_best(host.fingerprint, key, 0.5)  # an earlier, quiet session on this host
+    monkeypatch.setattr(interference.ReferenceKernel, "time_ms", _Readings([1.0] * 20))  # 2x its best, every round
+    t = _with(TARGET, interference_tol=0.25, max_rel_ci=0.5, max_remeasure=1)
+    m = measure_ir(ir, t, host=host, subnet_key="busy")
+    b = m.batches[0]
+    assert m.session["rounds"] == 6 and m.session["clean_rounds"] == 0  # 3 + 3 replacement rounds, none clean
+    assert b.round_ids == tuple(range(6)) and b.discarded_rounds == 0  # the figure uses every round ...
+    assert not m.stable and "host busy: only 0 of 6 rounds" in b.note  # ... and says so
+    assert m.tpot_ms == 1.0 and m.session["reference"]["median_ratio"] == 2.0
+    assert interference.host_best(host.fingerprint, key) == 0.5  # a busy session never raises the host's best
+
+
+def test_speedup_pairs_rounds_and_gives_an_interval(ir, host, monkeypatch):
+    rng = np.random.default_rng(0)
+    phase = {"calls": 0, "load": 1.0}
+
+    def gen(self, prompt, new_tokens):
+        if phase["calls"] % 2 == 0:  # a new phase of the host each round: it slows both models of the round alike
+            phase["load"] = 1.0 + rng.uniform(0, 1.0)
+        phase["calls"] += 1
+        cost, load = (2.0 if self.tag == "A" else 1.0), phase["load"]
+        return 10 * cost * load, list(cost * load * (1 + 0.01 * rng.random(new_tokens - 1)))
+
+    _tagged_runners(monkeypatch, "ABC")
+    monkeypatch.setattr(StatefulRunner, "generate", gen)
+    t = _with(TARGET, repeats=8)
+    base, fast = measure_many([MeasureJob(str(ir), "full"), MeasureJob(str(ir), "sub")], t, host=host)
+    s = speedup(fast, base, "tpot_ms")
+    assert s["rounds"] == 8 and s["metric"] == "tpot_ms" and s["estimator"] == "round_min"
+    assert s["ci_low"] <= s["value"] <= s["ci_high"]
+    assert 1.9 < s["ci_low"] and s["ci_high"] < 2.1 and s["value"] == pytest.approx(base.tpot_ms / fast.tpot_ms, rel=1e-3)
+    assert speedup(fast, base, "ttft_ms")["value"] == pytest.approx(base.ttft_ms / fast.ttft_ms, rel=1e-3)
+    other = measure_ir(ir, t, host=host, subnet_key="later")
+    with pytest.raises(MeasurementError, match="one interleaved session"):
+        speedup(other, base)
 
 
 def test_prefill_logits_are_sliced_to_the_last_position(ir):

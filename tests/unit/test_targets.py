@@ -103,6 +103,9 @@ def test_bad_property_values_name_value_and_accepted(tmp_path, bad, needle):
     ("workload", "new_tokens = 1", "new_tokens"),
     ("measure", "max_cv = 2", "max_cv"),
     ("measure", "repeat = 3", "did you mean 'repeats'"),
+    ("measure", 'estimator = "fastest"', "estimator = 'fastest' is not accepted; accepted: \\['round_min'"),
+    ("measure", "interference_tol = -0.1", "interference_tol = -0.1 is not accepted"),
+    ("measure", "max_rel_ci = 1.5", "max_rel_ci = 1.5 is not accepted"),
 ])
 def test_bad_workload_and_measure_settings(tmp_path, section, line, needle):
     text = GOOD.replace(f"[{section}]", f"[{section}]\n{line}")
@@ -148,3 +151,13 @@ def test_host_fingerprint_is_stable_and_sensitive():
     assert host(cores=8).fingerprint != a.fingerprint
     assert HostInfo.from_dict(a.to_dict()) == a
     assert a.has_bf16 and a.has_avx512 and not a.has_amx and a.is_xeon
+
+
+def test_robust_measure_settings_default_and_round_trip(tmp_path):
+    from hwnas.hardware.targets import Target
+
+    t = load_target(str(write(tmp_path, GOOD)))
+    assert (t.measure.estimator, t.measure.interference_tol, t.measure.max_rel_ci) == ("round_min", 0.25, 0.03)
+    t2 = load_target(str(write(tmp_path, GOOD.replace("[measure]", '[measure]\nestimator = "median"\ninterference_tol = 0'))))
+    assert t2.measure.estimator == "median" and t2.measure.interference_tol == 0.0
+    assert Target.from_dict(t2.to_dict()).measure == t2.measure
