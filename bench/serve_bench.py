@@ -59,6 +59,31 @@ def start(bundle: str, max_active: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not start")
 
 
+def direct_baseline(bundle: str, max_tokens: int, repeats: int = 3) -> dict:
+    """One request at a time straight through openvino_genai.LLMPipeline (no server), same properties: the
+    baseline for the server's overhead. Runs in a child process so its memory and threads are gone after."""
+    code = f"""
+import json, statistics, sys
+sys.path.insert(0, {str(ROOT)!r})
+import openvino_genai as og
+from hwnas.deploy.serving.server import prepare
+from hwnas.deploy.speculative import pipeline_kwargs, apply_draft_tokens
+prep = prepare({bundle!r}, verify=False)
+props = {{k: ("YES" if v is True else "NO" if v is False else str(v)) for k, v in prep.properties.items()}}
+pipe = og.LLMPipeline({bundle!r}, "CPU", **props, **pipeline_kwargs({bundle!r}, props))
+cfg = og.GenerationConfig(); cfg.max_new_tokens = {max_tokens}; cfg.do_sample = False; cfg.apply_chat_template = False
+apply_draft_tokens({bundle!r}, cfg)
+ttft, tpot = [], []
+for i in range({repeats} + 1):
+    m = pipe.generate([{PROMPTS[0]!r}], cfg).perf_metrics
+    if i:
+        ttft.append(m.get_ttft().mean); tpot.append(m.get_tpot().mean)
+print(json.dumps({{"ttft_ms": statistics.median(ttft), "tpot_ms": statistics.median(tpot)}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def one_request(client, model: str, prompt: str, max_tokens: int) -> dict:
     t0 = time.perf_counter()
     first = last = None
@@ -125,7 +150,11 @@ def main() -> None:
     levels = [int(c) for c in a.concurrency.split(",")]
     labels = a.labels.split(",") if a.labels else [Path(b).name for b in a.bundles]
     rows = []
+    direct = {}
     for label, bundle in zip(labels, a.bundles):
+        direct[label] = direct_baseline(bundle, a.max_tokens)
+        print(f"{label:>12} direct LLMPipeline, one request: TTFT {direct[label]['ttft_ms']:.0f} ms, "
+              f"TPOT {direct[label]['tpot_ms']:.1f} ms", flush=True)
         proc, url = start(bundle, max(levels))
         try:
             client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=600)
@@ -144,18 +173,23 @@ def main() -> None:
     base = {r["concurrency"]: r for r in rows if r["bundle"] == labels[0]}
     for r in rows:
         r["tokens_per_s_vs_first"] = r["tokens_per_s"] / base[r["concurrency"]]["tokens_per_s"]
-    out = {"rows": rows, "bundles": dict(zip(labels, a.bundles)), "max_tokens": a.max_tokens, "rounds": a.rounds,
+    for r in rows:
+        r["tpot_p50_vs_direct"] = r["tpot_ms_p50"] / direct[r["bundle"]]["tpot_ms"]
+    out = {"rows": rows, "direct_llmpipeline": direct, "bundles": dict(zip(labels, a.bundles)), "max_tokens": a.max_tokens, "rounds": a.rounds,
            "host": {"cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                     "note": "shared 2-core host (other developers' jobs running): compare within this run only"},
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))
-    md = ["| bundle | concurrency | requests | req/s | tok/s | tok/s vs first bundle | TTFT p50 / p95 ms | TPOT p50 / p95 ms |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = ["| bundle | concurrency | requests | req/s | tok/s | tok/s vs first bundle | TTFT p50 / p95 ms | TPOT p50 / p95 ms "
+          "| TPOT p50 / direct LLMPipeline |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['bundle']} | {r['concurrency']} | {r['requests']} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
                   f"{r['tokens_per_s_vs_first']:.2f}x | {r['ttft_ms_p50']:.0f} / {r['ttft_ms_p95']:.0f} | "
-                  f"{r['tpot_ms_p50']:.1f} / {r['tpot_ms_p95']:.1f} |")
+                  f"{r['tpot_ms_p50']:.1f} / {r['tpot_ms_p95']:.1f} | {r['tpot_p50_vs_direct']:.2f}x |")
+    md.append("")
+    md += [f"direct LLMPipeline (no server, one request) {k}: TTFT {v['ttft_ms']:.0f} ms, TPOT {v['tpot_ms']:.1f} ms"
+           for k, v in direct.items()]
     Path(a.out).with_suffix(".md").write_text("\n".join(md) + f"\n\n{out['host']['note']}; {a.max_tokens} tokens per request, "
                                                f"{a.rounds} requests per client thread, streaming completions, greedy.\n")
     print("\n".join(md))
