@@ -89,6 +89,10 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
         raise InvalidSubnetError("--draft and --draft-tokens go with --speculative")
     if speculative and (subnet_spec or layers is not None or mlp_width is not None or (draft_spec and search_dir)):
         raise InvalidSubnetError("with --speculative the bundle is the whole model; choose the draft with --draft or --from/--pick")
+    if speculative and not 1 <= draft_tokens <= 16:
+        from hwnas.errors import ExportError
+
+        raise ExportError(f"--draft-tokens {draft_tokens} is invalid; accepted: 1 to 16")
     if speculative and draft_spec:
         subnet = parse_subnet_spec(draft_spec)
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
