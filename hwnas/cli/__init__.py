@@ -13,7 +13,7 @@ import click
 
 from hwnas.errors import HwnasError
 
-COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd")
+COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd", "serve_cmd")
 
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf", "neural_compressor", "transformers", "optimum")

@@ -25,6 +25,11 @@ def register(main: click.Group) -> None:
               help="With --from: an index into pareto.json (0 = first), a subnet key, or 'fastest-within POINTS' "
                    "(lowest TPOT whose paired accuracy drop from the full model on the report (select) split is at "
                    "most POINTS points; the full model when none is).")
+@click.option("--speculative", is_flag=True,
+              help="Write a lossless speculative bundle: the whole model plus a subnet as its draft (--draft SPEC, "
+                   "or --from/--pick, or by default the most important half of the layers at full width).")
+@click.option("--draft", "draft_spec", default=None, help="With --speculative: the draft subnet (JSON or file, as --subnet).")
+@click.option("--draft-tokens", type=int, default=3, show_default=True, help="With --speculative: draft tokens per step.")
 @click.option("--quant", default="int8", show_default=True, help=QUANT_HELP)
 @click.option("--group-size", type=int, default=None,
               help="Input columns per scale; -1 = per channel. Default: per channel for int8, the largest of 128/64/32 dividing every layer width for int4.")
@@ -53,9 +58,9 @@ def register(main: click.Group) -> None:
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
 @no_order_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out, calibration, calib_samples,
-           calib_seq_len, archive, no_measure, tasks, accuracy_limit, no_accuracy, allow_degenerate, data_dir, seed, force,
-           no_order, quiet, recovery=True, no_generation_check=False):
+def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative, draft_spec, draft_tokens, quant, group_size,
+           sym, head, target, out, calibration, calib_samples, calib_seq_len, archive, no_measure, tasks, accuracy_limit,
+           no_accuracy, allow_degenerate, data_dir, seed, force, no_order, quiet, recovery=True, no_generation_check=False):
     """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
 
     The subnet is --subnet SPEC, --layers N [--mlp-width W], or picked from a search with --from
@@ -98,11 +103,35 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group
 
             pts = float(pick.strip()[len("fastest-within"):].strip().lstrip("=").strip())
             search["claim_on_select_split"] = pick_claim(p.record, pts)
+    if (draft_spec or draft_tokens != 3) and not speculative:
+        raise InvalidSubnetError("--draft and --draft-tokens go with --speculative")
+    if speculative and (subnet_spec or layers is not None or mlp_width is not None or (draft_spec and search_dir)):
+        raise InvalidSubnetError("with --speculative the bundle is the whole model; choose the draft with --draft or --from/--pick")
+    if speculative and not 1 <= draft_tokens <= 16:
+        from hwnas.errors import ExportError
+
+        raise ExportError(f"--draft-tokens {draft_tokens} is invalid; accepted: 1 to 16")
+    if speculative and draft_spec:
+        subnet = parse_subnet_spec(draft_spec)
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
         from hwnas.datadir import resolve_data_dir
 
         resolve_data_dir(data_dir)  # DataError now rather than after quantizing
+    if speculative:
+        from hwnas.deploy.speculative import export_speculative_bundle
+
+        with progress_bar(f"export speculative {quant}", enabled=not quiet) as prog:
+            res = export_speculative_bundle(model, out, recipe=recipe, draft=subnet, num_assistant_tokens=draft_tokens,
+                                            draft_rule=(search or {}).get("pick") or ("--draft" if draft_spec else None),
+                                            target=target, seed=seed, force=force, archive=archive, measure=not no_measure,
+                                            progress=prog, calibration=calibration, calib_samples=calib_samples,
+                                            calib_seq_len=calib_seq_len, accuracy_tasks=task_list,
+                                            accuracy_limit=accuracy_limit or None, data_dir=data_dir,
+                                            order_channels=not no_order)
+        click.echo(f"speculative bundle {res.path}: {res.manifest.recipe.describe()}, {res.nbytes / 1e6:.1f} MB, "
+                   f"draft {subnet.key if subnet else 'default'} with {draft_tokens} draft tokens per step")
+        return
     with progress_bar(f"export {quant}", enabled=not quiet) as prog:
         res = export_bundle(model, out, recipe=recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, target=target, calibration=calibration,
                             calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
@@ -223,6 +252,9 @@ def run(bundle, prompt, max_new_tokens, chat, target):
     cfg = openvino_genai.GenerationConfig()
     cfg.max_new_tokens = max_new_tokens
     cfg.do_sample = False
+    from hwnas.deploy.speculative import apply_draft_tokens
+
+    apply_draft_tokens(bundle, cfg)
     if chat:
         pipe.start_chat()
 

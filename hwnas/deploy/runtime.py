@@ -36,11 +36,13 @@ def greedy_tokens(folder: str | Path, prompt_ids: Sequence[int], n: int = SMOKE_
 
 
 def genai_pipeline(folder: str | Path, properties: Mapping[str, Any] | None = None):
-    """openvino_genai.LLMPipeline on the bundle (needs its tokenizer IRs)."""
+    """openvino_genai.LLMPipeline on the bundle (needs its tokenizer IRs); a speculative bundle's with its draft."""
     import openvino_genai
 
+    from hwnas.deploy.speculative import pipeline_kwargs
+
     props = {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in dict(properties or {}).items()}
-    return openvino_genai.LLMPipeline(str(folder), "CPU", **props)
+    return openvino_genai.LLMPipeline(str(folder), "CPU", **props, **pipeline_kwargs(folder, props))
 
 
 def generate_text(folder: str | Path, prompt: str, max_new_tokens: int = 32, *, properties: Mapping[str, Any] | None = None,
@@ -48,10 +50,13 @@ def generate_text(folder: str | Path, prompt: str, max_new_tokens: int = 32, *, 
     """Greedy generation from a bundle with openvino-genai, streaming subwords to `streamer`."""
     import openvino_genai
 
+    from hwnas.deploy.speculative import apply_draft_tokens
+
     pipe = genai_pipeline(folder, properties)
     cfg = openvino_genai.GenerationConfig()
     cfg.max_new_tokens = max_new_tokens
     cfg.do_sample = False
+    apply_draft_tokens(folder, cfg)
     if streamer is not None:
         def _stream(sub: str) -> bool:
             streamer(sub)

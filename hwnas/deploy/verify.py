@@ -145,6 +145,12 @@ def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True,
                 report.problems.append(f"openvino_genai.LLMPipeline failed: {type(e).__name__}: {e}")
         if manifest.generation:
             _verify_generation(report, path, manifest.generation, full_model)
+        if (path / "hwnas_speculative.json").is_file():
+            from hwnas.deploy.speculative import check_speculative
+
+            checks, problems = check_speculative(path, manifest.smoke)
+            report.checks += checks
+            report.problems += problems
     if measure:
         _verify_speed(report, path, manifest, tolerance, measure_fn)
     return report

@@ -1,0 +1,279 @@
+"""Lossless speculative bundles: the full model plus a subnet of it as the draft model.
+
+Layout: an ordinary bundle of the full model, plus ``draft/`` (the subnet's bundle files: IR,
+config, tokenizer) and ``hwnas_speculative.json`` (draft subnet, number of draft tokens per
+step); both are listed with their sha256 in the bundle's manifest, so `verify` checks them.
+openvino-genai's draft-model support runs the pair; greedy output equals the full model's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import BundleError
+
+SPEC_FILE = "hwnas_speculative.json"
+DRAFT_DIR = "draft"
+
+
+def read_spec(folder: str | Path, manifest: Any = None) -> dict | None:
+    """The bundle's speculative record, or None for a plain bundle."""
+    p = Path(folder) / SPEC_FILE
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{p} is not valid JSON: {e}") from None
+    k = d.get("num_assistant_tokens")
+    if not isinstance(k, int) or k < 1:
+        raise BundleError(f"{p}: num_assistant_tokens {k!r} is invalid; accepted: an integer >= 1")
+    return d
+
+
+def draft_of(folder: str | Path, manifest: Any = None) -> tuple[Path | None, int]:
+    """(draft folder, draft tokens per step) for a speculative bundle, (None, 0) for a plain one."""
+    spec = read_spec(folder, manifest)
+    if spec is None:
+        return None, 0
+    d = Path(folder) / DRAFT_DIR
+    if not (d / "openvino_model.xml").is_file():
+        raise BundleError(f"speculative bundle {folder} lacks {DRAFT_DIR}/openvino_model.xml")
+    return d, int(spec["num_assistant_tokens"])
+
+
+DEFAULT_DRAFT_TOKENS = 3
+SPEC_SCHEMA_VERSION = 1
+
+
+def num_draft_tokens(folder: str | Path) -> int:
+    """Draft tokens per step of a speculative bundle, 0 for a plain bundle."""
+    return draft_of(folder)[1]
+
+
+def apply_draft_tokens(folder: str | Path, cfg: Any) -> Any:
+    """Set `num_assistant_tokens` on an openvino_genai.GenerationConfig for a speculative bundle."""
+    k = num_draft_tokens(folder)
+    if k:
+        cfg.num_assistant_tokens = k
+    return cfg
+
+
+def pipeline_kwargs(folder: str | Path, props: dict) -> dict:
+    """Extra LLMPipeline / ContinuousBatchingPipeline properties: the draft model of a speculative bundle."""
+    draft, _ = draft_of(folder)
+    if draft is None:
+        return {}
+    import openvino_genai
+
+    return {"draft_model": openvino_genai.draft_model(str(draft), "CPU", **props)}
+
+
+# ----------------------------------------------------------------------------- choosing the draft
+
+def default_draft(layer_order: Any, n_layers: int, full_width: int) -> Any:
+    """The documented rule when no draft is given: the most important half of the layers (the
+    supernet's layer ranking, rounded up) at full MLP width."""
+    from hwnas.model.space import SubnetConfig
+
+    keep = max(1, (n_layers + 1) // 2)
+    order = list(layer_order) if layer_order else list(range(n_layers))
+    layers = tuple(sorted(order[:keep]))
+    return SubnetConfig(layers, (full_width,) * len(layers))
+
+
+def tokens_per_step(agreement: list[list[bool]], k: int) -> float:
+    """Exact greedy-speculation yield: tokens produced per verification step with `k` draft tokens,
+    from per-position agreement of the draft's greedy token with the full model's (teacher-forced
+    on the full model's own greedy continuation). Each step accepts the agreeing run (at most k)
+    and adds the full model's own token."""
+    tokens = steps = 0
+    for seq in agreement:
+        pos = 0
+        while pos < len(seq):
+            run = 0
+            while run < k and pos + run < len(seq) and seq[pos + run]:
+                run += 1
+            step = min(run + 1, len(seq) - pos)
+            pos += step
+            tokens += step
+            steps += 1
+    return tokens / steps if steps else 1.0
+
+
+def expected_speed(agreement: list[list[bool]], k: int, draft_tpot_ms: float, verify_ms: float) -> dict:
+    """Predicted speculative decode speed: one step = k draft tokens (draft TPOT each) + one full-model
+    pass over k+1 tokens (`verify_ms`, measured), yielding `tokens_per_step` tokens."""
+    tps = tokens_per_step(agreement, k)
+    step_ms = k * draft_tpot_ms + verify_ms
+    return {"k": k, "tokens_per_step": tps, "step_ms": step_ms, "ms_per_token": step_ms / tps,
+            "tokens_per_s": 1000.0 * tps / step_ms}
+
+
+def best_k(agreement: list[list[bool]], draft_tpot_ms: float, verify_ms_of_k: dict[int, float]) -> dict:
+    """The k (among those with a measured verify cost) with the highest expected tokens/s."""
+    return max((expected_speed(agreement, k, draft_tpot_ms, v) for k, v in verify_ms_of_k.items()),
+               key=lambda r: r["tokens_per_s"])
+
+
+def agreement(full_folder: str | Path, draft_folder: str | Path, prompts_ids: list[list[int]], n: int,
+              properties: dict | None = None) -> list[list[bool]]:
+    """Per position, does the draft's greedy token equal the full model's? (teacher-forced on the full
+    model's greedy continuation of each prompt; both bundles' IRs, same properties)."""
+    import numpy as np
+
+    from hwnas.deploy.manifest import EXACT_PROPERTIES
+    from hwnas.deploy.runtime import greedy_tokens
+
+    props = dict(properties or EXACT_PROPERTIES)
+    out = []
+    for ids in prompts_ids:
+        cont = greedy_tokens(full_folder, ids, n, props)
+        logits = _logits(draft_folder, list(ids) + cont[:-1], props)
+        guess = np.argmax(logits[0, len(ids) - 1:], axis=-1).tolist()
+        out.append([int(g) == int(t) for g, t in zip(guess, cont)])
+    return out
+
+
+def _logits(folder: str | Path, ids: list[int], props: dict):
+    import numpy as np
+    import openvino as ov
+
+    from hwnas.deploy.manifest import IR_XML
+
+    compiled = ov.Core().compile_model(str(Path(folder) / IR_XML), "CPU", props)
+    req = compiled.create_infer_request()
+    req.reset_state()
+    t = len(ids)
+    res = req.infer({"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, t), dtype=np.int64),
+                     "position_ids": np.arange(t, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)})
+    return res[compiled.output("logits")]
+
+
+def verify_cost_ms(folder: str | Path, ks: list[int], properties: dict | None = None, context: int = 64,
+                   repeats: int = 5) -> dict[int, float]:
+    """Median wall time of one full-model pass over k+1 new tokens after a `context`-token prompt (KV cache)."""
+    import statistics
+    import time
+
+    import numpy as np
+    import openvino as ov
+
+    from hwnas.deploy.manifest import IR_XML
+
+    compiled = ov.Core().compile_model(str(Path(folder) / IR_XML), "CPU", dict(properties or {}))
+    req = compiled.create_infer_request()
+
+    def feed(ids: list[int], past: int) -> None:
+        t = len(ids)
+        req.infer({"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, past + t), dtype=np.int64),
+                   "position_ids": np.arange(past, past + t, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)})
+
+    out = {}
+    for k in ks:
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            req.reset_state()
+            feed(list(range(5, 5 + context)), 0)
+            t0 = time.perf_counter()
+            feed(list(range(7, 8 + k)), context)  # k draft tokens + 1
+            times.append(1000 * (time.perf_counter() - t0))
+        out[k] = statistics.median(times[1:])
+    return out
+
+
+# ----------------------------------------------------------------------------- building
+
+def export_speculative_bundle(model: str, out: str | Path, *, recipe: Any, draft: Any = None, draft_rule: str | None = None,
+                              num_assistant_tokens: int = DEFAULT_DRAFT_TOKENS, target: str = "xeon", seed: int = 0,
+                              force: bool = False, archive: bool = False, measure: bool = True,
+                              progress: Any = None, **export_kw: Any):
+    """Write a speculative bundle: the whole model (the bundle proper) plus `draft` (a SubnetConfig;
+    default: `default_draft`) in ``draft/``, both quantized with `recipe`, and ``hwnas_speculative.json``.
+
+    The manifest is the full model's, with every file (the draft's included) checksummed.
+    """
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from hwnas.deploy.archive import checksum_files, write_archive
+    from hwnas.deploy.export import BundleResult, archive_path, check_export_inputs, export_bundle
+    from hwnas.deploy.manifest import MANIFEST_FILE, read_manifest
+    from hwnas.errors import ExportError
+    from hwnas.io import atomic_dir, write_json_atomic
+
+    if not isinstance(num_assistant_tokens, int) or not 1 <= num_assistant_tokens <= 16:
+        raise ExportError(f"--draft-tokens {num_assistant_tokens!r} is invalid; accepted: 1 to 16")
+    check_export_inputs(out, force=force, archive=archive)
+    out = Path(out)
+    if draft is None:
+        from hwnas.model.supernet import load_supernet
+
+        _, sn = load_supernet(model)
+        draft = default_draft(sn.space.layer_order, sn.space.num_layers, sn.full_width)
+        draft_rule = draft_rule or "default: most important half of the layers, full MLP width"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        full = export_bundle(model, Path(tmp) / "full", recipe=recipe, target=target, seed=seed, measure=measure,
+                             progress=progress, **export_kw)
+        export_kw.pop("accuracy_tasks", None)
+        d = export_bundle(model, Path(tmp) / "draft", recipe=recipe, subnet=draft, target=target, seed=seed,
+                          measure=measure, progress=progress, **export_kw)
+        if read_manifest(d.path).model["sha256"] != full.manifest.model["sha256"]:
+            raise ExportError("the draft was built from another model than the full bundle")  # pragma: no cover
+        with atomic_dir(out, force=force) as dst:
+            for p in full.path.iterdir():
+                if p.name != MANIFEST_FILE:
+                    shutil.copy2(p, dst / p.name) if p.is_file() else shutil.copytree(p, dst / p.name)
+            shutil.copytree(d.path, dst / DRAFT_DIR)
+            spec = {"schema_version": SPEC_SCHEMA_VERSION, "num_assistant_tokens": num_assistant_tokens,
+                    "draft": dict(draft.to_dict(), key=draft.key), "draft_rule": draft_rule or "--draft",
+                    "draft_measurement": d.manifest.measurement, "full_measurement": full.manifest.measurement}
+            write_json_atomic(dst / SPEC_FILE, spec)
+            manifest = dataclasses.replace(full.manifest, name=out.name, files=checksum_files(dst))
+            manifest.write(dst)
+    arch = write_archive(out, archive_path(out), force=force) if archive else None
+    return BundleResult(path=out, manifest=manifest, archive=arch)
+
+
+def check_speculative(folder: str | Path, smoke: dict | None) -> tuple[list[str], list[str]]:
+    """(checks, problems): the draft pipeline loads and its greedy output equals the full model's smoke tokens."""
+    import openvino_genai
+
+    from hwnas.deploy.manifest import EXACT_PROPERTIES
+
+    checks, problems = [], []
+    try:
+        draft, k = draft_of(folder)
+    except BundleError as e:
+        return checks, [str(e)]
+    if draft is None:
+        return checks, problems
+    props = {kk: str(v) for kk, v in EXACT_PROPERTIES.items()}
+    try:
+        pipe = openvino_genai.LLMPipeline(str(folder), "CPU", draft_model=openvino_genai.draft_model(str(draft), "CPU", **props),
+                                          **props)
+        smoke = smoke or {}
+        want = list(smoke.get("tokens") or [])
+        cfg = openvino_genai.GenerationConfig()
+        cfg.max_new_tokens = len(want) or 8
+        cfg.min_new_tokens = len(want) or 8
+        cfg.do_sample = False
+        cfg.num_assistant_tokens = k
+        cfg.apply_chat_template = False
+        ids = smoke.get("prompt_ids") or [0]
+        import numpy as np
+        import openvino as ov
+
+        res = pipe.generate(openvino_genai.TokenizedInputs(ov.Tensor(np.asarray([ids], dtype=np.int64)),
+                                                           ov.Tensor(np.ones((1, len(ids)), dtype=np.int64))), cfg)
+        got = [int(t) for t in res.tokens[0]]
+    except Exception as e:  # noqa: BLE001 - any openvino-genai failure is a verification failure
+        return checks, [f"speculative pipeline (draft {DRAFT_DIR}/) failed: {type(e).__name__}: {e}"]
+    if want and got != want:
+        problems.append(f"speculative greedy tokens {got} differ from the full model's {want}")
+    else:
+        checks.append(f"speculative decoding with {k} draft tokens reproduces the full model's greedy tokens")
+    return checks, problems
