@@ -20,13 +20,26 @@ NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf", "neural_compressor", 
 
 
 class HwnasGroup(click.Group):
-    """Turns HwnasError into a clean one-line error (exit 2) instead of a traceback."""
+    """Every user error is one line on stderr, `Error: ...`, exit code 2, without a traceback.
+
+    HwnasError from the library and click's own usage errors (a bad option value, a missing
+    option, a typo in a choice) alike; click's usage block is left out, `-h` shows it.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HwnasError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(_one_line(str(e))) from None
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `hwnas CMD` alone shows its help
+                raise
+            name = e.ctx.command_path if e.ctx is not None else "hwnas"
+            raise click.ClickException(_one_line(f"{e.format_message()} (see `{name} -h`)")) from None
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
 
 
 @click.group(cls=HwnasGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,6 +27,9 @@ def _check_out_file(out: str) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise OutputError(f"--out {out} is not writable (no write permission on {probe})")
+    from hwnas.io import check_can_create_in
+
+    check_can_create_in(probe, f"--out {out}")  # root passes os.access on /proc and /sys
 
 
 def _versions() -> dict[str, str]:
