@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-
 SHARED_MODELS_ENV = "HWNAS_TEST_MODEL_CACHE"
 CONVERSION_CODE = ("hwnas/model/loading.py", "hwnas/model/gguf_tokenizer.py")
 

@@ -13,7 +13,7 @@ import click
 
 from hwnas.errors import HwnasError
 
-COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd")
+COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd", "cache_cmd")
 
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf", "neural_compressor", "transformers", "optimum")
@@ -28,7 +28,12 @@ class HwnasGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            from hwnas.cache import max_bytes
+
+            max_bytes()  # a bad $HWNAS_CACHE_MAX_GB fails now, not after the command's work
+            result = super().invoke(ctx)
+            _enforce_cache_cap(ctx)
+            return result
         except HwnasError as e:
             raise click.ClickException(_one_line(str(e))) from None
         except click.UsageError as e:
@@ -36,6 +41,19 @@ class HwnasGroup(click.Group):
                 raise
             name = e.ctx.command_path if e.ctx is not None else "hwnas"
             raise click.ClickException(_one_line(f"{e.format_message()} (see `{name} -h`)")) from None
+
+
+def _enforce_cache_cap(ctx: click.Context) -> None:
+    """After a successful command, evict least recently used cache entries down to the cap."""
+    if ctx.invoked_subcommand == "cache":
+        return  # `hwnas cache` manages the cache itself
+    from hwnas.cache import enforce_cap
+
+    gone = enforce_cap()
+    if gone:
+        logging.getLogger("hwnas.cache").warning(
+            "cache over its cap: deleted %d least recently used entries (%.2f GB); see `hwnas cache`",
+            len(gone), sum(e.nbytes for e in gone) / 1e9)
 
 
 def _one_line(msg: str) -> str:

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import click
 
-from hwnas.cli.common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
+from hwnas.cli.common import (
+    Choice,
+    check_subnet_early,
+    data_dir_option,
+    describe_kept_layers,
+    model_option,
+    no_order_option,
+    progress_bar,
+    quiet_option,
+    seed_option,
+    subnet_options,
+)
 
 DEFAULT_EVAL_TASKS = "arc_easy,arc_challenge,mmlu,piqa,boolq"
 
@@ -86,7 +97,7 @@ def _table(result: dict) -> None:
 @no_order_option
 @click.option("--tasks", default=DEFAULT_EVAL_TASKS, show_default=True,
               help="Comma-separated: arc_easy, arc_challenge, mmlu, piqa, boolq, wikitext2, or paths to .jsonl task files.")
-@click.option("--split", type=click.Choice(["search", "report", "all"]), default="search", show_default=True,
+@click.option("--split", type=Choice(["search", "report", "all"]), default="search", show_default=True,
               help="Which fixed part of each task's items to score (the search never sees 'report').")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="First N items of the split per task, in a seeded shuffled order (perplexity: N windows).")
@@ -97,13 +108,13 @@ def _table(result: dict) -> None:
 @click.option("--row-tokens", type=click.IntRange(min=16), default=None,
               help="Tokens per packed row (default 128); longer items get a row of their own.")
 @click.option("--window", type=click.IntRange(min=2), default=None, help="Perplexity window in tokens (default 512).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
 @data_dir_option
 @click.option("--out", default=None, type=click.Path(), help="Write the results as JSON to this file.")
 @seed_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limit, shots, batch_size, row_tokens,
              window, precision, threads, data_dir, out, seed, quiet):
     """Score --model (or a subnet of it) on multiple-choice tasks and WikiText-2 perplexity.
@@ -112,18 +123,19 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
     each choice; acc and length-normalised acc_norm with standard errors). Prints a table and,
     with --out, writes JSON: {"tasks": {...}, "model", "subnet", "subnet_key", "seed", ...}.
     """
-    from hwnas.accuracy.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, DEFAULT_WINDOW, TaskSuite
+    from hwnas.accuracy.evaluate import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_ROW_TOKENS,
+        DEFAULT_WINDOW,
+        TaskSuite,
+    )
     from hwnas.accuracy.tasks import parse_tasks
     from hwnas.errors import InvalidSubnetError
     from hwnas.io import write_json_atomic
-    from hwnas.model.space import parse_subnet_spec
 
     # Fail on bad input before loading anything.
     task_list = parse_tasks(tasks)
-    if subnet_spec:
-        parse_subnet_spec(subnet_spec)
-    if subnet_spec and (layers is not None or mlp_width is not None):
-        raise InvalidSubnetError("give either --subnet or --layers/--mlp-width, not both")
+    check_subnet_early(model, subnet_spec, layers, mlp_width)
     if out:
         _check_out_file(out)
     from hwnas.datadir import resolve_data_dir
@@ -153,7 +165,10 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
                 f"--model {model} is already an extracted subnet ({loaded.subnet.describe()}); evaluate it without --subnet"
             )
         target = Supernet.from_loaded(loaded, order=not no_order)
+        cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, target.full_width, space=target.space)
         target.space.validate(cfg, structure=False)
+        if describe_kept_layers(cfg, target.space, layers):
+            click.echo(describe_kept_layers(cfg, target.space, layers), err=True)
         subnet_record = cfg
         ordered = bool(target.meta.get("channels_ordered"))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli.common import model_option, progress_bar, seed_option
+from hwnas.cli.common import Choice, model_option, progress_bar, seed_option
 from hwnas.train.instatune import PRECISIONS, STRATEGIES
 
 
@@ -17,7 +17,7 @@ def register(main: click.Group) -> None:
               help="Training data: Alpaca .json, .jsonl ({text} or Alpaca), or .txt (one document per line).")
 @click.option("--steps", "--max-steps", "steps", required=True, type=int, help="Optimizer steps (the schedule's length).")
 @click.option("--out", required=True, type=click.Path(), help="Run folder; becomes a model folder (--model OUT) when done.")
-@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="sandwich", show_default=True,
+@click.option("--strategy", type=Choice(sorted(STRATEGIES)), default="sandwich", show_default=True,
               help="Subnets per step: sandwich = largest + smallest + k random; random = k random; full = full model only.")
 @click.option("--k", type=int, default=2, show_default=True, help="Random subnets per step.")
 @click.option("--distill", is_flag=True, help="Smaller subnets learn the largest subnet's outputs (KL, in-place distillation).")
@@ -29,7 +29,7 @@ def register(main: click.Group) -> None:
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Sequences per micro-batch.")
 @click.option("--seq-len", type=int, default=256, show_default=True, help="Tokens per packed sequence.")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+@click.option("--precision", type=Choice(list(PRECISIONS)), default="auto", show_default=True,
               help="bf16 autocast or fp32; auto = bf16 on CUDA/AMX, fp32 otherwise.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations in backward (less memory, ~30% slower).")
 @click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: only at the end).")
@@ -61,6 +61,12 @@ def train(model: str, data: str, steps: int, out: str, strategy: str, k: int, di
         eval_every=eval_every, val_sequences=val_sequences, train_on_prompt=train_on_prompt,
         keep_checkpoints=keep_checkpoints, device=device, seed=seed,
     )
+    from pathlib import Path
+
+    from hwnas.errors import DataError
+
+    if not Path(data).is_file():
+        raise DataError(f"--data {data} is not a file; give an Alpaca .json, a .jsonl or a .txt file")
     with progress_bar("training") as progress:
         result = run_train(model, data, out, cfg, resume=resume, progress=progress)
     click.echo(f"trained {result.steps_done} steps ({result.tokens:,} tokens, {result.wall_s:.0f} s, "

@@ -98,7 +98,11 @@ def test_layers_shorthand(tiny_model_dir, data_dir, tmp_path):
     r = run("eval", "--model", str(tiny_model_dir), "--layers", "2", "--mlp-width", "64", "--tasks", "boolq",
             "--data-dir", str(data_dir), "--out", str(out), "-q")
     assert r.exit_code == 0, r.output
-    assert json.loads(out.read_text())["subnet"] == {"layers": [0, 1], "mlp_widths": [64, 64]}
+    from hwnas.model.supernet import load_supernet
+
+    want = sorted(load_supernet(str(tiny_model_dir))[1].space.layer_order[:2])  # ranked: the 2 most important
+    assert json.loads(out.read_text())["subnet"] == {"layers": want, "mlp_widths": [64, 64]}
+    assert f"--layers 2 kept layers {want}" in r.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -112,7 +112,7 @@ def test_bad_input_is_one_line_and_leaves_results_untouched(tmp_path, synthetic)
         (["--objectives", "accuracy,latency"], ("unknown objective 'latency'", "tpot_ms")),
         (["--evaluations", "3"], ("--evaluations 3 is smaller than --population 4",)),
         (["--strategy", "bayes"], ("unknown strategy 'bayes'", "linas")),
-        (["--min-accuracy", "45"], ("--min-accuracy",)),
+        (["--min-accuracy", "145"], ("--min-accuracy",)),
         ([], ("is not empty", "--resume")),
         (["--resume", "--model", "other"], ("--resume", "different model_sha256")),
         (["--resume", "--seed", "3"], ("--resume", "different seed")),

@@ -1,0 +1,142 @@
+"""What a user meets on bad input, for every command: exit code 2, one line on stderr starting
+`Error: ` that names the option (or the bad value) and what to do, no traceback, nothing written.
+
+Each case must fail before any model is loaded (the whole table runs in seconds). Placeholders:
+{model} a tiny model folder, {tmp} the test's empty folder, {data} a data folder, {garbage} a
+file that is not an archive, {search} a finished-looking search folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+
+import pytest
+from click.testing import CliRunner
+
+from hwnas.cli import main
+
+BAD = '{"layers": [0, 99], "mlp_widths": [64, 64]}'
+CASES = [
+    # extract
+    ("extract --model {model} --layers 2", "Missing option '--out'"),
+    ("extract --model {model} --out {tmp}/o", "--subnet SPEC or --layers N"),
+    ("extract --model /nonexistent/model --layers 2 --out {tmp}/o", "'/nonexistent/model' does not exist"),
+    ("extract --model {model} --layers 2 --out /proc/x", "--out /proc/x is not writable"),
+    ("extract --model {model} --layers 0 --out {tmp}/o", "--layers must be >= 1"),
+    ("extract --model {model} --layers 99 --out {tmp}/o", "--layers 99 is more than the model's 4 layers"),
+    ("extract --model {model} --layers 2 --mlp-width 100 --out {tmp}/o", "--mlp-width 100 is not an allowed width"),
+    ("extract --model {model} --mlp-width 64 --out {tmp}/o", "--mlp-width needs --layers N"),
+    ("extract --model {model} --subnet '" + BAD + "' --out {tmp}/o", "layer 99"),
+    ("extract --model {model} --subnet '{\"layers\": [0' --out {tmp}/o", "not valid JSON"),
+    ("extract --model {model} --layers 2 --dtype float8 --out {tmp}/o", "'--dtype'"),
+    # eval
+    ("eval --model {model} --tasks arc_easy,squad --data-dir {data}", "unknown task 'squad'"),
+    ("eval --model {model} --split train --data-dir {data}", "'--split'"),
+    ("eval --model {model} --limit 0 --data-dir {data}", "'--limit'"),
+    ("eval --model {model} --precision fp16 --data-dir {data}", "'--precision'"),
+    ("eval --model {model} --tasks boolq --data-dir {data} --out /proc/x.json", "--out /proc/x.json is not writable"),
+    ("eval --model {model} --tasks boolq --data-dir {data} --out {tmp}", "is a folder"),
+    ("eval --model {model} --tasks boolq --data-dir {data} --subnet '" + BAD + "'", "layer 99"),
+    ("eval --model {model} --tasks boolq --data-dir {tmp}/nodata", "data directory not found"),
+    ("eval --model {model} --shots -1 --data-dir {data}", "'--shots'"),
+    ("eval --model {model} --window 1 --data-dir {data}", "'--window'"),
+    # profile
+    ("profile --model {model}", "Missing option '--target'"),
+    ("profile --target nosuchtarget --model {model}", "nosuchtarget"),
+    ("profile --target {target} --samples 0 --model {model}", "--samples must be >= 1"),
+    ("profile --target {target} --probe-layers 1 --model {model}", "--probe-layers must be 0"),
+    ("profile --target {target} --model {model} --out /proc/x", "--out /proc/x is not writable"),
+    ("profile --target {target} --latency-form cubic --model {model}", "'--latency-form'"),
+    # search
+    ("search --model {model} --strategy lnas --out {tmp}/s", "did you mean 'linas'"),
+    ("search --model {model} --metric accnorm --out {tmp}/s", "did you mean 'acc_norm'"),
+    ("search --model {model} --objectives accuracy,tpot_sm --out {tmp}/s", "did you mean 'tpot_ms'"),
+    ("search --model {model} --min-accuracy 145 --out {tmp}/s", "'--min-accuracy'"),
+    ("search --model {model} --max-tpot-ms -1 --out {tmp}/s", "--max-tpot-ms must be > 0"),
+    ("search --model {model} --limit 0 --out {tmp}/s", "'--limit'"),
+    ("search --model {model} --report-limit -1 --out {tmp}/s", "'--report-limit'"),
+    ("search --model {model} --target {target} --tasks boolq --data-dir {data} --resume --out {tmp}/missing",
+     "--resume: {tmp}/missing holds no search to continue"),
+    ("search --model {model} --target nosuchtarget --out {tmp}/s", "nosuchtarget"),
+    # export
+    ("export --model {model} --quant int3 --out {tmp}/b", "did you mean 'int8'"),
+    ("export --model {model} --head int4 --out {tmp}/b", "'--head'"),
+    ("export --model {model} --out /sys/x", "--out /sys/x is not writable"),
+    ("export --model {model} --layers 0 --out {tmp}/b", "--layers must be >= 1"),
+    ("export --model {model} --subnet '" + BAD + "' --out {tmp}/b", "layer 99"),
+    ("export --model {model} --from {search} --out {tmp}/b", "--from SEARCH_DIR and --pick go together"),
+    ("export --model {model} --calibration {tmp}/c.jsonl --out {tmp}/b", "calibration file"),
+    ("export --model {model} --target nosuchtarget --out {tmp}/b", "nosuchtarget"),
+    ("export --model {model} --limit -1 --out {tmp}/b", "'--limit'"),
+    # verify
+    ("verify {tmp}/nothing", "does not exist"),
+    ("verify {garbage}", "is not a readable .tar.gz/.tar archive"),
+    ("verify {tmp} --tolerance 0", "'--tolerance'"),
+    # run
+    ("run {tmp} -p hi --max-new-tokens -1", "'--max-new-tokens'"),
+    ("run {tmp} -p ''", "'--prompt'"),
+    ("run {tmp}/nothing -p hi", "'BUNDLE'"),
+    # bench
+    ("bench {tmp}/nothing", "'BUNDLES...'"),
+    ("bench {tmp} --out {tmp}", "'--out'"),
+    # train
+    ("train --model {model} --data {tmp}/missing.jsonl --steps 1 --out {tmp}/t", "missing.jsonl"),
+    ("train --model {model} --data {garbage} --steps 1 --strategy sandwhich --out {tmp}/t", "did you mean 'sandwich'"),
+    ("train --model {model} --data {garbage} --out {tmp}/t", "Missing option '--steps'"),
+    ("train --model {model} --data {garbage} --steps 0 --out {tmp}/t", "steps"),
+    # top level
+    ("nosuchcommand", "No such command 'nosuchcommand'"),
+]
+
+
+@pytest.fixture
+def places(tmp_path, tiny_model_dir):
+    work = tmp_path / "work"
+    work.mkdir()
+    data = tmp_path / "data"
+    (data / "boolq").mkdir(parents=True)
+    (data / "boolq" / "val.jsonl").write_text(json.dumps({"question": "q", "passage": "p", "idx": 0, "label": True}) + "\n")
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"this is not an archive\n")
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "pareto.json").write_text("[]")
+    target = tmp_path / "tiny.toml"
+    from tests.conftest import TINY_TARGET
+
+    target.write_text(TINY_TARGET)
+    return {"model": str(tiny_model_dir), "tmp": str(work), "data": str(data), "garbage": str(garbage),
+            "search": str(search), "target": str(target)}
+
+
+def _fill(text, places):
+    for k, v in places.items():
+        text = text.replace("{" + k + "}", v)
+    return text
+
+
+def _listing(*folders):
+    return sorted(os.path.join(root, f) for d in folders for root, dirs, files in os.walk(d) for f in files + dirs)
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 40
+    assert {c.split()[0] for c, _ in CASES} >= {"extract", "eval", "profile", "search", "export", "verify", "run",
+                                                 "bench", "train"}
+
+
+@pytest.mark.parametrize("command, needle", CASES, ids=[c for c, _ in CASES])
+def test_bad_input(places, tmp_path, monkeypatch, command, needle):
+    monkeypatch.chdir(places["tmp"])
+    argv = [_fill(a, places) for a in shlex.split(command)]
+    needle = _fill(needle, places)
+    before = _listing(tmp_path)
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert r.stdout == "", r.stdout
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+    assert _listing(tmp_path) == before, "a failed command left files behind"
