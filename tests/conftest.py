@@ -27,6 +27,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch, request):
     (see `shared_real_model`), so only the first session on a machine pays the conversion.
     Set HWNAS_TEST_KEEP_CACHE to use the real cache instead.
     """
+    for var in ("COLUMNS", "LOGLEVEL", "TRANSFORMERS_VERBOSITY"):
+        # The CLI sets these for its own process; recorded here so they are restored after each test.
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
     if "HWNAS_TEST_KEEP_CACHE" in os.environ:
         return
     monkeypatch.setenv("HWNAS_CACHE_DIR", str(_session_cache(tmp_path_factory)))

@@ -69,12 +69,59 @@ def main(verbose: int) -> None:
     Find faster subnets of a model that keep its accuracy, measured with OpenVINO on the
     target CPU, and ship the chosen one as a quantized OpenVINO IR bundle.
     """
+    setup_output(verbose)
+
+
+def setup_output(verbose: int) -> None:
+    """What reaches the terminal: our warnings once each, third-party chatter only with -v.
+
+    Without -v: transformers and Neural Compressor log errors only (their start-up notices, numba,
+    loss_type/cache_position are not for the user to act on), Python warnings raised outside hwnas
+    (deprecations, setuptools' license table) are hidden, and a warning hwnas logs repeatedly
+    (e.g. a noisy timing per subnet) appears once, with a note that -v shows every one. When
+    output is not a terminal (logs, CI) rich tables get the full width instead of 80 columns.
+    """
+    import os
+    import warnings
+
     level = logging.WARNING - 10 * verbose
+    had = list(logging.getLogger().handlers)
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    ours = [h for h in logging.getLogger().handlers if h not in had]  # never filter a host's handlers (pytest)
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", str(WIDE_COLUMNS))  # rich reads it: full-width tables in logs
     if verbose < 2:
         # Third-party import-time chatter (optional torchao kernels, torch pytree notices) is not ours to show.
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
+    if verbose == 0:
+        # These libraries set their own levels when first imported (inside commands); their env switches win.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("LOGLEVEL", "ERROR")  # Neural Compressor's logger
+        warnings.filterwarnings("ignore", module=r"(?!hwnas)")  # third-party Python warnings
+        for handler in ours:
+            handler.addFilter(OncePerMessage())
+
+
+WIDE_COLUMNS = 400
+
+
+class OncePerMessage(logging.Filter):
+    """Pass each warning message template once (its first arguments shown); -v shows every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        record.msg = f"{record.msg} (shown once; -v shows every one)"
+        return True
 
 
 click.ClickException.exit_code = 2

@@ -182,7 +182,8 @@ def bench(bundles, against, target, no_torch, json_out, seed, quiet):
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.option("--prompt", "-p", required=True, callback=check_nonempty_text, help="Prompt text.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Tokens to generate at most.")
-@click.option("--chat/--no-chat", default=False, help="Apply the model's chat template (instruct models).")
+@click.option("--chat/--no-chat", default=False,
+              help="Wrap the prompt as a user turn in the model's chat template (instruct models); default: raw text.")
 @click.option("--target", default=None, help="OpenVINO properties from this target (default: the bundle's).")
 def run(bundle, prompt, max_new_tokens, chat, target):
     """Generate text from a bundle with openvino-genai, streaming, as an edge server would."""
@@ -194,6 +195,7 @@ def run(bundle, prompt, max_new_tokens, chat, target):
     from hwnas.hardware.targets import Target, load_target
 
     man = read_manifest(bundle)
+    text = _chat_prompt(bundle, prompt) if chat else prompt  # before the (slow) pipeline load
     tgt = load_target(target) if target else (Target.from_dict(dict(man.target), source="bundle manifest") if man.target else None)
     props = {}
     if tgt is not None:
@@ -204,12 +206,26 @@ def run(bundle, prompt, max_new_tokens, chat, target):
     cfg = openvino_genai.GenerationConfig()
     cfg.max_new_tokens = max_new_tokens
     cfg.do_sample = False
-    if chat:
-        pipe.start_chat()
+    cfg.apply_chat_template = False  # genai would apply it to every string prompt; --chat decides
 
     def stream(sub: str) -> bool:
         click.echo(sub, nl=False)
         return False
 
-    pipe.generate(prompt, cfg, stream)
+    pipe.generate(text, cfg, stream)
     click.echo()
+
+
+def _chat_prompt(bundle: str, prompt: str) -> str:
+    """The prompt as one user turn in the bundle tokenizer's chat template, ready for the reply."""
+    from transformers import AutoTokenizer
+
+    from hwnas.errors import BundleError
+
+    try:
+        tok = AutoTokenizer.from_pretrained(bundle)
+    except Exception as e:  # noqa: BLE001
+        raise BundleError(f"--chat: cannot read the tokenizer in {bundle}: {e}") from None
+    if not getattr(tok, "chat_template", None):
+        raise BundleError(f"--chat: the model in {bundle} has no chat template; run without --chat")
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)

@@ -140,3 +140,73 @@ def test_bad_input(places, tmp_path, monkeypatch, command, needle):
     assert needle in lines[0], lines[0]
     assert "Traceback" not in r.stderr
     assert _listing(tmp_path) == before, "a failed command left files behind"
+
+
+def test_chat_prompt_applies_the_template(tmp_path):
+    """`run --chat` wraps the prompt in the bundle tokenizer's chat template (ChatML for SmolLM2)."""
+    from hwnas.cli.export_cmd import _chat_prompt
+    from tests.conftest import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.save_pretrained(tmp_path)
+    assert _chat_prompt(str(tmp_path), "Hi") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_closed_sets_match_the_library():
+    from hwnas.cli import common
+    from hwnas.deploy.quantize import HEAD_PRECISIONS, QUANT_METHODS
+    from hwnas.search.config import STRATEGIES
+    from hwnas.search.objectives import OBJECTIVES
+    from hwnas.search.validation import ACCURACY_METRICS
+
+    assert set(common.QUANT_CHOICES) == set(QUANT_METHODS) and set(common.HEAD_CHOICES) == set(HEAD_PRECISIONS)
+    assert set(common.STRATEGY_CHOICES) == set(STRATEGIES) and set(common.METRIC_CHOICES) == set(ACCURACY_METRICS)
+    assert set(common.OBJECTIVE_CHOICES) == set(OBJECTIVES)
+
+
+def test_one_vocabulary():
+    """One flag per concept: -p is the prompt, -q/--quiet silences progress, --limit counts items per task."""
+    from hwnas.cli import main
+
+    opts = {name: {o for p in cmd.params for o in p.opts + p.secondary_opts} for name, cmd in main.commands.items()}
+    assert "-p" in opts["run"] and "-p" not in opts["search"] and "-n" not in opts["search"] | opts["profile"]
+    for name in ("eval", "search", "profile", "export", "bench"):
+        assert {"-q", "--quiet"} <= opts[name], name
+    assert "--limit" in opts["export"] and "--limit" in opts["eval"] and "--limit" in opts["search"]
+    assert "--json" in opts["verify"] and "--out" in opts["bench"]
+
+
+def test_repeated_warnings_show_once():
+    import logging
+
+    from hwnas.cli import OncePerMessage
+
+    f = OncePerMessage()
+
+    def rec(msg, *args, level=logging.WARNING, name="hwnas.hardware.measure"):
+        return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+    noisy = "%s @%d: timings stayed noisy (TPOT CV %.2f)"
+    first = rec(noisy, "a", 1, 0.3)
+    assert f.filter(first) and first.getMessage() == "a @1: timings stayed noisy (TPOT CV 0.30) (shown once; -v shows every one)"
+    assert not f.filter(rec(noisy, "b", 1, 0.4))
+    assert f.filter(rec("another warning"))
+    assert f.filter(rec(noisy, "c", 1, 0.5, level=logging.ERROR))  # errors always pass
+
+
+def test_quiet_third_party_without_verbose(monkeypatch):
+    import os
+
+    from hwnas.cli import main
+
+    for var in ("TRANSFORMERS_VERBOSITY", "LOGLEVEL", "COLUMNS"):
+        monkeypatch.delenv(var, raising=False)
+    assert CliRunner().invoke(main, ["cache", "show"]).exit_code == 0
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "error" and os.environ["LOGLEVEL"] == "ERROR"
+    assert os.environ["COLUMNS"] == "400"  # not a terminal: full-width tables
+    for var in ("TRANSFORMERS_VERBOSITY", "LOGLEVEL"):
+        monkeypatch.delenv(var)
+    assert CliRunner().invoke(main, ["-v", "cache", "show"]).exit_code == 0
+    assert "TRANSFORMERS_VERBOSITY" not in os.environ and "LOGLEVEL" not in os.environ

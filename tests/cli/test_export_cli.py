@@ -62,6 +62,8 @@ def test_export_verify_run_bench(tiny_model_dir, tmp_path):
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 0, r.output
     assert "ok    greedy generation of 8 tokens matches the manifest" in r.output
+    r = runner.invoke(main, ["run", str(out), "--prompt", "Hello", "--max-new-tokens", "4", "--chat"])
+    _one_line_error(r, "--chat: the model in", "has no chat template; run without --chat")  # the tiny tokenizer has none
     r = runner.invoke(main, ["run", str(out), "--prompt", "Hello", "--max-new-tokens", "4"])
     assert r.exit_code == 0 and r.output.strip(), r.output
     r = runner.invoke(main, ["bench", str(out), "--no-torch", "--json", str(tmp_path / "bench.json"), "-q"])
