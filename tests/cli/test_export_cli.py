@@ -22,7 +22,7 @@ def search_dir(tmp_path):
 
 def test_unknown_quant(tmp_path):
     r = CliRunner().invoke(main, ["export", "--model", "x", "--quant", "int3", "--out", str(tmp_path / "o")])
-    _one_line_error(r, "unknown quantization 'int3'", "int8, int4, gptq-int4")
+    _one_line_error(r, "'--quant'", "'int3' is not one of 'int8', 'int4', 'gptq-int4'", "did you mean 'int8'")
     assert not (tmp_path / "o").exists()
 
 
