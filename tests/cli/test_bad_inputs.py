@@ -164,6 +164,20 @@ def test_closed_sets_match_the_library():
     assert set(common.QUANT_CHOICES) == set(QUANT_METHODS) and set(common.HEAD_CHOICES) == set(HEAD_PRECISIONS)
     assert set(common.STRATEGY_CHOICES) == set(STRATEGIES) and set(common.METRIC_CHOICES) == set(ACCURACY_METRICS)
     assert set(common.OBJECTIVE_CHOICES) == set(OBJECTIVES)
+    from hwnas.cli.train_cmd import TRAIN_PRECISIONS, TRAIN_STRATEGIES
+    from hwnas.train.instatune import PRECISIONS, STRATEGIES
+
+    assert set(TRAIN_PRECISIONS) == set(PRECISIONS) and set(TRAIN_STRATEGIES) == set(STRATEGIES)
+
+
+def test_help_is_instant():
+    """`hwnas --help` imports no stage package that pulls in numpy/torch (measured in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = "import sys, hwnas.cli; print(sorted(m for m in ('numpy', 'torch', 'hwnas.train', 'hwnas.search') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
 
 
 def test_one_vocabulary():
@@ -172,7 +186,7 @@ def test_one_vocabulary():
 
     opts = {name: {o for p in cmd.params for o in p.opts + p.secondary_opts} for name, cmd in main.commands.items()}
     assert "-p" in opts["run"] and "-p" not in opts["search"] and "-n" not in opts["search"] | opts["profile"]
-    for name in ("eval", "search", "profile", "export", "bench"):
+    for name in ("eval", "search", "profile", "export", "bench", "train"):
         assert {"-q", "--quiet"} <= opts[name], name
     assert "--limit" in opts["export"] and "--limit" in opts["eval"] and "--limit" in opts["search"]
     assert "--json" in opts["verify"] and "--out" in opts["bench"]
