@@ -75,9 +75,7 @@ def _print_report(prof) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)  # piped output: do not truncate the table to 80 columns
+    console = Console()  # not a terminal: full width (the CLI sets COLUMNS), no 80-column cut
     m0 = prof.measurements[0]
     props = m0.properties
     console.print(

@@ -224,3 +224,31 @@ def test_quiet_third_party_without_verbose(monkeypatch):
         monkeypatch.delenv(var)
     assert CliRunner().invoke(main, ["-v", "cache", "show"]).exit_code == 0
     assert "TRANSFORMERS_VERBOSITY" not in os.environ and "LOGLEVEL" not in os.environ
+
+
+def test_tables_are_full_width_when_not_a_terminal(monkeypatch):
+    """A rich table wider than 80 columns is printed whole into a pipe (CliRunner is not a terminal)."""
+    import click
+    from rich.console import Console
+    from rich.table import Table
+
+    from hwnas.cli import main
+
+    @main.command("wide-table-probe", hidden=True)
+    def probe():
+        t = Table(title="a title that stays on its own line")
+        for i in range(8):
+            t.add_column(f"column number {i}")
+        t.add_row(*[f"value-{i}-" + "x" * 12 for i in range(8)])
+        Console().print(t)
+        click.echo("done")
+
+    try:
+        r = CliRunner().invoke(main, ["wide-table-probe"])
+    finally:
+        main.commands.pop("wide-table-probe")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].strip() == "a title that stays on its own line"
+    assert all(f"value-{i}-" + "x" * 12 in r.output for i in range(8))  # nothing cut or wrapped
+    assert max(len(ln) for ln in lines) > 150
