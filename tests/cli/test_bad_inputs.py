@@ -58,6 +58,8 @@ CASES = [
     ("search --model {model} --report-limit -1 --out {tmp}/s", "'--report-limit'"),
     ("search --model {model} --target {target} --tasks boolq --data-dir {data} --resume --out {tmp}/missing",
      "--resume: {tmp}/missing holds no search to continue"),
+    ("search --model {model} --target {target} --tasks boolq --data-dir {data} --resume --out {tmp}",
+     "--resume: {tmp} holds no search to continue"),
     ("search --model {model} --target nosuchtarget --out {tmp}/s", "nosuchtarget"),
     # export
     ("export --model {model} --quant int3 --out {tmp}/b", "did you mean 'int8'"),
@@ -110,6 +112,23 @@ def places(tmp_path, tiny_model_dir):
             "search": str(search), "target": str(target)}
 
 
+def _forbid_heavy_work(monkeypatch):
+    """Bad input must fail before a model is loaded or any stage starts: those entry points raise here."""
+    import hwnas.cli.search_cmd
+    import hwnas.deploy.export
+    import hwnas.model.loading
+    import hwnas.model.supernet
+    import hwnas.train.instatune
+
+    def heavy(*a, **k):
+        raise RuntimeError("heavy work started before the input was checked")
+
+    for mod, name in ((hwnas.model.loading, "load_model"), (hwnas.model.supernet, "load_supernet"),
+                      (hwnas.deploy.export, "export_bundle"), (hwnas.cli.search_cmd, "build_validation"),
+                      (hwnas.train.instatune, "train")):
+        monkeypatch.setattr(mod, name, heavy)
+
+
 def _fill(text, places):
     for k, v in places.items():
         text = text.replace("{" + k + "}", v)
@@ -129,6 +148,7 @@ def test_the_table_is_large_enough():
 @pytest.mark.parametrize("command, needle", CASES, ids=[c for c, _ in CASES])
 def test_bad_input(places, tmp_path, monkeypatch, command, needle):
     monkeypatch.chdir(places["tmp"])
+    _forbid_heavy_work(monkeypatch)
     argv = [_fill(a, places) for a in shlex.split(command)]
     needle = _fill(needle, places)
     before = _listing(tmp_path)
