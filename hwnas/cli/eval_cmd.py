@@ -15,7 +15,6 @@ from hwnas.cli.common import (
     model_option,
     no_order_option,
     progress_bar,
-    quiet_option,
     seed_option,
     subnet_options,
 )
@@ -97,7 +96,7 @@ def _table(result: dict) -> None:
 @no_order_option
 @click.option("--tasks", default=DEFAULT_EVAL_TASKS, show_default=True,
               help="Comma-separated: arc_easy, arc_challenge, mmlu, piqa, boolq, wikitext2, or paths to .jsonl task files.")
-@click.option("--split", type=Choice(["search", "report", "all"]), default="search", show_default=True,
+@click.option("--split", type=click.Choice(["search", "report", "all"]), default="search", show_default=True,
               help="Which fixed part of each task's items to score (the search never sees 'report').")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="First N items of the split per task, in a seeded shuffled order (perplexity: N windows).")
@@ -114,7 +113,7 @@ def _table(result: dict) -> None:
 @data_dir_option
 @click.option("--out", default=None, type=click.Path(), help="Write the results as JSON to this file.")
 @seed_option
-@quiet_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limit, shots, batch_size, row_tokens,
              window, precision, threads, data_dir, out, seed, quiet):
     """Score --model (or a subnet of it) on multiple-choice tasks and WikiText-2 perplexity.

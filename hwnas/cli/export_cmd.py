@@ -38,7 +38,7 @@ def register(main: click.Group) -> None:
               help="A `hwnas search` output folder to pick the subnet from (with --pick).")
 @click.option("--pick", default=None,
               help="With --from: an index into pareto.json (0 = first), a subnet key, or 'fastest-within POINTS' "
-                   "(lowest TPOT within POINTS accuracy points of the full model on both the search and the report split).")
+                   "(lowest TPOT within POINTS accuracy points of the full model, search split).")
 @click.option("--quant", type=Choice(QUANT_CHOICES), default="int8", show_default=True, help=QUANT_HELP)
 @click.option("--group-size", type=int, default=None,
               help="Input columns per scale; -1 = per channel. Default: per channel for int8, the largest of 128/64/32 dividing every layer width for int4.")

@@ -42,10 +42,10 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
     loaded, sn = load_supernet(model, order=not no_order)
     cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, sn.full_width, space=sn.space)
     sn.space.validate(cfg, structure=False)
-    kept = describe_kept_layers(cfg, sn.space, layers)
-    if kept:
-        click.echo(kept)
     path = sn.save_subnet(cfg, out, loaded.tokenizer, dtype=dtype, force=force,
                           provenance={"model": loaded.source.to_dict(), "model_sha256": loaded.source.sha256(),
                                       "channel_order": not no_order})
     click.echo(f"extracted {cfg.key} ({cfg.describe()}, {cfg.n_params(sn.config):,} parameters) to {path}")
+    kept = describe_kept_layers(cfg, sn.space, layers)
+    if kept:
+        click.echo(kept)

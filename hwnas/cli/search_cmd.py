@@ -15,7 +15,6 @@ from hwnas.cli.common import (
     comma_choices,
     data_dir_option,
     model_option,
-    quiet_option,
     seed_option,
 )
 
@@ -51,7 +50,7 @@ def register(main: click.Group) -> None:
               help="Constraint: mean accuracy at least this, in percent points (e.g. 40).")
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True,
               help="Items per task of the search split used for accuracy.")
-@click.option("--report-limit", type=click.IntRange(min=0), default=None,
+@click.option("--report-limit", type=int, default=None,
               help="Items per task of the report split measured for the Pareto front [default: --limit; 0 = skip].")
 @click.option("--profile", "profile_path", type=click.Path(), default=None,
               help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here.")
@@ -61,11 +60,12 @@ def register(main: click.Group) -> None:
 @click.option("--resume", is_flag=True, help="Continue the search in --out without redoing validated subnets.")
 @seed_option
 @data_dir_option
-@quiet_option
+@click.option("--quiet", "-q", "--no-progress", "no_progress", is_flag=True,
+              help="No live display (--no-progress is the old spelling).")
 def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: int, population: int, strategy: str,
            objectives: str, max_tpot_ms: float | None, min_accuracy: float | None, limit: int, report_limit: int | None,
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
-           data_dir: str | None, quiet: bool) -> None:
+           data_dir: str | None, no_progress: bool) -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -96,14 +96,14 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
     identity = {**setup["identity"], "objectives": list(config.objectives),
                 "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,
                 "seed": config.seed, "population": config.population}
+    SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
     if resume and not (Path(out) / "config.json").is_file():
         raise SearchError(f"--resume: {out} holds no search to continue (no config.json); drop --resume to start a new one")
-    SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
 
     # ---------------------------------------------------------------- expensive part
     from hwnas.search.loop import run_search
 
-    display = LiveDisplay(config, enabled=not quiet)
+    display = LiveDisplay(config, enabled=not no_progress)
     with display:
         display.status("loading model and tasks")
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status)
