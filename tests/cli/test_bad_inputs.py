@@ -210,6 +210,8 @@ def test_one_vocabulary():
         assert {"-q", "--quiet"} <= opts[name], name
     assert "--limit" in opts["export"] and "--limit" in opts["eval"] and "--limit" in opts["search"]
     assert "--json" in opts["verify"] and "--out" in opts["bench"]
+    # README: which commands take --seed
+    assert {n for n, o in opts.items() if "--seed" in o} == {"eval", "profile", "search", "train", "export", "bench"}
 
 
 def test_repeated_warnings_show_once():
