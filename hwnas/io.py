@@ -83,15 +83,28 @@ def check_writable_dir_target(out: str | os.PathLike, force: bool = False) -> Pa
         raise OutputError(f"--out {out} cannot be created: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise OutputError(f"--out {out} is not writable (no write permission on {probe})")
+    check_can_create_in(probe, f"--out {out}")
     return out
+
+
+def check_can_create_in(folder: str | os.PathLike, what: str) -> None:
+    """Create and remove an empty folder in `folder`: os.access says yes to root on /proc and /sys."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hwnas-probe-", dir=folder))
+    except OSError as e:
+        raise OutputError(f"{what} is not writable: cannot create anything in {folder} ({e.strerror or e}); "
+                          "choose a folder you can write to") from None
 
 
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temp folder next to `out`; on success move it into place, on failure delete it."""
     out = check_writable_dir_target(out, force=force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {e.strerror or e}; choose a folder you can write to") from None
     try:
         yield tmp
     except BaseException:

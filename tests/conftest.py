@@ -1,16 +1,110 @@
-"""Shared fixtures: tiny random LLaMA models and a byte-level tokenizer, built in the test."""
+"""Shared fixtures: tiny random LLaMA models and a byte-level tokenizer, built in the test; an isolated
+hwnas cache per session, with the real default model's converted folder shared read-only across sessions."""
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
+SHARED_MODELS_ENV = "HWNAS_TEST_MODEL_CACHE"
+CONVERSION_CODE = ("hwnas/model/loading.py", "hwnas/model/gguf_tokenizer.py")
+
+
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "hwnas-cache"
+
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Tests never write to the user's ~/.cache/hwnas, except the real-model cache (shared, read-mostly)."""
-    if "HWNAS_TEST_KEEP_CACHE" not in os.environ:
-        monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hwnas-cache"))
+def _isolated_cache(tmp_path_factory, monkeypatch, request):
+    """Every test writes hwnas's cache into this session's temp folder, never into ~/.cache/hwnas.
+
+    The one exception is read-only: tests marked `slow` (the real default model) see the GGUF's
+    converted safetensors folder through a symlink into a folder shared by all test sessions
+    (see `shared_real_model`), so only the first session on a machine pays the conversion.
+    Set HWNAS_TEST_KEEP_CACHE to use the real cache instead.
+    """
+    for var in ("COLUMNS", "LOGLEVEL", "TRANSFORMERS_VERBOSITY"):
+        # The CLI sets these for its own process; recorded here so they are restored after each test.
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+    if "HWNAS_TEST_KEEP_CACHE" in os.environ:
+        return
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(_session_cache(tmp_path_factory)))
+    if request.node.get_closest_marker("slow") is not None:
+        request.getfixturevalue("shared_real_model")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def shared_real_model(tmp_path_factory) -> Path | None:
+    """The default GGUF converted once per machine, shared read-only by every test session.
+
+    Keyed by content: the GGUF's sha256 plus a hash of the conversion code, so a changed model or
+    changed conversion gets a new folder. Lives in $HWNAS_TEST_MODEL_CACHE (default
+    ~/.cache/hwnas/test-models); converted in a private staging cache next to it and renamed into place whole
+    (concurrent sessions race harmlessly); files made read-only. This session's temp cache gets
+    models/<name> -> that folder, which is where `load_model("default")` looks. None when the
+    default model is not installed (its tests then fail or skip on their own).
+    """
+    from hwnas.errors import ModelError
+    from hwnas.model.loading import default_model_path
+
+    try:
+        gguf = default_model_path()
+    except ModelError:
+        return None
+    digest = _sha256(gguf)
+    repo = Path(__file__).resolve().parents[1]
+    code = hashlib.sha256(b"".join((repo / f).read_bytes() for f in CONVERSION_CODE)).hexdigest()[:8]
+    root = Path(os.environ.get(SHARED_MODELS_ENV) or Path.home() / ".cache" / "hwnas" / "test-models")
+    shared = root / f"{gguf.stem}-{digest[:16]}-{code}"
+    if not (shared / "config.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))  # same file system: rename is atomic
+        try:
+            _convert_into(shared, staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    link = _session_cache(tmp_path_factory) / "models" / f"{gguf.stem}-{digest[:16]}"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(shared, target_is_directory=True)
+    return shared
+
+
+def _convert_into(shared: Path, private_cache: Path) -> None:
+    from hwnas.model.loading import gguf_cache_folder, resolve_model
+
+    old = os.environ.get("HWNAS_CACHE_DIR")
+    os.environ["HWNAS_CACHE_DIR"] = str(private_cache)
+    try:
+        folder = gguf_cache_folder(resolve_model("default"))
+    finally:
+        if old is None:
+            os.environ.pop("HWNAS_CACHE_DIR", None)
+        else:
+            os.environ["HWNAS_CACHE_DIR"] = old
+    for f in folder.rglob("*"):
+        if f.is_file():
+            f.chmod(0o444)
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(folder, shared)
+    except OSError:
+        if not (shared / "config.json").is_file():  # not "another session won the race"
+            raise
 
 
 def make_tiny_llama(layers: int = 4, hidden: int = 64, mlp: int = 128, vocab: int = 300, seed: int = 0, tie: bool = True):

@@ -42,6 +42,7 @@ import numpy as np
 
 from hwnas.accuracy.tasks import TARGET_DELIMITER, MultipleChoiceTask, PerplexityTask, Task, parse_tasks, select
 from hwnas.errors import DataError, InvalidSubnetError
+from hwnas.precision import forced_precision as _forced_precision
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def resolve_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise DataError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return _forced_precision() or ("bf16" if cpu_has_native_bf16() else "fp32")
     return precision
 
 

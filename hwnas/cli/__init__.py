@@ -13,20 +13,52 @@ import click
 
 from hwnas.errors import HwnasError
 
-COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd", "serve_cmd")
+COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd", "serve_cmd",
+                   "cache_cmd")
 
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf", "neural_compressor", "transformers", "optimum")
 
 
 class HwnasGroup(click.Group):
-    """Turns HwnasError into a clean one-line error (exit 2) instead of a traceback."""
+    """Every user error is one line on stderr, `Error: ...`, exit code 2, without a traceback.
+
+    HwnasError from the library and click's own usage errors (a bad option value, a missing
+    option, a typo in a choice) alike; click's usage block is left out, `-h` shows it.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            from hwnas.cache import max_bytes
+
+            max_bytes()  # a bad $HWNAS_CACHE_MAX_GB fails now, not after the command's work
+            result = super().invoke(ctx)
+            _enforce_cache_cap(ctx)
+            return result
         except HwnasError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(_one_line(str(e))) from None
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `hwnas CMD` alone shows its help
+                raise
+            name = e.ctx.command_path if e.ctx is not None else "hwnas"
+            raise click.ClickException(_one_line(f"{e.format_message()} (see `{name} -h`)")) from None
+
+
+def _enforce_cache_cap(ctx: click.Context) -> None:
+    """After a successful command, evict least recently used cache entries down to the cap."""
+    if ctx.invoked_subcommand == "cache":
+        return  # `hwnas cache` manages the cache itself
+    from hwnas.cache import enforce_cap
+
+    gone = enforce_cap()
+    if gone:
+        logging.getLogger("hwnas.cache").warning(
+            "cache over its cap: deleted %d least recently used entries (%.2f GB); see `hwnas cache`",
+            len(gone), sum(e.nbytes for e in gone) / 1e9)
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
 
 
 @click.group(cls=HwnasGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,12 +70,59 @@ def main(verbose: int) -> None:
     Find faster subnets of a model that keep its accuracy, measured with OpenVINO on the
     target CPU, and ship the chosen one as a quantized OpenVINO IR bundle.
     """
+    setup_output(verbose)
+
+
+def setup_output(verbose: int) -> None:
+    """What reaches the terminal: our warnings once each, third-party chatter only with -v.
+
+    Without -v: transformers and Neural Compressor log errors only (their start-up notices, numba,
+    loss_type/cache_position are not for the user to act on), Python warnings raised outside hwnas
+    (deprecations, setuptools' license table) are hidden, and a warning hwnas logs repeatedly
+    (e.g. a noisy timing per subnet) appears once, with a note that -v shows every one. When
+    output is not a terminal (logs, CI) rich tables get the full width instead of 80 columns.
+    """
+    import os
+    import warnings
+
     level = logging.WARNING - 10 * verbose
+    had = list(logging.getLogger().handlers)
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    ours = [h for h in logging.getLogger().handlers if h not in had]  # never filter a host's handlers (pytest)
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", str(WIDE_COLUMNS))  # rich reads it: full-width tables in logs
     if verbose < 2:
         # Third-party import-time chatter (optional torchao kernels, torch pytree notices) is not ours to show.
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
+    if verbose == 0:
+        # These libraries set their own levels when first imported (inside commands); their env switches win.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("LOGLEVEL", "ERROR")  # Neural Compressor's logger
+        warnings.filterwarnings("ignore", module=r"(?!hwnas)")  # third-party Python warnings
+        for handler in ours:
+            handler.addFilter(OncePerMessage())
+
+
+WIDE_COLUMNS = 400
+
+
+class OncePerMessage(logging.Filter):
+    """Pass each warning message template once (its first arguments shown); -v shows every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        record.msg = f"{record.msg} (shown once; -v shows every one)"
+        return True
 
 
 click.ClickException.exit_code = 2

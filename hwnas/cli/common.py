@@ -30,6 +30,55 @@ no_order_option = click.option(
     help="Plain first-k MLP channel slicing, without importance ordering (must match what the search used).",
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+quiet_option = click.option("--quiet", "-q", "--no-progress", "quiet", is_flag=True,
+                            help="No progress bar or live display (--no-progress is the old spelling).")
+
+# Closed sets of values, spelled here so `hwnas --help` imports no stage package; a unit test checks
+# each against the library's own tuple.
+QUANT_CHOICES = ("int8", "int4", "gptq-int4", "awq-int4", "none")
+HEAD_CHOICES = ("int8", "f16", "f32")
+STRATEGY_CHOICES = ("linas", "nsga2", "random")
+METRIC_CHOICES = ("acc_norm", "acc")
+OBJECTIVE_CHOICES = ("accuracy", "tpot_ms", "ttft_ms", "throughput_tok_s", "n_params", "weight_bytes")
+
+
+class Choice(click.Choice):
+    """click.Choice whose error adds "did you mean ...?" for a near miss."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            import difflib
+
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
+            if not close:
+                raise
+            self.fail(f"{e.message.rstrip('.')} (did you mean {close[0]!r}?)", param, ctx)
+
+
+def comma_choices(allowed: tuple[str, ...], aliases: tuple[str, ...] = ()):
+    """A click callback for a comma list whose items are a closed set: typos get 'did you mean'."""
+    import difflib
+
+    def callback(ctx, param, value):
+        if value is None:
+            return value
+        for item in (v.strip() for v in value.split(",")):
+            if item in allowed or item in aliases:
+                continue
+            close = difflib.get_close_matches(item, list(allowed) + list(aliases), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(f"{item!r} is not one of {', '.join(allowed)}{hint}", ctx=ctx, param=param)
+        return value
+
+    return callback
+
+
+def check_nonempty_text(ctx, param, value):
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give some text", ctx=ctx, param=param)
+    return value
 
 
 @contextlib.contextmanager
@@ -62,3 +111,71 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
 
 def echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def peek_space(model: str):
+    """The search space of --model read from its config only (no weights loaded), or None if unknown.
+
+    A Hugging Face folder gives config.json (and hwnas_supernet.json's space when it was trained
+    with `hwnas train`); a GGUF gives its block count and feed-forward length from the header.
+    """
+    import json
+    from types import SimpleNamespace
+
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.model.loading import SUBNET_FILE, SUPERNET_FILE, resolve_model
+    from hwnas.model.space import SearchSpace
+
+    source = resolve_model(model)  # a bad --model fails here
+    if source.kind == "hf":
+        if (source.path / SUBNET_FILE).is_file():
+            raise InvalidSubnetError(f"--model {model} is already an extracted subnet; use it without "
+                                     "--subnet/--layers, or give the full model")
+        meta_file = source.path / SUPERNET_FILE
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            if meta.get("space"):
+                return SearchSpace.from_dict(meta["space"])
+        cfg = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+        n, width = cfg.get("num_hidden_layers"), cfg.get("hwnas_full_width") or cfg.get("intermediate_size")
+    else:
+        try:
+            from gguf import GGUFReader
+
+            reader = GGUFReader(str(source.path))
+
+            def field(name):
+                f = reader.fields.get(name)
+                return None if f is None else int(f.parts[f.data[0]][0])
+
+            n, width = field("llama.block_count"), field("llama.feed_forward_length")
+        except Exception:  # noqa: BLE001 - the full load reports a bad file properly
+            return None
+    if not isinstance(n, int) or not isinstance(width, int):
+        return None
+    return SearchSpace.from_model_config(SimpleNamespace(num_hidden_layers=n, intermediate_size=width))
+
+
+def check_subnet_early(model: str, subnet_spec: str | None, layers: int | None, mlp_width: int | None):
+    """Every --subnet/--layers/--mlp-width error that the model's config can reveal, before loading it."""
+    from hwnas.model.supernet import resolve_subnet_option
+
+    cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, full_width=1)  # syntax and combination
+    if cfg is None:
+        return
+    space = peek_space(model)
+    if space is None:
+        return
+    if subnet_spec:
+        space.validate(cfg, structure=False)
+    else:
+        resolve_subnet_option(None, layers, mlp_width, space.full_width, space=space)
+
+
+def describe_kept_layers(cfg, space, layers: int | None) -> str | None:
+    """The line `--layers N` prints: which layers it kept and why."""
+    if layers is None or cfg is None:
+        return None
+    mode = {"ranked": "the most important by block influence", "skip": "the always-kept first/last, then the first",
+            "prefix": "the first"}.get(space.layer_mode, space.layer_mode)
+    return f"--layers {layers} kept layers {list(cfg.layers)} ({mode}; layer mode {space.layer_mode!r})"

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from hwnas.cli.common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
+from hwnas.cli.common import (
+    Choice,
+    check_subnet_early,
+    data_dir_option,
+    describe_kept_layers,
+    model_option,
+    no_order_option,
+    progress_bar,
+    seed_option,
+    subnet_options,
+)
 
 DEFAULT_EVAL_TASKS = "arc_easy,arc_challenge,mmlu,piqa,boolq"
 
@@ -27,6 +37,9 @@ def _check_out_file(out: str) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise OutputError(f"--out {out} is not writable (no write permission on {probe})")
+    from hwnas.io import check_can_create_in
+
+    check_can_create_in(probe, f"--out {out}")  # root passes os.access on /proc and /sys
 
 
 def _versions() -> dict[str, str]:
@@ -117,7 +130,7 @@ def _table(result: dict) -> None:
 @click.option("--row-tokens", type=click.IntRange(min=16), default=None,
               help="Tokens per packed row (default 128); longer items get a row of their own.")
 @click.option("--window", type=click.IntRange(min=2), default=None, help="Perplexity window in tokens (default 512).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice).")
 @data_dir_option
@@ -135,18 +148,19 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
     each choice; acc and length-normalised acc_norm with standard errors). Prints a table and,
     with --out, writes JSON: {"tasks": {...}, "model", "subnet", "subnet_key", "seed", ...}.
     """
-    from hwnas.accuracy.evaluate import DEFAULT_BATCH_SIZE, DEFAULT_ROW_TOKENS, DEFAULT_WINDOW, TaskSuite
+    from hwnas.accuracy.evaluate import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_ROW_TOKENS,
+        DEFAULT_WINDOW,
+        TaskSuite,
+    )
     from hwnas.accuracy.tasks import parse_tasks
     from hwnas.errors import InvalidSubnetError
     from hwnas.io import write_json_atomic
-    from hwnas.model.space import parse_subnet_spec
 
     # Fail on bad input before loading anything.
     task_list = parse_tasks(tasks)
-    if subnet_spec:
-        parse_subnet_spec(subnet_spec)
-    if subnet_spec and (layers is not None or mlp_width is not None):
-        raise InvalidSubnetError("give either --subnet or --layers/--mlp-width, not both")
+    check_subnet_early(model, subnet_spec, layers, mlp_width)
     if out:
         _check_out_file(out)
     from hwnas.datadir import resolve_data_dir
@@ -176,7 +190,10 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
                 f"--model {model} is already an extracted subnet ({loaded.subnet.describe()}); evaluate it without --subnet"
             )
         target = Supernet.from_loaded(loaded, order=not no_order)
+        cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, target.full_width, space=target.space)
         target.space.validate(cfg, structure=False)
+        if describe_kept_layers(cfg, target.space, layers):
+            click.echo(describe_kept_layers(cfg, target.space, layers), err=True)
         subnet_record = cfg
         ordered = bool(target.meta.get("channels_ordered"))
         if recovery:

@@ -3,10 +3,25 @@ from __future__ import annotations
 
 import json
 import sys
+import tarfile
+from pathlib import Path
 
 import click
 
-from hwnas.cli.common import data_dir_option, model_option, no_order_option, progress_bar, seed_option, subnet_options
+from hwnas.cli.common import (
+    HEAD_CHOICES,
+    QUANT_CHOICES,
+    Choice,
+    check_nonempty_text,
+    check_subnet_early,
+    data_dir_option,
+    model_option,
+    no_order_option,
+    progress_bar,
+    quiet_option,
+    seed_option,
+    subnet_options,
+)
 
 QUANT_HELP = "Weight quantization with Neural Compressor: int8 (RTN per-channel), int4 (RTN), gptq-int4, awq-int4, none."
 
@@ -30,22 +45,22 @@ def register(main: click.Group) -> None:
                    "or --from/--pick, or by default the most important half of the layers at full width).")
 @click.option("--draft", "draft_spec", default=None, help="With --speculative: the draft subnet (JSON or file, as --subnet).")
 @click.option("--draft-tokens", type=int, default=3, show_default=True, help="With --speculative: draft tokens per step.")
-@click.option("--quant", default="int8", show_default=True, help=QUANT_HELP)
+@click.option("--quant", type=Choice(QUANT_CHOICES), default="int8", show_default=True, help=QUANT_HELP)
 @click.option("--group-size", type=int, default=None,
               help="Input columns per scale; -1 = per channel. Default: per channel for int8, the largest of 128/64/32 dividing every layer width for int4.")
 @click.option("--sym/--asym", default=None, help="Symmetric (no zero point) or asymmetric codes. Default: sym for int8, asym for int4.")
-@click.option("--head", type=str, default="int8", show_default=True, help="Precision of embeddings and lm_head: int8, f16 or f32.")
+@click.option("--head", type=Choice(HEAD_CHOICES), default="int8", show_default=True, help="Precision of embeddings and lm_head: int8, f16 or f32.")
 @click.option("--target", default="xeon", show_default=True, help="Target profile name (profiles/*.toml) or a .toml path.")
 @click.option("--out", "out", required=True, type=click.Path(), help="New folder for the bundle.")
 @click.option("--calibration", type=click.Path(), default=None, help="Calibration text (.jsonl {\"text\"}/.json/.txt or a folder); default: calibration/.")
-@click.option("--calib-samples", type=int, default=32, show_default=True, help="Calibration sequences (seeded sample), GPTQ/AWQ.")
-@click.option("--calib-seq-len", type=int, default=256, show_default=True, help="Tokens per calibration sequence at most.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Calibration sequences (seeded sample), GPTQ/AWQ.")
+@click.option("--calib-seq-len", type=click.IntRange(min=8), default=256, show_default=True, help="Tokens per calibration sequence at most.")
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz.")
 @click.option("--no-measure", is_flag=True, help="Do not measure TTFT/TPOT/throughput into the manifest.")
 @click.option("--tasks", default="arc_easy,arc_challenge,mmlu,piqa", show_default=True,
               help="Tasks scored on the final IR on the holdout split (comma list), paired with the full model.")
-@click.option("--accuracy-limit", type=int, default=300, show_default=True,
-              help="Holdout items per task for the accuracy (0 = all).")
+@click.option("--limit", "--accuracy-limit", "accuracy_limit", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Holdout items per task for the accuracy (0 = all; --accuracy-limit is the old spelling).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Refit the subnet's down_proj weights to the full model before quantizing (training-free).")
 @click.option("--no-accuracy", is_flag=True, help="Skip the accuracy evaluation.")
@@ -57,7 +72,7 @@ def register(main: click.Group) -> None:
 @seed_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder (and its archive).")
 @no_order_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative, draft_spec, draft_tokens, quant, group_size,
            sym, head, target, out, calibration, calib_samples, calib_seq_len, archive, no_measure, tasks, accuracy_limit,
            no_accuracy, allow_degenerate, data_dir, seed, force, no_order, quiet, recovery=True, no_generation_check=False):
@@ -85,8 +100,7 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
     load_target(target)
     if sum(map(bool, (subnet_spec, search_dir, layers is not None or mlp_width is not None))) > 1:
         raise InvalidSubnetError("give one of --subnet, --layers/--mlp-width or --from/--pick")
-    if mlp_width is not None and layers is None:
-        raise InvalidSubnetError("--mlp-width needs --layers N (the subnet keeps the first N layers)")
+    check_subnet_early(model, subnet_spec, layers, mlp_width)
     if bool(search_dir) != bool(pick):
         raise InvalidSubnetError("--from SEARCH_DIR and --pick go together")
     subnet, search = None, None
@@ -140,6 +154,8 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
                             order_channels=not no_order, recovery=recovery, progress=prog,
                             allow_degenerate=allow_degenerate, generation_check=not no_generation_check)
     m = res.manifest
+    if layers is not None and m.subnet:
+        click.echo(f"--layers {layers} kept layers {list(m.subnet['layers'])} (the search space's layer mode)")
     click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
                + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model"))
     if m.measurement:
@@ -177,8 +193,13 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
 def verify(bundle, measure, tolerance, no_generate, as_json, model):
     """Check a bundle folder or .tar.gz: checksums, manifest, IR load, greedy generation and the
     generation-quality check against the full model's recorded tokens. Exit 1 on any problem."""
+    from hwnas.deploy.archive import check_archive_members
     from hwnas.deploy.verify import verify_bundle
 
+    if tolerance <= 0:
+        raise click.BadParameter(f"{tolerance} must be > 0 (allowed TPOT slow-down as a fraction, e.g. 0.25)", param_hint="'--tolerance'")
+    if Path(bundle).is_file() and tarfile.is_tarfile(bundle) is False:
+        check_archive_members(bundle)  # not an archive at all: bad input (exit 2), not a failed bundle
     full_model = None
     if model:
         from hwnas.model.loading import load_model
@@ -207,9 +228,10 @@ def verify(bundle, measure, tolerance, no_generate, as_json, model):
 @click.option("--against", default=None, help="Baseline model (default: the bundle's source model).")
 @click.option("--target", default=None, help="Target profile (default: the bundle's).")
 @click.option("--no-torch", is_flag=True, help="Skip the PyTorch fp32 baseline.")
-@click.option("--json", "json_out", type=click.Path(), default=None, help="Also write the rows to this JSON file.")
+@click.option("--out", "--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the rows as JSON to this file (--json is the old spelling).")
 @seed_option
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@quiet_option
 def bench(bundles, against, target, no_torch, json_out, seed, quiet):
     """TTFT/TPOT/throughput of bundles vs the full model (optimum-intel NNCF int8 and PyTorch fp32), same run."""
     from hwnas.deploy.benchmark import bench_bundles, format_table, ratios
@@ -228,9 +250,10 @@ def bench(bundles, against, target, no_torch, json_out, seed, quiet):
 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--prompt", "-p", required=True, help="Prompt text.")
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
-@click.option("--chat/--no-chat", default=False, help="Apply the model's chat template (instruct models).")
+@click.option("--prompt", "-p", required=True, callback=check_nonempty_text, help="Prompt text.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Tokens to generate at most.")
+@click.option("--chat/--no-chat", default=False,
+              help="Wrap the prompt as a user turn in the model's chat template (instruct models); default: raw text.")
 @click.option("--target", default=None, help="OpenVINO properties from this target (default: the bundle's).")
 def run(bundle, prompt, max_new_tokens, chat, target):
     """Generate text from a bundle with openvino-genai, streaming, as an edge server would."""
@@ -242,6 +265,7 @@ def run(bundle, prompt, max_new_tokens, chat, target):
     from hwnas.hardware.targets import Target, load_target
 
     man = read_manifest(bundle)
+    text = _chat_prompt(bundle, prompt) if chat else prompt  # before the (slow) pipeline load
     tgt = load_target(target) if target else (Target.from_dict(dict(man.target), source="bundle manifest") if man.target else None)
     props = {}
     if tgt is not None:
@@ -252,15 +276,29 @@ def run(bundle, prompt, max_new_tokens, chat, target):
     cfg = openvino_genai.GenerationConfig()
     cfg.max_new_tokens = max_new_tokens
     cfg.do_sample = False
+    cfg.apply_chat_template = False  # genai would apply it to every string prompt; --chat decides
     from hwnas.deploy.speculative import apply_draft_tokens
 
     apply_draft_tokens(bundle, cfg)
-    if chat:
-        pipe.start_chat()
 
     def stream(sub: str) -> bool:
         click.echo(sub, nl=False)
         return False
 
-    pipe.generate(prompt, cfg, stream)
+    pipe.generate(text, cfg, stream)
     click.echo()
+
+
+def _chat_prompt(bundle: str, prompt: str) -> str:
+    """The prompt as one user turn in the bundle tokenizer's chat template, ready for the reply."""
+    from transformers import AutoTokenizer
+
+    from hwnas.errors import BundleError
+
+    try:
+        tok = AutoTokenizer.from_pretrained(bundle)
+    except Exception as e:  # noqa: BLE001
+        raise BundleError(f"--chat: cannot read the tokenizer in {bundle}: {e}") from None
+    if not getattr(tok, "chat_template", None):
+        raise BundleError(f"--chat: the model in {bundle} has no chat template; run without --chat")
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)

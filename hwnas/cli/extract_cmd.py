@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli.common import model_option, no_order_option, subnet_options
+from hwnas.cli.common import (
+    Choice,
+    check_subnet_early,
+    describe_kept_layers,
+    model_option,
+    no_order_option,
+    subnet_options,
+)
 
 
 def register(main: click.Group) -> None:
@@ -14,7 +21,7 @@ def register(main: click.Group) -> None:
 @model_option
 @subnet_options
 @click.option("--out", "out", required=True, type=click.Path(), help="New folder for the extracted model.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--dtype", type=Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 @no_order_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
@@ -28,17 +35,14 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
     """
     from hwnas.errors import InvalidSubnetError
     from hwnas.io import check_writable_dir_target
-    from hwnas.model.space import parse_subnet_spec
     from hwnas.model.supernet import load_supernet, resolve_subnet_option
 
     check_writable_dir_target(out, force=force)
-    resolve_subnet_option(subnet_spec, layers, mlp_width, full_width=1)  # input errors before the model loads
-    if subnet_spec:
-        parse_subnet_spec(subnet_spec)  # fail on malformed JSON before loading the model
-    elif layers is None and mlp_width is None:
+    if not subnet_spec and layers is None and mlp_width is None:
         raise InvalidSubnetError("give the subnet: --subnet SPEC or --layers N [--mlp-width W]")
+    check_subnet_early(model, subnet_spec, layers, mlp_width)  # input errors before the model loads
     loaded, sn = load_supernet(model, order=not no_order)
-    cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, sn.full_width)
+    cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, sn.full_width, space=sn.space)
     sn.space.validate(cfg, structure=False)
     if recovery:
         from hwnas.model.recovery import make_recoverer
@@ -48,3 +52,6 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
                           provenance={"model": loaded.source.to_dict(), "model_sha256": loaded.source.sha256(),
                                       "channel_order": not no_order, "recovery": sn.recovery_record(cfg)})
     click.echo(f"extracted {cfg.key} ({cfg.describe()}, {cfg.n_params(sn.config):,} parameters) to {path}")
+    kept = describe_kept_layers(cfg, sn.space, layers)
+    if kept:
+        click.echo(kept)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli.common import model_option, progress_bar, seed_option
+from hwnas.cli.common import (
+    Choice,
+    model_option,
+    progress_bar,
+    quiet_option,
+    seed_option,
+)
 
 
 def register(main: click.Group) -> None:
@@ -14,21 +20,21 @@ def register(main: click.Group) -> None:
 @click.option("--target", "-t", "target_spec", required=True,
               help="Target name (xeon, core, edge: profiles/NAME.toml) or a path to your own .toml file.")
 @model_option
-@click.option("--samples", "-n", type=int, default=12, show_default=True,
+@click.option("--samples", type=int, default=12, show_default=True,
               help="Whole subnets to measure besides the full model (the smallest one, then random ones).")
 @click.option("--out", "out", type=click.Path(), default=None,
               help="New folder for profile.json [default: profile-TARGET].")
 @seed_option
 @click.option("--probe-layers", type=int, default=0, show_default=True,
               help="Also measure probe models of K layers per allowed width for the latency table (0: none).")
-@click.option("--latency-form", type=click.Choice(["linear", "per_width"]), default="linear", show_default=True,
+@click.option("--latency-form", type=Choice(["linear", "per_width"]), default="linear", show_default=True,
               help="Per-layer cost linear in MLP width, or one free cost per width.")
 @click.option("--holdout", type=int, default=0, show_default=True,
               help="Also measure N subnets the latency model is never fit on, to report its error on them.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@quiet_option
 def profile(target_spec: str, model: str, samples: int, out: str | None, seed: int, probe_layers: int,
-            latency_form: str, holdout: int, force: bool, no_progress: bool) -> None:
+            latency_form: str, holdout: int, force: bool, quiet: bool) -> None:
     """Measure the full model and SAMPLES subnets on this CPU with OpenVINO under --target.
 
     Writes OUT/profile.json: the target, this host (CPU, ISA, fingerprint), every measurement
@@ -64,7 +70,7 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
             fg="yellow",
         )
     loaded = load_model(model)
-    with progress_bar(f"profile {target.name}", enabled=not no_progress) as update:
+    with progress_bar(f"profile {target.name}", enabled=not quiet) as update:
         prof = run_profile(loaded, target, samples=samples, seed=seed, out_dir=out, progress=update,
                            probe_layers=probe_layers, form=latency_form, host=host, force=force, holdout=holdout)
     _print_report(prof)
@@ -75,9 +81,7 @@ def _print_report(prof) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)  # piped output: do not truncate the table to 80 columns
+    console = Console()  # not a terminal: full width (the CLI sets COLUMNS), no 80-column cut
     m0 = prof.measurements[0]
     props = m0.properties
     console.print(

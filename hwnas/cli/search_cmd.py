@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
-from hwnas.cli.common import data_dir_option, model_option, seed_option
+from hwnas.cli.common import (
+    METRIC_CHOICES,
+    OBJECTIVE_CHOICES,
+    STRATEGY_CHOICES,
+    Choice,
+    comma_choices,
+    data_dir_option,
+    model_option,
+    seed_option,
+)
 
 DEFAULT_TASKS = "arc_easy,arc_challenge,mmlu,piqa"
 DEFAULT_EVALUATIONS = 24
@@ -25,18 +35,21 @@ def register(main: click.Group) -> None:
 @model_option
 @click.option("--tasks", default=DEFAULT_TASKS, show_default=True,
               help="Comma-separated tasks whose search split is the accuracy objective.")
-@click.option("--metric", default="acc_norm", show_default=True, help="Per-task accuracy: acc_norm or acc.")
-@click.option("--evaluations", "-n", type=int, default=DEFAULT_EVALUATIONS, show_default=True,
+@click.option("--metric", type=Choice(METRIC_CHOICES), default="acc_norm", show_default=True,
+              help="Per-task accuracy: acc_norm (length-normalised) or acc.")
+@click.option("--evaluations", type=int, default=DEFAULT_EVALUATIONS, show_default=True,
               help="Budget: subnets validated for real (accuracy + latency), initial population included.")
-@click.option("--population", "-p", type=int, default=DEFAULT_POPULATION, show_default=True,
+@click.option("--population", type=int, default=DEFAULT_POPULATION, show_default=True,
               help="Initial population and number of subnets validated per iteration.")
-@click.option("--strategy", default="linas", show_default=True,
+@click.option("--strategy", type=Choice(STRATEGY_CHOICES), default="linas", show_default=True,
               help="linas (NSGA-II on predictors), nsga2 (NSGA-II on real evaluations only) or random.")
 @click.option("--objectives", default="accuracy,tpot_ms", show_default=True,
+              callback=comma_choices(OBJECTIVE_CHOICES, ("acc", "tpot", "ttft", "throughput", "params", "size")),
               help="2-3 of: accuracy, tpot_ms, ttft_ms, throughput_tok_s, n_params, weight_bytes.")
 @click.option("--max-tpot-ms", type=float, default=None, help="Constraint: TPOT at most this (ms/token).")
-@click.option("--min-accuracy", type=float, default=None, help="Constraint: mean accuracy at least this (fraction, e.g. 0.40).")
-@click.option("--limit", type=int, default=DEFAULT_LIMIT, show_default=True,
+@click.option("--min-accuracy", type=click.FloatRange(0, 100), default=None,
+              help="Constraint: mean accuracy at least this, in percent points (e.g. 40).")
+@click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True,
               help="Items per task of the search split used for accuracy.")
 @click.option("--report-limit", type=int, default=DEFAULT_REPORT_LIMIT, show_default=True,
               help="Items per task of the report split's select part, scored (paired with the full model) for the "
@@ -51,7 +64,8 @@ def register(main: click.Group) -> None:
 @click.option("--resume", is_flag=True, help="Continue the search in --out without redoing validated subnets.")
 @seed_option
 @data_dir_option
-@click.option("--no-progress", is_flag=True, help="No live display.")
+@click.option("--quiet", "-q", "--no-progress", "no_progress", is_flag=True,
+              help="No live display (--no-progress is the old spelling).")
 def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: int, population: int, strategy: str,
            objectives: str, max_tpot_ms: float | None, min_accuracy: float | None, limit: int, report_limit: int | None,
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
@@ -72,7 +86,8 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
 
     # ---------------------------------------------------------------- cheap checks first
     config = SearchConfig(
-        objectives=parse_objectives(objectives), constraints=constraints_from_options(max_tpot_ms, min_accuracy),
+        objectives=parse_objectives(objectives),
+        constraints=constraints_from_options(max_tpot_ms, None if min_accuracy is None else min_accuracy / 100),
         strategy=strategy, evaluations=evaluations, population=population, seed=seed,
     )
     if limit < 1:
@@ -85,6 +100,8 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
                 "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,
                 "seed": config.seed, "population": config.population, "recovery": recovery}
     SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
+    if resume and not (Path(out) / "config.json").is_file():
+        raise SearchError(f"--resume: {out} holds no search to continue (no config.json); drop --resume to start a new one")
 
     # ---------------------------------------------------------------- expensive part
     from hwnas.search.loop import run_search

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli.common import model_option, progress_bar, seed_option
-from hwnas.train.instatune import PRECISIONS, STRATEGIES
+from hwnas.cli.common import Choice, model_option, progress_bar, quiet_option, seed_option
+
+# hwnas.train.instatune's PRECISIONS and STRATEGIES, spelled here so `hwnas --help` does not import
+# torch-side modules (tests/cli/test_bad_inputs.py checks they agree)
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
+TRAIN_STRATEGIES = ("full", "random", "sandwich")
 
 
 def register(main: click.Group) -> None:
@@ -17,7 +21,7 @@ def register(main: click.Group) -> None:
               help="Training data: Alpaca .json, .jsonl ({text} or Alpaca), or .txt (one document per line).")
 @click.option("--steps", "--max-steps", "steps", required=True, type=int, help="Optimizer steps (the schedule's length).")
 @click.option("--out", required=True, type=click.Path(), help="Run folder; becomes a model folder (--model OUT) when done.")
-@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="sandwich", show_default=True,
+@click.option("--strategy", type=Choice(TRAIN_STRATEGIES), default="sandwich", show_default=True,
               help="Subnets per step: sandwich = largest + smallest + k random; random = k random; full = full model only.")
 @click.option("--k", type=int, default=2, show_default=True, help="Random subnets per step.")
 @click.option("--distill", is_flag=True, help="Smaller subnets learn the largest subnet's outputs (KL, in-place distillation).")
@@ -29,7 +33,7 @@ def register(main: click.Group) -> None:
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Sequences per micro-batch.")
 @click.option("--seq-len", type=int, default=256, show_default=True, help="Tokens per packed sequence.")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+@click.option("--precision", type=Choice(TRAIN_PRECISIONS), default="auto", show_default=True,
               help="bf16 autocast or fp32; auto = bf16 on CUDA/AMX, fp32 otherwise.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations in backward (less memory, ~30% slower).")
 @click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: only at the end).")
@@ -41,10 +45,11 @@ def register(main: click.Group) -> None:
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out from its latest checkpoint.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N.")
 @seed_option
+@quiet_option
 def train(model: str, data: str, steps: int, out: str, strategy: str, k: int, distill: bool, temperature: float,
           distill_weight: float, lr: float, warmup_steps: int, batch_size: int, seq_len: int, grad_accum: int,
           precision: str, grad_checkpointing: bool, checkpoint_every: int, eval_every: int, val_sequences: int,
-          train_on_prompt: bool, keep_checkpoints: bool, resume: bool, device: str, seed: int) -> None:
+          train_on_prompt: bool, keep_checkpoints: bool, resume: bool, device: str, seed: int, quiet: bool) -> None:
     """Fine-tune --model once as a supernet so that its subnets work without retraining.
 
     Each step trains several subnets of the search space on the same batch (sandwich rule) on
@@ -61,7 +66,13 @@ def train(model: str, data: str, steps: int, out: str, strategy: str, k: int, di
         eval_every=eval_every, val_sequences=val_sequences, train_on_prompt=train_on_prompt,
         keep_checkpoints=keep_checkpoints, device=device, seed=seed,
     )
-    with progress_bar("training") as progress:
+    from pathlib import Path
+
+    from hwnas.errors import DataError
+
+    if not Path(data).is_file():
+        raise DataError(f"--data {data} is not a file; give an Alpaca .json, a .jsonl or a .txt file")
+    with progress_bar("training", enabled=not quiet) as progress:
         result = run_train(model, data, out, cfg, resume=resume, progress=progress)
     click.echo(f"trained {result.steps_done} steps ({result.tokens:,} tokens, {result.wall_s:.0f} s, "
                f"{result.device}, {result.precision}); model folder: {result.out_dir}")

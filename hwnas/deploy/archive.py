@@ -77,7 +77,7 @@ def check_archive_members(archive: str | Path) -> list[str]:
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as e:
-        raise BundleError(f"{archive} is not a readable tar archive: {e}") from None
+        raise BundleError(f"{archive} is not a readable .tar.gz/.tar archive ({str(e).splitlines()[0].rstrip(':')}); give a bundle folder or the archive `hwnas export --archive` wrote") from None
     names = []
     with tar:
         for m in tar.getmembers():

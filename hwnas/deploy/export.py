@@ -252,7 +252,7 @@ def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | Non
     else:  # the ordered supernet is cached per model, as `hwnas search` / `hwnas extract` use it
         loaded, sn = load_supernet(model, order=order_channels)
     if subnet is None:
-        subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width)
+        subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width, space=sn.space)
     sn.space.validate(subnet, structure=False)
     if recovery:
         from hwnas.model.recovery import make_recoverer

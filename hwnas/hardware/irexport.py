@@ -278,6 +278,8 @@ def export_ir_cached(
     dest = cached_ir_path(key, stateful=stateful, compress_to_fp16=compress_to_fp16, cache_dir=cache_dir)
     if is_complete(dest):
         log.debug("IR cache hit %s", dest)
+        with contextlib.suppress(OSError):  # last use, for the cache's LRU size cap (hwnas.cache)
+            os.utime(dest)
         return dest, False
     if model is None:
         model = build()

@@ -7,6 +7,7 @@ take a second instead of twenty.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -182,6 +183,8 @@ def gguf_cache_folder(source: ModelSource) -> Path:
     digest = source.sha256()[:16]
     folder = cache_dir() / "models" / f"{source.path.stem}-{digest}"
     if (folder / "config.json").is_file():
+        with contextlib.suppress(OSError):  # last use, for the cache's LRU size cap (hwnas.cache)
+            os.utime(folder)
         return folder
     import torch
     from transformers import AutoModelForCausalLM

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -398,6 +399,8 @@ def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", cali
         f"v3|{source.content_sha256()}|{texts_sha256(texts)}|{ORDER_METHOD}|{dtype}".encode()).hexdigest()[:16]
     cached = cache_dir() / "supernets" / f"{source.name}-{key}"
     if (cached / "config.json").is_file():
+        with contextlib.suppress(OSError):  # last use, for the cache's LRU size cap (hwnas.cache)
+            os.utime(cached)
         loaded = dataclasses.replace(load_model(str(cached), dtype=dtype), source=source)
         return loaded, Supernet.from_loaded(loaded)
     loaded = load_model(source, dtype=dtype)
@@ -411,9 +414,15 @@ def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", cali
 
 
 def resolve_subnet_option(
-    subnet: str | None, layers: int | None, mlp_width: int | None, full_width: int
+    subnet: str | None, layers: int | None, mlp_width: int | None, full_width: int,
+    space: SearchSpace | None = None,
 ) -> SubnetConfig | None:
-    """The CLI's --subnet SPEC, or the --layers N [--mlp-width W] shorthand (first N layers, one width)."""
+    """The CLI's --subnet SPEC, or the --layers N [--mlp-width W] shorthand (N layers, one width).
+
+    Which N layers the shorthand keeps follows `space`'s layer mode: `ranked` (the default for an
+    ordered supernet) keeps the N most important layers, `skip` the layers it always keeps and then
+    the first others, `prefix` (or no space given) the first N. See `shorthand_layers`.
+    """
     from hwnas.model.space import parse_subnet_spec
 
     if subnet and (layers is not None or mlp_width is not None):
@@ -423,7 +432,28 @@ def resolve_subnet_option(
     if layers is None and mlp_width is None:
         return None
     if layers is None:
-        raise InvalidSubnetError("--mlp-width needs --layers N (the subnet keeps the first N layers)")
+        raise InvalidSubnetError("--mlp-width needs --layers N (how many layers the subnet keeps)")
     if layers < 1:
         raise InvalidSubnetError(f"--layers must be >= 1, got {layers}")
-    return SubnetConfig.uniform(layers, mlp_width if mlp_width is not None else full_width)
+    width = mlp_width if mlp_width is not None else full_width
+    if mlp_width is not None and mlp_width < 1:
+        raise InvalidSubnetError(f"--mlp-width must be >= 1, got {mlp_width}")
+    if space is None:
+        return SubnetConfig.uniform(layers, width)
+    if layers > space.num_layers:
+        raise InvalidSubnetError(f"--layers {layers} is more than the model's {space.num_layers} layers")
+    if width not in space.widths:
+        raise InvalidSubnetError(f"--mlp-width {width} is not an allowed width; allowed: {list(space.widths)}")
+    kept = shorthand_layers(space, layers)
+    return SubnetConfig(kept, (width,) * layers)
+
+
+def shorthand_layers(space: SearchSpace, n: int) -> tuple[int, ...]:
+    """The layers `--layers n` keeps under the space's layer mode (sorted indices)."""
+    if space.layer_mode == "ranked" and space.layer_order is not None:
+        return tuple(sorted(space.layer_order[:n]))
+    if space.layer_mode == "skip":
+        keep = [i for i in sorted(set(space.always_keep)) if i < space.num_layers][:n]
+        rest = [i for i in range(space.num_layers) if i not in keep]
+        return tuple(sorted(keep + rest[: n - len(keep)]))
+    return tuple(range(n))

@@ -268,10 +268,14 @@ def resolve_precision(precision: str, device: str) -> str:
     """
     import torch
 
+    from hwnas.precision import forced_precision
+
     if precision != "auto":
         if precision == "bf16" and device == "cpu" and not cpu_has_bf16():
             log.warning("bf16 requested but this CPU has no native bf16; it will be emulated (slow)")
         return precision
+    if forced_precision():  # $HWNAS_PRECISION forces one precision for the whole run
+        return forced_precision()
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:

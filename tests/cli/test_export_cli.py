@@ -22,7 +22,7 @@ def search_dir(tmp_path):
 
 def test_unknown_quant(tmp_path):
     r = CliRunner().invoke(main, ["export", "--model", "x", "--quant", "int3", "--out", str(tmp_path / "o")])
-    _one_line_error(r, "unknown quantization 'int3'", "int8, int4, gptq-int4")
+    _one_line_error(r, "'--quant'", "'int3' is not one of 'int8', 'int4', 'gptq-int4'", "did you mean 'int8'")
     assert not (tmp_path / "o").exists()
 
 
@@ -62,6 +62,8 @@ def test_export_verify_run_bench(tiny_model_dir, tmp_path):
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 0, r.output
     assert "ok    greedy generation of 8 tokens matches the manifest" in r.output
+    r = runner.invoke(main, ["run", str(out), "--prompt", "Hello", "--max-new-tokens", "4", "--chat"])
+    _one_line_error(r, "--chat: the model in", "has no chat template; run without --chat")  # the tiny tokenizer has none
     r = runner.invoke(main, ["run", str(out), "--prompt", "Hello", "--max-new-tokens", "4"])
     assert r.exit_code == 0 and r.output.strip(), r.output
     r = runner.invoke(main, ["bench", str(out), "--no-torch", "--json", str(tmp_path / "bench.json"), "-q"])

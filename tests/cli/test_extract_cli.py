@@ -31,9 +31,22 @@ def test_extract_nonuniform_roundtrip(tiny_model_dir, tmp_path):
 
 
 def test_extract_shorthand_matches_subnet_spec(tiny_model_dir, tmp_path):
+    """--layers N keeps the N most important layers (ranked by block influence), prints them, and
+    gives the same model as --subnet with those layers."""
+    import re
+
+    from hwnas.model.supernet import load_supernet
+
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--mlp-width", "64", "--out", str(a)).exit_code == 0
-    spec = json.dumps({"layers": [0, 1], "mlp_widths": [64, 64]})
+    r = run("extract", "--model", str(tiny_model_dir), "--layers", "2", "--mlp-width", "64", "--out", str(a))
+    assert r.exit_code == 0, r.output
+    _, sn = load_supernet(str(tiny_model_dir))
+    want = sorted(sn.space.layer_order[:2])
+    assert sn.space.layer_mode == "ranked"
+    m = re.search(r"--layers 2 kept layers \[(\d+), (\d+)\] \(the most important", r.output)
+    assert m and [int(m.group(1)), int(m.group(2))] == want, r.output
+    assert load_model(str(a)).subnet == SubnetConfig(tuple(want), (64, 64))
+    spec = json.dumps({"layers": want, "mlp_widths": [64, 64]})
     assert run("extract", "--model", str(tiny_model_dir), "--subnet", spec, "--out", str(b)).exit_code == 0
     ids = torch.randint(3, 300, (1, 8))
     la, lb = load_model(str(a)).model, load_model(str(b)).model

@@ -109,10 +109,10 @@ def test_bad_input_is_one_line_and_leaves_results_untouched(tmp_path, synthetic)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     cases = [
         (["--target", "itanium"], ("unknown target 'itanium'", "xeon")),
-        (["--objectives", "accuracy,latency"], ("unknown objective 'latency'", "tpot_ms")),
+        (["--objectives", "accuracy,latency"], ("'--objectives'", "'latency' is not one of", "tpot_ms")),
         (["--evaluations", "3"], ("--evaluations 3 is smaller than --population 4",)),
-        (["--strategy", "bayes"], ("unknown strategy 'bayes'", "linas")),
-        (["--min-accuracy", "45"], ("--min-accuracy",)),
+        (["--strategy", "bayes"], ("'--strategy'", "'bayes' is not one of", "'linas'")),
+        (["--min-accuracy", "145"], ("--min-accuracy",)),
         ([], ("is not empty", "--resume")),
         (["--resume", "--model", "other"], ("--resume", "different model_sha256")),
         (["--resume", "--seed", "3"], ("--resume", "different seed")),
@@ -140,8 +140,16 @@ def test_real_validation_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
     assert full["subnet"] == {"layers": [0, 1, 2, 3], "mlp_widths": [128] * 4}
     for x in recs:
         assert x["latency_source"] == "measured" and x["tpot_ms"] > 0 and x["ttft_ms"] > 0
-        assert set(x["tasks"]) == {"tinyqa"} and 0 <= x["accuracy"] <= 1 and x["items"] == 8
+        assert set(x["tasks"]) == {"tinyqa"} and x["items"] == 8
         assert x["weight_bytes"] > 0 and x["n_params"] > 0
+        # the search's accuracy of each subnet is what `hwnas eval` scores for it (same items, acc_norm)
+        ev = tmp_path / f"eval-{x['key']}.json"
+        r = CliRunner().invoke(main, ["eval", "--model", str(tiny_model_dir), "--subnet", json.dumps(x["subnet"]),
+                                      "--tasks", str(tiny_task), "--data-dir", str(tmp_path), "--limit", "8",
+                                      "--out", str(ev), "-q"])
+        assert r.exit_code == 0, r.output
+        want = json.loads(ev.read_text())["tasks"]["tinyqa"]
+        assert want["n"] == 8 and x["accuracy"] == pytest.approx(want["acc_norm"]) and x["tasks"]["tinyqa"] == pytest.approx(want["acc_norm"])
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto and all(p["report"]["items"] == 4 for p in pareto)
     cfg = json.loads((out / "config.json").read_text())

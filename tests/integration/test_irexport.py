@@ -98,13 +98,20 @@ def test_logits_match_pytorch_for_prefill_and_decode(exported):
 def test_openvino_genai_runs_the_folder(exported):
     import openvino_genai as og
 
-    _, out = exported
-    pipe = og.LLMPipeline(str(out), "CPU", ATTENTION_BACKEND="SDPA", INFERENCE_PRECISION_HINT="f32")
+    sub, out = exported
+    pipe = og.LLMPipeline(str(out), "CPU", ATTENTION_BACKEND="SDPA", INFERENCE_PRECISION_HINT="f32",
+                          KV_CACHE_PRECISION="f32")
     cfg = og.GenerationConfig()
     cfg.max_new_tokens = 4
     cfg.min_new_tokens = 4
-    res = pipe.generate(["hello"], cfg)
+    enc = pipe.get_tokenizer().encode("hello")
+    ids = np.array(enc.input_ids.data, dtype=np.int64)
+    assert ids.tolist() == [make_tiny_tokenizer()("hello")["input_ids"]]  # the IR's tokenizer is the model's
+    res = pipe.generate(enc, cfg)
     assert res.perf_metrics.get_num_generated_tokens() == 4
+    # the tokens openvino-genai generates are PyTorch's greedy tokens for the same subnet
+    _, ref = torch_greedy(sub, torch.from_numpy(ids), steps=4)
+    assert list(res.tokens[0]) == [int(t[0, 0]) for t in ref]
 
 
 def test_export_refuses_a_non_empty_folder(tmp_path):

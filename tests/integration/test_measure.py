@@ -248,3 +248,33 @@ def test_static_ir_timing_and_errors(tmp_path):
         StatefulRunner(compile_ir(out, {})[0])
     with pytest.raises(MeasurementError, match="no OpenVINO IR"):
         compile_ir(tmp_path / "missing", {})
+
+
+def test_static_ir_timing_arithmetic(monkeypatch):
+    """Warm-up calls are not timed, each repeat is one infer() in milliseconds (a fake clock and IR)."""
+    import hwnas.hardware.measure as measure
+
+    clock = {"t": 100.0}
+    durations = iter([9.0, 9.0, 0.004, 0.001, 0.002])  # seconds: two warm-ups, then three timed calls
+    seen = []
+
+    class Request:
+        def infer(self, inputs):
+            seen.append(inputs)
+            clock["t"] += next(durations)
+
+    class Compiled:
+        def create_infer_request(self):
+            return Request()
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return clock["t"]
+
+    monkeypatch.setattr(measure, "compile_ir", lambda ir, props, slice_logits=True, core=None: (Compiled(), None))
+    monkeypatch.setattr(measure, "time", FakeTime)
+    samples = measure.time_static_ir("ir", {}, {"input_ids": 1}, warmup=2, repeats=3)
+    assert samples == pytest.approx([4.0, 1.0, 2.0]) and len(seen) == 5
+    assert measure.median(samples) == pytest.approx(2.0)
+

@@ -193,9 +193,41 @@ def test_constraints_filter_the_reported_front(strategy):
     assert any(r["tpot_ms"] > limit for r in res.records)  # the full model is validated regardless
 
 
+def _union_volume(points, ref):
+    """Exact volume of the union of boxes [p, ref] (minimisation), on the grid of the points' coordinates."""
+    import itertools
+
+    pts = np.asarray(points, dtype=float)
+    axes = [np.unique(np.append(pts[:, k], ref[k])) for k in range(pts.shape[1])]
+    vol = 0.0
+    for cell in itertools.product(*(range(len(a) - 1) for a in axes)):
+        lo = np.array([axes[k][i] for k, i in enumerate(cell)])
+        if np.any(np.all(pts <= lo, axis=1)):
+            vol += float(np.prod([axes[k][i + 1] - axes[k][i] for k, i in enumerate(cell)]))
+    return vol
+
+
 def test_three_objectives():
-    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(objectives=("accuracy", "tpot_ms", "n_params")))
-    assert len(res.records) == 16 and res.history[-1]["hypervolume"] > 0
+    objs = ("accuracy", "tpot_ms", "n_params")
+    res = run_search(SPACE, SyntheticValidator(SPACE), cfg(objectives=objs))
+    assert len(res.records) == 16 and len({r["key"] for r in res.records}) == 16
+    # the front is the brute-force non-dominated set in all three objectives (accuracy maximised)
+    F = {r["key"]: np.array([-r["accuracy"], r["tpot_ms"], r["n_params"]]) for r in res.records}
+
+    def dominated(k):
+        return any(np.all(f <= F[k]) and np.any(f < F[k]) for j, f in F.items() if j != k)
+
+    assert {r["key"] for r in res.pareto} == {k for k in F if not dominated(k)}
+    # a third objective can only add points: the two-objective front lies inside the three-objective one
+    two = {r["key"] for r in pareto_front(res.records, ("accuracy", "tpot_ms"))}
+    assert two <= {r["key"] for r in res.pareto}
+    # hypervolume: normalised by the full model and the smallest subnet, reference point 1.1
+    full, small = res.full_model, next(r for r in res.records if r["key"] == SPACE.smallest().key)
+    ext = np.array([F[full["key"]], F[small["key"]]])
+    lo, hi = ext.min(axis=0), ext.max(axis=0)
+    norm = [(F[r["key"]] - lo) / (hi - lo) for r in res.pareto]
+    inside = [p for p in norm if np.all(p < 1.1)]
+    assert res.history[-1]["hypervolume"] == pytest.approx(_union_volume(inside, np.full(3, 1.1)), rel=1e-9)
 
 
 def test_report_split_measured_fastest_first_as_far_as_the_pick_needs(tmp_path):
