@@ -51,7 +51,7 @@ def register(main: click.Group) -> None:
               help="Constraint: mean accuracy at least this, in percent points (e.g. 40).")
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True,
               help="Items per task of the search split used for accuracy.")
-@click.option("--report-limit", type=int, default=DEFAULT_REPORT_LIMIT, show_default=True,
+@click.option("--report-limit", type=click.IntRange(min=0), default=DEFAULT_REPORT_LIMIT, show_default=True,
               help="Items per task of the report split's select part, scored (paired with the full model) for the "
                    "Pareto front, fastest first, to decide the pick; 0 = skip.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
