@@ -25,6 +25,7 @@ import logging
 import os
 import statistics
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -476,7 +477,8 @@ def measure_many(
     if ref and readings:
         itf.record_best(host.fingerprint, ref.properties_key, min(v for p in readings.values() for v in p))
     session: dict[str, Any] = {
-        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{int(rng.integers(1 << 30))}",
+        # unique per call (not from the seeded rng: two sessions in one second would share it)
+        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         "models": len(jobs), "rounds": rid, "clean_rounds": len(clean), "estimator": estimator,
         "measure_s": round(time.perf_counter() - t_start, 2), "load": itf.load_delta(load0, itf.load_snapshot()),
     }
