@@ -5,7 +5,8 @@ per model and batch size, one TTFT and a list of decode-step durations. On a bus
 slow values are the ones disturbed by someone else; the fast ones are what the model costs. The
 estimators below summarise the rounds of one model:
 
-- ``round_min`` (default; chosen by ``bench/noisy_host_bench.py``): TPOT = median over rounds of
+- ``round_min`` (default, provisional: ``bench/noisy_host_bench.py`` could not yet discriminate the
+  estimators on the overloaded development host, see README): TPOT = median over rounds of
   the fastest decode step of each round; TTFT = the lower quartile of the rounds' TTFTs (one TTFT
   per round, so the low quantile plays the role of the per-round minimum);
 - ``median``: median over rounds of each round's median step / the rounds' median TTFT (hwnas'
