@@ -194,6 +194,16 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                   "! = a figure stayed uncertain, e.g. the host was busy)."]
     if any(str(r.get("latency_source", "")).startswith("predicted") for r in result.records):
         lines += ["", "Latency figures are **predicted** by the profile's latency model (not measured on this host)."]
+    tgt = info.get("target") if isinstance(info.get("target"), Mapping) else None
+    if tgt:
+        ov, wl = tgt.get("openvino") or {}, tgt.get("workload") or {}
+        lines += ["", "What was timed: each subnet's float OpenVINO IR (not quantized) on this CPU with the target "
+                  f"`{tgt.get('name')}`'s properties (precision {ov.get('INFERENCE_PRECISION_HINT', 'the CPU default')}, "
+                  f"KV cache {ov.get('KV_CACHE_PRECISION', 'the CPU default')}), batch {(wl.get('batch_sizes') or [1])[0]}, "
+                  f"a {wl.get('prompt_tokens', '?')}-token prompt and {wl.get('new_tokens', '?')} new tokens; TPOT = "
+                  "decode ms per token. A bundle's manifest times the *quantized* bundle (int8 weights decode faster), "
+                  "and `hwnas verify --measure` times it again on the machine it runs on, so the three figures differ "
+                  "by design."]
     return "\n".join(lines) + "\n"
 
 
