@@ -74,20 +74,28 @@ class BundleCandidate:
         return [int(t) for t in logits[p - 1:p - 1 + len(continuation)].argmax(-1)]
 
 
-def check_built_bundle(folder: str | Path, loaded: Any, *, thresholds: GenThresholds | None = None,
-                       allow_degenerate: bool = False, what: str = "the bundle") -> dict:
-    """Score a freshly built bundle against `loaded.model` (the full torch model); the manifest record.
-
-    Raises DegenerateGenerationError (one line) when it fails, unless `allow_degenerate`.
-    """
+def prepare_reference(loaded: Any) -> Any:
+    """The full model's reference generations (cached); call before quantization may touch its weights."""
     key = None
     try:
         key = f"{loaded.source.content_sha256()}|{next(loaded.model.parameters()).dtype}"
     except Exception as e:  # noqa: BLE001 - no cache then, the check still runs
         log.debug("no reference cache key: %s", e)
-    ref = reference_generations(loaded.model, loaded.tokenizer, cache_key=key)
+    return reference_generations(loaded.model, loaded.tokenizer, cache_key=key)
+
+
+def check_built_bundle(folder: str | Path, loaded: Any, *, thresholds: GenThresholds | None = None,
+                       allow_degenerate: bool = False, what: str = "the bundle", reference: Any = None,
+                       nll_model: bool = True) -> dict:
+    """Score a freshly built bundle against the full model's `reference` (default: computed from
+    `loaded.model`); the manifest record. `nll_model`: loaded.model is intact, score NLL with it.
+
+    Raises DegenerateGenerationError (one line) when it fails, unless `allow_degenerate`.
+    """
+    ref = reference or prepare_reference(loaded)
     cand = BundleCandidate(folder, EXACT_PROPERTIES, ref.eos_ids)
-    report, toks = check_candidate(cand, ref, full_model=loaded.model, thresholds=thresholds or DEFAULT_THRESHOLDS)
+    report, toks = check_candidate(cand, ref, full_model=loaded.model if nll_model else None,
+                                   thresholds=thresholds or DEFAULT_THRESHOLDS)
     log.info("generation check of %s: %s", what, report.summary())
     if not report.passed and not allow_degenerate:
         raise DegenerateGenerationError(failure_message(what, report))

@@ -29,7 +29,8 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
     from hwnas.search.objectives import OBJECTIVES
 
     x, y = _axes(result.config.objectives)
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    _plot_vs_full(ax2, result)
     recs = result.records
     ax.scatter([r[x] for r in recs], [r[y] for r in recs], s=18, c="#b0b0b0", label=f"validated ({len(recs)})", zorder=2)
     front = sorted(result.pareto, key=lambda r: r[x])
@@ -57,6 +58,35 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _plot_vs_full(ax: Any, result: "SearchResult") -> None:
+    """The front against the full model: TPOT speed-up (re-measured, interleaved, where available) vs
+    the paired accuracy difference in points, ± stderr, on the search and the report (select) split."""
+    pts = [r for r in result.pareto if (r.get("vs_full") or {}).get("tpot_speedup")]
+    for split, key, style in (("search split", "paired", dict(fmt="o", c="#1f77b4")),
+                              ("report (select) split", "report", dict(fmt="s", c="#2ca02c", mfc="none"))):
+        xs, ys, es = [], [], []
+        for r in pts:
+            p = r.get("paired") if key == "paired" else (r.get("report") or {}).get("paired")
+            if p and p.get("points") is not None:
+                xs.append(r["vs_full"]["tpot_speedup"])
+                ys.append(p["points"])
+                es.append(p.get("stderr") or 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, ms=6, capsize=3, lw=0, elinewidth=1, label=split, **style)
+    ax.axhline(0, c="#d62728", lw=1, label="full model (0 points, 1.0x)")
+    ax.axhline(-1, c="#d62728", lw=0.8, ls="--", label="1 point below")
+    pick = result.pick_fastest_within(1.0)
+    if pick and result.full_model and pick["key"] != result.full_model["key"] and (pick.get("vs_full") or {}).get("tpot_speedup"):
+        p = (pick.get("report") or {}).get("paired") or pick.get("paired") or {}
+        ax.annotate("pick (fastest within 1 pt)", (pick["vs_full"]["tpot_speedup"], p.get("points", 0)), xytext=(10, 18),
+                    textcoords="offset points", arrowprops={"arrowstyle": "->", "lw": 0.8}, fontsize=8)
+    ax.set_xlabel("TPOT speed-up vs the full model (re-measured, interleaved)")
+    ax.set_ylabel("accuracy vs the full model (points, paired ± stderr)")
+    ax.set_title("Pareto front vs the full model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
 
 
 def _fmt(v: Any, metric: str) -> str:

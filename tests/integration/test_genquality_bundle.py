@@ -26,13 +26,17 @@ BROKEN = '{"layers": [0, 3], "mlp_widths": [128, 64]}'
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    # module-scoped fixtures run before conftest's function-scoped cache isolation: isolate here too
     root = tmp_path_factory.mktemp("genq")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HWNAS_CACHE_DIR", str(root / "cache"))
     model_dir = root / "tiny-untied"
     make_tiny_llama(tie=False).save_pretrained(model_dir)
     make_tiny_tokenizer().save_pretrained(model_dir)
     target = root / "tiny.toml"
     target.write_text(TINY_TARGET)
-    return root, model_dir, target
+    yield root, model_dir, target
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,7 @@ def forced(env):
             "--out", str(out), "--no-accuracy", "--no-measure", "-q"]
     refused = CliRunner().invoke(main, args)
     leftovers = sorted(p.name for p in root.iterdir() if p.name.startswith(".forced"))
+    assert not out.exists()
     shipped = CliRunner().invoke(main, args + ["--allow-degenerate"])
     return refused, leftovers, shipped, out
 
