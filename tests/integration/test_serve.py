@@ -17,23 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY_TARGET  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-SERVE_TARGET = """
-name = "tiny-exact"
-[openvino]
-INFERENCE_PRECISION_HINT = "f32"
-KV_CACHE_PRECISION = "f32"
-DYNAMIC_QUANTIZATION_GROUP_SIZE = 0
-NUM_STREAMS = 1
-[workload]
-prompt_tokens = 8
-new_tokens = 4
-batch_sizes = [1]
-[measure]
-warmup = 1
-repeats = 2
-max_remeasure = 0
-"""
+# The tiny target with exact numerics (f32 math and KV cache, no dynamic quantization), so the
+# server's greedy tokens can be compared with the IR's own.
+SERVE_TARGET = TINY_TARGET.replace('name = "tiny"', 'name = "tiny-exact"').replace(
+    'INFERENCE_PRECISION_HINT = "f32"\n',
+    'INFERENCE_PRECISION_HINT = "f32"\nKV_CACHE_PRECISION = "f32"\nDYNAMIC_QUANTIZATION_GROUP_SIZE = 0\n')
 CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
                  "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
 PROMPTS = ["Hello world", "The capital of France is", "abc", "Once upon a time", "1 2 3 4", "zebra",
