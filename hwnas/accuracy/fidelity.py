@@ -98,24 +98,29 @@ class TokenFidelity:
 
     def measure(self, supernet: Any, subnet: Any) -> dict[str, Any]:
         """{kl, kl_stderr, top1_agreement, top1_stderr, tokens, seconds} of `subnet` against the full model."""
+        self.reference(supernet)  # the full model's, before the subnet is set
+        with supernet.subnet(subnet) as lm:
+            return self.measure_model(supernet, lm)
+
+    def measure_model(self, supernet: Any, lm: Any) -> dict[str, Any]:
+        """As `measure`, for any causal LM sharing the supernet's vocabulary (e.g. a dense, healed subnet)."""
         import torch
 
         ref = self.reference(supernet)
         t0 = time.perf_counter()
         kls, agree = [], []
-        with supernet.subnet(subnet) as lm:
-            s = 0
-            for lp in self._logprobs(lm):
-                n = lp.shape[0]
-                idx = ref.top_idx[s:s + n]
-                p_log = ref.top_logp[s:s + n]
-                q_log = torch.gather(lp, 1, idx)
-                q_rest = torch.log1p(-torch.exp(q_log).sum(-1).clamp(max=1 - 1e-7))
-                p_rest = ref.rest_logp[s:s + n]
-                kl = (torch.exp(p_log) * (p_log - q_log)).sum(-1) + torch.exp(p_rest) * (p_rest - q_rest)
-                kls.append(kl.clamp(min=0).double())
-                agree.append((lp.argmax(-1) == ref.argmax[s:s + n]).double())
-                s += n
+        s = 0
+        for lp in self._logprobs(lm):
+            n = lp.shape[0]
+            idx = ref.top_idx[s:s + n]
+            p_log = ref.top_logp[s:s + n]
+            q_log = torch.gather(lp, 1, idx)
+            q_rest = torch.log1p(-torch.exp(q_log).sum(-1).clamp(max=1 - 1e-7))
+            p_rest = ref.rest_logp[s:s + n]
+            kl = (torch.exp(p_log) * (p_log - q_log)).sum(-1) + torch.exp(p_rest) * (p_rest - q_rest)
+            kls.append(kl.clamp(min=0).double())
+            agree.append((lp.argmax(-1) == ref.argmax[s:s + n]).double())
+            s += n
         kl = torch.cat(kls).numpy()
         ag = torch.cat(agree).numpy()
         # Positions within a window are correlated; the stderr uses per-window means.

@@ -13,7 +13,7 @@ import click
 
 from hwnas.errors import HwnasError
 
-COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd", "serve_cmd",
+COMMAND_MODULES = ("extract_cmd", "eval_cmd", "profile_cmd", "search_cmd", "export_cmd", "train_cmd", "serve_cmd", "heal_cmd",
                    "cache_cmd")
 
 

@@ -1,6 +1,7 @@
 """`hwnas eval`: accuracy (multiple-choice tasks) and perplexity of a model or one of its subnets."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -139,9 +140,11 @@ def _table(result: dict) -> None:
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Refit the subnet's down_proj weights to the full model on calibration text before scoring "
                    "(training-free recovery, as export ships it).")
+@click.option("--heal", "heal_dir", type=click.Path(file_okay=False), default=None,
+              help="A `hwnas heal` folder: score its distilled subnet (the subnet defaults to the one it healed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limit, shots, batch_size, row_tokens,
-             window, precision, threads, data_dir, out, seed, recovery, quiet):
+             window, precision, threads, data_dir, out, seed, recovery, quiet, heal_dir=None):
     """Score --model (or a subnet of it) on multiple-choice tasks and WikiText-2 perplexity.
 
     Multiple-choice tasks are scored as lm-evaluation-harness scores them (log-likelihood of
@@ -161,6 +164,13 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
     # Fail on bad input before loading anything.
     task_list = parse_tasks(tasks)
     check_subnet_early(model, subnet_spec, layers, mlp_width)
+    healed_for = None
+    if heal_dir is not None:
+        from hwnas.model.healed import heal_subnet
+
+        healed_for = heal_subnet(heal_dir)  # a bad or unfinished heal folder fails before loading
+        if subnet_spec is None and layers is None and mlp_width is None:
+            subnet_spec = json.dumps(healed_for.to_dict())
     if out:
         _check_out_file(out)
     from hwnas.datadir import resolve_data_dir
@@ -196,20 +206,30 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
             click.echo(describe_kept_layers(cfg, target.space, layers), err=True)
         subnet_record = cfg
         ordered = bool(target.meta.get("channels_ordered"))
-        if recovery:
+        if recovery and heal_dir is None:
             from hwnas.model.recovery import make_recoverer
 
             target.recoverer = make_recoverer(target, loaded.tokenizer)
+    heal_record, supernet = None, target
+    if heal_dir is not None:
+        from hwnas.model.healed import apply_heal, read_record
+
+        if cfg != healed_for:
+            raise InvalidSubnetError(f"--heal {heal_dir} was made for subnet {healed_for.key}, not {cfg.key}")
+        dense = target.extract(cfg)
+        heal_record = apply_heal(dense, heal_dir, subnet=cfg, model_sha256=loaded.source.sha256())
+        heal_record["recovery"] = read_record(heal_dir).get("recovery")
+        target = dense
 
     suite = TaskSuite(loaded.tokenizer, task_list, split=split, limit=limit, shots=shots, data_dir=data_dir,
                       seed=seed, window=window or DEFAULT_WINDOW)
     with progress_bar("eval", enabled=not quiet) as progress:
-        result = suite.evaluate(target, subnet=cfg, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        result = suite.evaluate(target, subnet=None if heal_record else cfg, batch_size=batch_size or DEFAULT_BATCH_SIZE,
                                 row_tokens=row_tokens or DEFAULT_ROW_TOKENS, precision=precision, progress=progress,
                                 keep_items=cfg is not None)
         vs_full = None
         if cfg is not None:
-            vs_full = _vs_full(suite, target, loaded, result, precision, batch_size or DEFAULT_BATCH_SIZE, progress)
+            vs_full = _vs_full(suite, supernet, loaded, result, precision, batch_size or DEFAULT_BATCH_SIZE, progress)
     result.pop("_items", None)
     record = {
         "schema_version": result.pop("schema_version"),
@@ -219,7 +239,9 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
         "subnet": subnet_record.to_dict() if subnet_record is not None else None,
         "subnet_key": subnet_record.key if subnet_record is not None else None,
         "channel_order": ordered,
-        "recovery": target.recovery_record(cfg) if cfg is not None else None,
+        "recovery": (heal_record or {}).get("recovery") if heal_record else
+        (target.recovery_record(cfg) if cfg is not None else None),
+        **({"heal": heal_record} if heal_record else {}),
         **({"vs_full": vs_full} if vs_full else {}),
         **result,
         "threads": torch.get_num_threads(),

@@ -63,6 +63,8 @@ def register(main: click.Group) -> None:
               help="Holdout items per task for the accuracy (0 = all; --accuracy-limit is the old spelling).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Refit the subnet's down_proj weights to the full model before quantizing (training-free).")
+@click.option("--heal", "heal_dir", type=click.Path(file_okay=False), default=None,
+              help="A `hwnas heal` folder: ship its distilled subnet (the subnet defaults to the one it healed).")
 @click.option("--no-accuracy", is_flag=True, help="Skip the accuracy evaluation.")
 @click.option("--no-generation-check", is_flag=True,
               help="Skip the generation check (the manifest then holds no generation record for verify).")
@@ -75,7 +77,8 @@ def register(main: click.Group) -> None:
 @quiet_option
 def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative, draft_spec, draft_tokens, quant, group_size,
            sym, head, target, out, calibration, calib_samples, calib_seq_len, archive, no_measure, tasks, accuracy_limit,
-           no_accuracy, allow_degenerate, data_dir, seed, force, no_order, quiet, recovery=True, no_generation_check=False):
+           no_accuracy, allow_degenerate, data_dir, seed, force, no_order, quiet, recovery=True, no_generation_check=False,
+           heal_dir=None):
     """Quantize a subnet with Neural Compressor and write an OpenVINO IR bundle with a manifest.
 
     The subnet is --subnet SPEC, --layers N [--mlp-width W], or picked from a search with --from
@@ -127,6 +130,14 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
         raise ExportError(f"--draft-tokens {draft_tokens} is invalid; accepted: 1 to 16")
     if speculative and draft_spec:
         subnet = parse_subnet_spec(draft_spec)
+    if heal_dir is not None:
+        from hwnas.model.healed import heal_subnet
+
+        if speculative:
+            raise InvalidSubnetError("--heal and --speculative do not go together (a draft needs no heal: the full model checks it)")
+        healed_for = heal_subnet(heal_dir)  # a bad or unfinished heal folder fails before loading
+        if subnet is not None and subnet != healed_for:
+            raise InvalidSubnetError(f"--heal {heal_dir} was made for subnet {healed_for.key}, not {subnet.key}")
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
         from hwnas.datadir import resolve_data_dir
@@ -152,12 +163,14 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
                             archive=archive, measure=not no_measure, accuracy_tasks=task_list,
                             accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
                             order_channels=not no_order, recovery=recovery, progress=prog,
-                            allow_degenerate=allow_degenerate, generation_check=not no_generation_check)
+                            allow_degenerate=allow_degenerate, generation_check=not no_generation_check,
+                            heal=heal_dir)
     m = res.manifest
     if layers is not None and m.subnet:
         click.echo(f"--layers {layers} kept layers {list(m.subnet['layers'])} (the search space's layer mode)")
     click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
-               + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model"))
+               + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model")
+               + (" (healed)" if (m.supernet or {}).get("heal") else ""))
     if m.measurement:
         click.echo(f"  TTFT {m.measurement['ttft_ms']:.1f} ms, TPOT {m.measurement['tpot_ms']:.2f} ms, "
                    f"throughput {m.measurement['throughput_tok_s']:.1f} tok/s ({m.target['name']})")

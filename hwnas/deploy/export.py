@@ -104,6 +104,7 @@ def export_bundle(
     generation_check: bool = True,
     allow_degenerate: bool = False,
     generation_thresholds: Any = None,
+    heal: str | Path | None = None,
 ) -> BundleResult:
     """Quantize `subnet` of `model` with `recipe` and write the bundle to `out`.
 
@@ -117,6 +118,7 @@ def export_bundle(
     generation_check: score the bundle's greedy generations against the full model
     (`hwnas.deploy.gencheck`) into the manifest; a failing bundle raises DegenerateGenerationError
     (nothing written) unless `allow_degenerate`. generation_thresholds: a GenThresholds (default: calibrated).
+    heal: a `hwnas heal` folder whose trained tensors replace the subnet's (its subnet when none is given).
     """
     from hwnas.hardware.targets import load_target
     from hwnas.io import atomic_dir
@@ -127,8 +129,12 @@ def export_bundle(
     tgt = load_target(target)
     steps = 7
     tick(0, steps, "loading model")
+    if heal is not None and subnet is None and layers is None and mlp_width is None:
+        from hwnas.model.healed import heal_subnet
+
+        subnet = heal_subnet(heal)
     loaded, dense, supernet_meta, subnet = _load_dense(model, subnet, order_channels, layers, mlp_width,
-                                                       recovery=recovery)
+                                                       recovery=recovery, heal=heal)
     tokenizer = loaded.tokenizer
     reference = None
     if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
@@ -245,12 +251,20 @@ def _paired_ir_accuracy(folder: Path, loaded: Any, reference: tuple[Any, dict], 
 
 
 def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | None = None,
-                mlp_width: int | None = None, *, recovery: bool = True) -> tuple[Any, Any, dict | None, Any]:
-    """(LoadedModel, dense torch model of the subnet, supernet provenance, SubnetConfig or None)."""
+                mlp_width: int | None = None, *, recovery: bool = True,
+                heal: str | Path | None = None) -> tuple[Any, Any, dict | None, Any]:
+    """(LoadedModel, dense torch model of the subnet, supernet provenance, SubnetConfig or None).
+
+    With `heal`, the heal folder's trained tensors replace the subnet's (they include every kept
+    layer's down_proj, so the training-free refit is not repeated: the heal started from it)."""
     from hwnas.model.loading import LoadedModel, load_model
     from hwnas.model.supernet import Supernet, load_supernet, resolve_subnet_option
 
     whole = subnet is None and layers is None and mlp_width is None
+    if whole and heal is not None:
+        from hwnas.model.healed import HealError
+
+        raise HealError("--heal needs a subnet: the whole model is not healed")
     if whole:
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
         meta = {"subnet_of": loaded.subnet.to_dict()} if loaded.subnet is not None else None
@@ -262,7 +276,7 @@ def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | Non
     if subnet is None:
         subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width, space=sn.space)
     sn.space.validate(subnet, structure=False)
-    if recovery:
+    if recovery and heal is None:
         from hwnas.model.recovery import make_recoverer
 
         sn.recoverer = make_recoverer(sn, loaded.tokenizer)
@@ -270,6 +284,11 @@ def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | Non
     meta = {k: v for k, v in sn.meta.items() if k not in ("channel_order", "layer_scores")}
     meta["channels_ordered"] = bool(sn.meta.get("channels_ordered", order_channels))
     meta["recovery"] = sn.recovery_record(subnet)
+    if heal is not None:
+        from hwnas.model.healed import apply_heal, read_record
+
+        meta["heal"] = apply_heal(dense, heal, subnet=subnet, model_sha256=loaded.source.sha256())
+        meta["recovery"] = read_record(heal).get("recovery")
     return loaded, dense, meta, subnet
 
 

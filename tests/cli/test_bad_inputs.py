@@ -87,6 +87,17 @@ CASES = [
     ("train --model {model} --data {garbage} --steps 1 --strategy sandwhich --out {tmp}/t", "did you mean 'sandwich'"),
     ("train --model {model} --data {garbage} --out {tmp}/t", "Missing option '--steps'"),
     ("train --model {model} --data {garbage} --steps 0 --out {tmp}/t", "steps"),
+    # heal
+    ("heal --model {model} --layers 2", "Missing option '--out'"),
+    ("heal --model {model} --out {tmp}/h", "give the subnet"),
+    ("heal --model {model} --layers 2 --train some --out {tmp}/h", "'--train'"),
+    ("heal --model {model} --layers 2 --steps 0 --out {tmp}/h", "'--steps'"),
+    ("heal --model {model} --layers 9 --out {tmp}/h", "--layers 9 is more than the model's 4 layers"),
+    ("heal --model {model} --from {search} --out {tmp}/h", "--from SEARCH_DIR and --pick go together"),
+    ("heal --model {model} --layers 2 --resume --out {tmp}/missing", "--resume: {tmp}/missing holds no heal run"),
+    ("heal --model {model} --layers 2 --data {tmp}/missing.jsonl --out {tmp}/h", "missing.jsonl"),
+    ("export --model {model} --heal {tmp} --out {tmp}/b", "is not a heal folder"),
+    ("eval --model {model} --tasks boolq --data-dir {data} --heal {tmp}", "is not a heal folder"),
     # top level
     ("nosuchcommand", "No such command 'nosuchcommand'"),
 ]
@@ -118,6 +129,7 @@ def _forbid_heavy_work(monkeypatch):
     import hwnas.deploy.export
     import hwnas.model.loading
     import hwnas.model.supernet
+    import hwnas.train.heal
     import hwnas.train.instatune
 
     def heavy(*a, **k):
@@ -125,7 +137,7 @@ def _forbid_heavy_work(monkeypatch):
 
     for mod, name in ((hwnas.model.loading, "load_model"), (hwnas.model.supernet, "load_supernet"),
                       (hwnas.deploy.export, "export_bundle"), (hwnas.cli.search_cmd, "build_validation"),
-                      (hwnas.train.instatune, "train")):
+                      (hwnas.train.instatune, "train"), (hwnas.train.heal, "heal")):
         monkeypatch.setattr(mod, name, heavy)
 
 
@@ -142,7 +154,7 @@ def _listing(*folders):
 def test_the_table_is_large_enough():
     assert len(CASES) >= 40
     assert {c.split()[0] for c, _ in CASES} >= {"extract", "eval", "profile", "search", "export", "verify", "run",
-                                                 "bench", "train"}
+                                                 "bench", "train", "heal"}
 
 
 @pytest.mark.parametrize("command, needle", CASES, ids=[c for c, _ in CASES])
