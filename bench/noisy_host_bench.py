@@ -194,8 +194,8 @@ def profile_under_hog(args) -> None:
         "measurements": [{"key": m.subnet_key, "layers": len(m.mlp_widths), "ttft_ms": m.ttft_ms, "tpot_ms": m.tpot_ms,
                           "ttft_ci_ms": m.batches[0].ttft_ci_ms, "tpot_ci_ms": m.batches[0].tpot_ci_ms,
                           "stable": m.stable, "note": m.note} for m in prof.measurements + prof.holdout],
-        "note": ("Shared host: 4 other developers ran jobs on the same 2 cores during this run (see the load "
-                 "averages); our own busy loop held core %d throughout." % args.hog_core),
+        "note": ("Host possibly shared with others' jobs (see the load averages before and after); our own busy "
+                 "loop held core %d throughout." % args.hog_core),
     }
     path = ROOT / "bench" / "results" / "noisy_host_profile.json"
     path.write_text(json.dumps(res, indent=1, default=float))
@@ -264,8 +264,8 @@ def main() -> None:
     hb = host_best(host.fingerprint, ReferenceKernel(props).properties_key)
     res: dict = {"args": vars(args), "host": host.to_dict(), "target": target.to_dict(), "properties": props,
                  "subnets": meta, "full": full, "pick": pick, "sessions": {},
-                 "note": ("Shared host: 4 other developers ran jobs on the same 2 cores during this bench, so 'quiet' "
-                          "means 'without our hog', not idle; see the load averages per session.")}
+                 "note": ("'quiet' means 'without our hog', not idle: the host may be shared with others' jobs; "
+                          "see the load averages per session.")}
     raw, readings = {}, {}
     for cond in args.conditions.split(","):
         hog = None
