@@ -36,7 +36,6 @@ def run_speculative(*, target_spec: str, model: str, profile_path: str | None, s
     from hwnas.hardware.targets import load_target
     from hwnas.model.calibration import load_texts, texts_sha256
     from hwnas.model.loading import resolve_model
-    from hwnas.model.space import parse_subnet_spec
     from hwnas.search.speculative import MAX_K, candidate_drafts, front_subnets, prepare_out, run_draft_search
 
     # ---------------------------------------------------------------- cheap checks first
@@ -47,7 +46,7 @@ def run_speculative(*, target_spec: str, model: str, profile_path: str | None, s
         raise SearchError(f"--prompts {prompts} is invalid; accepted: 1 or more calibration prompts")
     if new_tokens < 2:
         raise SearchError(f"--new-tokens {new_tokens} is invalid; accepted: 2 or more tokens per prompt")
-    extra = [parse_subnet_spec(d) for d in drafts]
+    extra = [_parse_draft(d) for d in drafts]
     front = front_subnets(search_dir) if search_dir else []
     measured = []
     if profile_path:
@@ -92,6 +91,16 @@ def run_speculative(*, target_spec: str, model: str, profile_path: str | None, s
     print_ranking(doc)
     click.echo(f"wrote {out}/ (speculative.json, acceptance.jsonl, config.json); ship it with "
                f"`hwnas export --speculative --from {out} --out BUNDLE`")
+
+
+def _parse_draft(spec: str):
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.model.space import parse_subnet_spec
+
+    try:
+        return parse_subnet_spec(spec)
+    except InvalidSubnetError as e:
+        raise InvalidSubnetError(f"--draft {spec!r}: " + str(e).replace("--subnet ", "", 1)) from None
 
 
 def _shuffled(texts: list[str], seed: int) -> list[str]:

@@ -215,7 +215,7 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
             sp = measure_speculative(b, props, tokens=max(32, target.workload.new_tokens),
                                      repeats=max(3, target.measure.repeats))
             spec_rows.append(BenchRow(name=f"{Path(b).name} (draft {sp['draft']}, k={sp['num_assistant_tokens']})",
-                                      kind=SPECULATIVE, tpot_ms=sp["tpot_ms"], weight_bytes=folder_bytes(Path(b) / "draft")
+                                      kind=SPECULATIVE, tpot_ms=sp["tpot_ms"], weight_bytes=(Path(b) / "draft" / "openvino_model.bin").stat().st_size
                                       + (Path(b) / "openvino_model.bin").stat().st_size, total_bytes=folder_bytes(b),
                                       accuracy=man.accuracy, extra={**sp, "subnet": None,
                                                                     "quantization": man.quantization.get("name")}))
