@@ -97,3 +97,34 @@ def test_draft_search_on_a_tiny_model(tiny_model_dir, tmp_path):
     one_line_error(r, "--resume", "different agreement")
     r = CliRunner().invoke(main, args)
     one_line_error(r, "is not empty; pass --resume")
+
+
+def test_export_speculative_takes_the_chosen_draft_and_k(tiny_model_dir, tmp_path):
+    from hwnas.model.loading import resolve_model
+
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    d = tmp_path / "d"
+    d.mkdir()
+    chosen = {"layers": [0, 2], "mlp_widths": [128, 128]}
+    rows = [{"key": "l2-x", "subnet": chosen, "best_k": 5, "best_tokens_per_s": 12.0, "best_speedup_vs_full": 1.2},
+            {"key": "l1-y", "subnet": {"layers": [0], "mlp_widths": [128]}, "best_k": 2, "best_tokens_per_s": 9.0,
+             "best_speedup_vs_full": 0.9}]
+    doc = {"kind": "speculative-draft-search", "identity": {"model_sha256": resolve_model(str(tiny_model_dir)).sha256()},
+           "full_model": {"tokens_per_s": 10.0}, "chosen": {"key": "l2-x"}, "candidates": rows}
+    (d / "speculative.json").write_text(json.dumps(doc))
+    out = tmp_path / "spec"
+    r = CliRunner().invoke(main, ["export", "--speculative", "--from", str(d), "--model", str(tiny_model_dir), "--target",
+                                  str(target), "--out", str(out), "--no-accuracy", "--no-measure", "--no-generation-check", "-q"])
+    assert r.exit_code == 0, r.output
+    spec = json.loads((out / "hwnas_speculative.json").read_text())
+    assert spec["num_assistant_tokens"] == 5 and spec["draft"]["layers"] == [0, 2]
+    assert spec["draft_rule"].startswith(f"draft search {d}: best predicted speed (k=5")
+    assert "with 5 draft tokens per step" in r.output
+    # another model than the one the draft search measured: refused before anything is built
+    doc["identity"]["model_sha256"] = "0" * 64
+    (d / "speculative.json").write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["export", "--speculative", "--from", str(d), "--model", str(tiny_model_dir),
+                                  "--out", str(tmp_path / "o2")])
+    one_line_error(r, "chose a draft for another model")
+    assert not (tmp_path / "o2").exists()
