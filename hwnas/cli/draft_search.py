@@ -5,7 +5,6 @@ call `hwnas.search.speculative.run_draft_search`, print the ranking.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
