@@ -35,7 +35,8 @@ def register(main: click.Group) -> None:
 @model_option
 @subnet_options
 @click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
-              help="A `hwnas search` output folder to pick the subnet from (with --pick).")
+              help="A `hwnas search` output folder to pick the subnet from (with --pick); with --speculative, "
+                   "also a `hwnas search --objective speculative` folder (its chosen draft and k; --pick optional).")
 @click.option("--pick", default=None,
               help="With --from: an index into pareto.json (0 = first), a subnet key, or 'fastest-within POINTS' "
                    "(lowest TPOT whose paired accuracy drop from the full model on the report (select) split is at "
@@ -44,7 +45,9 @@ def register(main: click.Group) -> None:
               help="Write a lossless speculative bundle: the whole model plus a subnet as its draft (--draft SPEC, "
                    "or --from/--pick, or by default the most important half of the layers at full width).")
 @click.option("--draft", "draft_spec", default=None, help="With --speculative: the draft subnet (JSON or file, as --subnet).")
-@click.option("--draft-tokens", type=int, default=3, show_default=True, help="With --speculative: draft tokens per step.")
+@click.option("--draft-tokens", type=int, default=None,
+              help="With --speculative: draft tokens per step [default: the k chosen by the draft search given "
+                   "with --from, else 3].")
 @click.option("--quant", type=Choice(QUANT_CHOICES), default="int8", show_default=True, help=QUANT_HELP)
 @click.option("--group-size", type=int, default=None,
               help="Input columns per scale; -1 = per channel. Default: per channel for int8, the largest of 128/64/32 dividing every layer width for int4.")
@@ -104,11 +107,32 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
     if sum(map(bool, (subnet_spec, search_dir, layers is not None or mlp_width is not None))) > 1:
         raise InvalidSubnetError("give one of --subnet, --layers/--mlp-width or --from/--pick")
     check_subnet_early(model, subnet_spec, layers, mlp_width)
-    if bool(search_dir) != bool(pick):
+    from hwnas.search.speculative import is_draft_search, read_draft_search
+
+    draft_search = bool(search_dir) and is_draft_search(search_dir)
+    if draft_search and not speculative:
+        raise InvalidSubnetError(f"--from {search_dir} is a draft search (hwnas search --objective speculative); "
+                                 "use it with --speculative")
+    if bool(search_dir) != bool(pick) and not draft_search:
         raise InvalidSubnetError("--from SEARCH_DIR and --pick go together")
     subnet, search = None, None
     if subnet_spec:
         subnet = parse_subnet_spec(subnet_spec)
+    elif draft_search and not draft_spec:
+        dp = read_draft_search(search_dir, pick)
+        from hwnas.model.loading import resolve_model
+
+        if dp.model_sha256 and dp.model_sha256 != resolve_model(model).sha256():
+            raise InvalidSubnetError(f"--from {search_dir} chose a draft for another model (sha256 "
+                                     f"{dp.model_sha256[:12]}...) than --model {model}")
+        subnet = dp.subnet
+        search = {"dir": str(search_dir), "pick": dp.rule + f" (k={dp.k}, predicted {dp.record['best_tokens_per_s']:.1f} "
+                                                            f"tokens/s, {dp.record['best_speedup_vs_full']:.2f}x the full model)"}
+        if draft_tokens is None:
+            draft_tokens = dp.k
+        if not dp.pays:
+            click.echo(f"warning: the draft search in {search_dir} predicts no speed-up from draft {dp.subnet.key} "
+                       f"({dp.record['best_speedup_vs_full']:.2f}x the full model); exporting it anyway", err=True)
     elif search_dir:
         p = pick_from_search(search_dir, pick)
         subnet = p.subnet
@@ -120,10 +144,12 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
 
             pts = float(pick.strip()[len("fastest-within"):].strip().lstrip("=").strip())
             search["claim_on_select_split"] = pick_claim(p.record, pts)
-    if (draft_spec or draft_tokens != 3) and not speculative:
+    if (draft_spec or draft_tokens is not None) and not speculative:
         raise InvalidSubnetError("--draft and --draft-tokens go with --speculative")
     if speculative and (subnet_spec or layers is not None or mlp_width is not None or (draft_spec and search_dir)):
         raise InvalidSubnetError("with --speculative the bundle is the whole model; choose the draft with --draft or --from/--pick")
+    if speculative and draft_tokens is None:
+        draft_tokens = 3
     if speculative and not 1 <= draft_tokens <= 16:
         from hwnas.errors import ExportError
 
@@ -246,7 +272,11 @@ def verify(bundle, measure, tolerance, no_generate, as_json, model):
 @seed_option
 @quiet_option
 def bench(bundles, against, target, no_torch, json_out, seed, quiet):
-    """TTFT/TPOT/throughput of bundles vs the full model (optimum-intel NNCF int8 and PyTorch fp32), same run."""
+    """TTFT/TPOT/throughput of bundles vs the full model (optimum-intel NNCF int8 and PyTorch fp32), same run.
+
+    A speculative bundle gives two rows: its full model without the draft (timed with the others) and
+    the speculative pair through openvino-genai, whose speed-up is against that same bundle without its
+    draft in the same harness."""
     from hwnas.deploy.benchmark import bench_bundles, format_table, ratios
     from hwnas.io import write_json_atomic
 
@@ -257,6 +287,11 @@ def bench(bundles, against, target, no_torch, json_out, seed, quiet):
     click.echo(format_table(table))
     click.echo("speed-up = TPOT of the NNCF int8 full model / TPOT, measured interleaved [95% interval over paired rounds; "
                "! = a figure stayed uncertain]; smaller = its weight bytes / weight bytes")
+    for d in table:
+        if d["kind"] == "speculative":
+            click.echo(f"{d['name']}: speculative decoding (openvino-genai) at {d['decode_tok_s']:.1f} tokens/s, "
+                       f"{d['decode_speedup']:.2f}x the same bundle without its draft; greedy tokens identical in "
+                       f"{d['identical_greedy_tokens']} rounds")
     if json_out:
         write_json_atomic(json_out, {"rows": table})
 

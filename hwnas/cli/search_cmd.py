@@ -30,6 +30,11 @@ def register(main: click.Group) -> None:
 
 
 @click.command()
+@click.pass_context
+@click.option("--objective", type=Choice(("pareto", "speculative")), default="pareto", show_default=True,
+              help="pareto: the accuracy-vs-speed front of subnets (LINAS). speculative: the best draft subnet and "
+                   "number of draft tokens k for a lossless speculative bundle (predicted decode tokens/s from "
+                   "measured acceptance, draft TPOT and the full model's cost of verifying k tokens).")
 @click.option("--target", "-t", "target_spec", default="xeon", show_default=True,
               help="Target name (xeon, core, edge: profiles/NAME.toml) or a path to your own .toml file.")
 @model_option
@@ -57,19 +62,34 @@ def register(main: click.Group) -> None:
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Score each subnet after training-free recovery (down_proj refit to the full model), as it ships.")
 @click.option("--profile", "profile_path", type=click.Path(), default=None,
-              help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here.")
+              help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here "
+                   "(--objective speculative: its measured subnets are also tried as drafts).")
 @click.option("--space", "space_file", type=click.Path(), default=None,
               help="TOML/JSON overrides of the model's default search space.")
 @click.option("--out", "out", type=click.Path(), default=None, help="Output folder [default: search-TARGET].")
 @click.option("--resume", is_flag=True, help="Continue the search in --out without redoing validated subnets.")
+@click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
+              help="--objective speculative: also try the drafts on this `hwnas search` folder's Pareto front.")
+@click.option("--draft", "drafts", multiple=True,
+              help="--objective speculative: also try this draft subnet (JSON or file, as --subnet; repeatable).")
+@click.option("--max-draft-tokens", type=int, default=8, show_default=True,
+              help="--objective speculative: try k = 1 to this many draft tokens per step (at most 16).")
+@click.option("--prompts", type=int, default=8, show_default=True,
+              help="--objective speculative: calibration prompts the full model continues for the acceptance rate.")
+@click.option("--new-tokens", type=int, default=64, show_default=True,
+              help="--objective speculative: greedy tokens per prompt on which drafts are scored.")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="--objective speculative: calibration text for the prompts (default: calibration/).")
 @seed_option
 @data_dir_option
 @click.option("--quiet", "-q", "--no-progress", "no_progress", is_flag=True,
               help="No live display (--no-progress is the old spelling).")
-def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: int, population: int, strategy: str,
+def search(ctx: click.Context, objective: str, target_spec: str, model: str, tasks: str, metric: str, evaluations: int, population: int, strategy: str,
            objectives: str, max_tpot_ms: float | None, min_accuracy: float | None, limit: int, report_limit: int | None,
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
-           data_dir: str | None, no_progress: bool, recovery: bool = True) -> None:
+           data_dir: str | None, no_progress: bool, recovery: bool = True, search_dir: str | None = None,
+           drafts: tuple[str, ...] = (), max_draft_tokens: int = 8, prompts: int = 8, new_tokens: int = 64,
+           calibration: str | None = None) -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -78,7 +98,25 @@ def search(target_spec: str, model: str, tasks: str, metric: str, evaluations: i
     --evaluations are spent. Only validated subnets are reported as Pareto-optimal.
 
     Writes OUT/candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json.
+
+    With --objective speculative it ranks draft subnets for a speculative bundle instead (the
+    default-draft rule, cuts of the ranked layers, --draft, --from's front, --profile's subnets) and
+    writes OUT/speculative.json [default OUT: search-speculative-TARGET]; `hwnas export --speculative
+    --from OUT` ships the chosen draft and k.
     """
+    from hwnas.cli.draft_search import PARETO_ONLY, SPECULATIVE_ONLY, given, run_speculative
+    from hwnas.errors import SearchError
+
+    wrong = given(ctx, PARETO_ONLY if objective == "speculative" else SPECULATIVE_ONLY)
+    if wrong:
+        raise SearchError(f"{wrong[0]} does not apply to --objective {objective}; "
+                          + ("it is an option of the accuracy-vs-speed search (--objective pareto)"
+                             if objective == "speculative" else "it is an option of --objective speculative"))
+    if objective == "speculative":
+        run_speculative(target_spec=target_spec, model=model, profile_path=profile_path, search_dir=search_dir,
+                        drafts=drafts, max_draft_tokens=max_draft_tokens, prompts=prompts, new_tokens=new_tokens,
+                        calibration=calibration, out=out, resume=resume, seed=seed, recovery=recovery, quiet=no_progress)
+        return
     from hwnas.errors import SearchError
     from hwnas.search.config import SearchConfig
     from hwnas.search.objectives import constraints_from_options, parse_objectives

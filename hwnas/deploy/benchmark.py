@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 NNCF_INT8 = "openvino-nncf-int8"
 TORCH_FP32 = "pytorch-fp32"
+SPECULATIVE = "speculative"
 
 
 @dataclass
 class BenchRow:
     name: str
-    kind: str                     # "bundle" | NNCF_INT8 | TORCH_FP32 | "openvino"
+    kind: str                     # "bundle" | NNCF_INT8 | TORCH_FP32 | SPECULATIVE | "openvino"
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     throughput_tok_s: float | None = None      # at the target's throughput batch size
@@ -177,6 +178,7 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
                   torch_baseline: bool = True, seed: int = 0, progress: Progress | None = None) -> list[BenchRow]:
     """Measure each bundle and the baselines of `against` (default: the first bundle's source model)."""
     from hwnas.deploy.manifest import read_manifest
+    from hwnas.deploy.speculative import draft_of, measure_speculative
     from hwnas.hardware.host import detect_host
     from hwnas.hardware.targets import Target, load_target
     from hwnas.model.loading import load_model
@@ -197,10 +199,27 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
     tick(1, total, "measuring (interleaved)")
     items = [("full model", NNCF_INT8, base_dir)] + [(Path(b).name, "bundle", b) for b in bundles]
     rows = ir_rows(items, target, host=host, seed=seed)
-    for row, man in zip(rows[1:], manifests):
+    spec_rows = []
+    for row, man, b in zip(rows[1:], manifests, bundles):
         row.accuracy = man.accuracy
         row.extra["quantization"] = man.quantization.get("name")
         row.extra["subnet"] = (man.subnet or {}).get("key")
+        if draft_of(b)[0] is not None:
+            # The timed IR above is the bundle's full model without its draft; the speculative pair is
+            # timed through openvino-genai (the runtime that runs the draft), against itself without the draft.
+            row.name = f"{row.name} (no draft)"
+            tick(1, total, f"measuring {Path(b).name} with its draft (openvino-genai)")
+            from hwnas.deploy.serving.server import RUNTIME_KEYS
+
+            props = {k: v for k, v in target.resolved_properties(host).items() if k in RUNTIME_KEYS}
+            sp = measure_speculative(b, props, tokens=max(32, target.workload.new_tokens),
+                                     repeats=max(3, target.measure.repeats))
+            spec_rows.append(BenchRow(name=f"{Path(b).name} (draft {sp['draft']}, k={sp['num_assistant_tokens']})",
+                                      kind=SPECULATIVE, tpot_ms=sp["tpot_ms"], weight_bytes=(Path(b) / "draft" / "openvino_model.bin").stat().st_size
+                                      + (Path(b) / "openvino_model.bin").stat().st_size, total_bytes=folder_bytes(b),
+                                      accuracy=man.accuracy, extra={**sp, "subnet": None,
+                                                                    "quantization": man.quantization.get("name")}))
+    rows += spec_rows
     if torch_baseline:
         tick(total - 1, total, f"measuring {TORCH_FP32}")
         rows.append(measure_torch(loaded.model, target, seed=seed))
@@ -218,6 +237,15 @@ def ratios(rows: Sequence[BenchRow], baseline_kind: str = NNCF_INT8, seed: int =
     out = []
     for r in rows:
         d = r.to_dict()
+        if r.kind == SPECULATIVE:
+            # Timed in another harness than the baseline: its speed-up is against the same bundle without
+            # its draft in that harness (same rounds); the "(no draft)" row carries the ratio to the baseline.
+            d.update(decode_speedup=r.extra.get("speculative_speedup"), ttft_speedup=None, throughput_ratio=None,
+                     size_ratio=(base.weight_bytes / r.weight_bytes) if base is not None and base.weight_bytes
+                     and r.weight_bytes else None,
+                     ratio_note="speed-up vs the same bundle without its draft (openvino-genai, interleaved rounds)")
+            out.append(d)
+            continue
         if base is not None:
             d["decode_speedup"] = (base.tpot_ms / r.tpot_ms) if r.tpot_ms and base.tpot_ms else None
             d["ttft_speedup"] = (base.ttft_ms / r.ttft_ms) if r.ttft_ms and base.ttft_ms else None
@@ -244,9 +272,11 @@ def format_table(rows: Sequence[dict]) -> str:
     for d in rows:
         acc = (d.get("accuracy") or {}).get("mean")
         lines.append([
-            str(d["name"]), d["kind"], _f(d["ttft_ms"], 1), _f(d["tpot_ms"], 2), _f(d["decode_tok_s"], 1),
+            str(d["name"]), d["kind"] + (f" k={d.get('num_assistant_tokens')}" if d["kind"] == SPECULATIVE else ""),
+            _f(d["ttft_ms"], 1), _f(d["tpot_ms"], 2), _f(d["decode_tok_s"], 1),
             _f(d["throughput_tok_s"], 1), _f(d["weight_bytes"] / 1e6 if d.get("weight_bytes") else None, 1),
-            _f(d.get("decode_speedup"), 2, "x") + _ci(d.get("decode_speedup_ci95")) + ("" if d.get("stable", True) else " !"),
+            _f(d.get("decode_speedup"), 2, "x") + _ci(d.get("decode_speedup_ci95")) + ("" if d.get("stable", True) else " !")
+            + (" vs no draft" if d["kind"] == SPECULATIVE else ""),
             _f(d.get("size_ratio"), 2, "x"), _f(100 * acc if acc is not None else None, 1),
         ])
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import BundleError
+# The speed model lives in the hardware stage, so that `hwnas search --objective speculative` can use it;
+# re-exported here for bench/ and the tests.
+from hwnas.hardware.speculation import best_k, default_draft, expected_speed, tokens_per_step, verify_cost_ms  # noqa: F401
 
 SPEC_FILE = "hwnas_speculative.json"
 DRAFT_DIR = "draft"
@@ -71,52 +74,6 @@ def pipeline_kwargs(folder: str | Path, props: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- choosing the draft
-
-def default_draft(layer_order: Any, n_layers: int, full_width: int) -> Any:
-    """The documented rule when no draft is given: the most important half of the layers (the
-    supernet's layer ranking, rounded up) at full MLP width."""
-    from hwnas.model.space import SubnetConfig
-
-    keep = max(1, (n_layers + 1) // 2)
-    order = list(layer_order) if layer_order else list(range(n_layers))
-    layers = tuple(sorted(order[:keep]))
-    return SubnetConfig(layers, (full_width,) * len(layers))
-
-
-def tokens_per_step(agreement: list[list[bool]], k: int) -> float:
-    """Exact greedy-speculation yield: tokens produced per verification step with `k` draft tokens,
-    from per-position agreement of the draft's greedy token with the full model's (teacher-forced
-    on the full model's own greedy continuation). Each step accepts the agreeing run (at most k)
-    and adds the full model's own token."""
-    tokens = steps = 0
-    for seq in agreement:
-        pos = 0
-        while pos < len(seq):
-            run = 0
-            while run < k and pos + run < len(seq) and seq[pos + run]:
-                run += 1
-            step = min(run + 1, len(seq) - pos)
-            pos += step
-            tokens += step
-            steps += 1
-    return tokens / steps if steps else 1.0
-
-
-def expected_speed(agreement: list[list[bool]], k: int, draft_tpot_ms: float, verify_ms: float) -> dict:
-    """Predicted speculative decode speed: one step = k draft tokens (draft TPOT each) + one full-model
-    pass over k+1 tokens (`verify_ms`, measured), yielding `tokens_per_step` tokens."""
-    tps = tokens_per_step(agreement, k)
-    step_ms = k * draft_tpot_ms + verify_ms
-    return {"k": k, "tokens_per_step": tps, "step_ms": step_ms, "ms_per_token": step_ms / tps,
-            "tokens_per_s": 1000.0 * tps / step_ms}
-
-
-def best_k(agreement: list[list[bool]], draft_tpot_ms: float, verify_ms_of_k: dict[int, float]) -> dict:
-    """The k (among those with a measured verify cost) with the highest expected tokens/s."""
-    return max((expected_speed(agreement, k, draft_tpot_ms, v) for k, v in verify_ms_of_k.items()),
-               key=lambda r: r["tokens_per_s"])
-
-
 def agreement(full_folder: str | Path, draft_folder: str | Path, prompts_ids: list[list[int]], n: int,
               properties: dict | None = None) -> list[list[bool]]:
     """Per position, does the draft's greedy token equal the full model's? (teacher-forced on the full
@@ -149,38 +106,6 @@ def _logits(folder: str | Path, ids: list[int], props: dict):
     res = req.infer({"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, t), dtype=np.int64),
                      "position_ids": np.arange(t, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)})
     return res[compiled.output("logits")]
-
-
-def verify_cost_ms(folder: str | Path, ks: list[int], properties: dict | None = None, context: int = 64,
-                   repeats: int = 5) -> dict[int, float]:
-    """Median wall time of one full-model pass over k+1 new tokens after a `context`-token prompt (KV cache)."""
-    import statistics
-    import time
-
-    import numpy as np
-    import openvino as ov
-
-    from hwnas.deploy.manifest import IR_XML
-
-    compiled = ov.Core().compile_model(str(Path(folder) / IR_XML), "CPU", dict(properties or {}))
-    req = compiled.create_infer_request()
-
-    def feed(ids: list[int], past: int) -> None:
-        t = len(ids)
-        req.infer({"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, past + t), dtype=np.int64),
-                   "position_ids": np.arange(past, past + t, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)})
-
-    out = {}
-    for k in ks:
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            req.reset_state()
-            feed(list(range(5, 5 + context)), 0)
-            t0 = time.perf_counter()
-            feed(list(range(7, 8 + k)), context)  # k draft tokens + 1
-            times.append(1000 * (time.perf_counter() - t0))
-        out[k] = statistics.median(times[1:])
-    return out
 
 
 # ----------------------------------------------------------------------------- building
@@ -280,3 +205,67 @@ def check_speculative(folder: str | Path, smoke: dict | None) -> tuple[list[str]
     else:
         checks.append(f"speculative decoding with {k} draft tokens reproduces the full model's greedy tokens")
     return checks, problems
+
+
+# ----------------------------------------------------------------------------- benchmarking
+BENCH_PROMPTS = ("The three primary colours are", "Once upon a time, in a small village,", "Water boils at",
+                 "The best way to learn a language is")
+
+
+def measure_speculative(folder: str | Path, properties: dict | None = None, *, tokens: int = 32, repeats: int = 3,
+                        prompts: tuple[str, ...] = BENCH_PROMPTS) -> dict:
+    """Decode speed of a speculative bundle through openvino-genai with its draft, and of the same bundle
+    without the draft, in interleaved rounds (same harness, same prompts): ms per token =
+    (wall(tokens) - wall(1 token)) / (tokens - 1), median over rounds (the first round is a warm-up).
+    Also counts the rounds whose greedy tokens were identical with and without the draft."""
+    import statistics
+    import time
+
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as og
+
+    draft, k = draft_of(folder)
+    if draft is None:
+        raise BundleError(f"{folder} is not a speculative bundle (no {SPEC_FILE})")
+    if tokens < 2 or repeats < 1:
+        raise BundleError(f"speculative timing needs tokens >= 2 and repeats >= 1, got {tokens}, {repeats}")
+    props = {kk: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for kk, v in dict(properties or {}).items()}
+    pipes = {"speculative": og.LLMPipeline(str(folder), "CPU", draft_model=og.draft_model(str(draft), "CPU", **props), **props),
+             "plain": og.LLMPipeline(str(folder), "CPU", **props)}
+    tok = og.Tokenizer(str(folder))
+    ids = [[int(i) for i in tok.encode(p, add_special_tokens=False).input_ids.data[0]] for p in prompts]
+
+    def gen(name: str, prompt: list[int], n: int) -> tuple[list[int], float]:
+        cfg = og.GenerationConfig()
+        cfg.max_new_tokens = cfg.min_new_tokens = n
+        cfg.do_sample = False
+        cfg.ignore_eos = True
+        cfg.apply_chat_template = False
+        if name == "speculative":
+            cfg.num_assistant_tokens = k
+        inp = og.TokenizedInputs(ov.Tensor(np.asarray([prompt], dtype=np.int64)),
+                                 ov.Tensor(np.ones((1, len(prompt)), dtype=np.int64)))
+        t0 = time.perf_counter()
+        res = pipes[name].generate(inp, cfg)
+        return [int(t) for t in res.tokens[0]], time.perf_counter() - t0
+
+    per: dict[str, list[float]] = {"speculative": [], "plain": []}
+    same = 0
+    for r in range(repeats + 1):
+        prompt = ids[r % len(ids)]
+        got = {}
+        for name in (("speculative", "plain") if r % 2 else ("plain", "speculative")):
+            got[name], wn = gen(name, prompt, tokens)
+            _, w1 = gen(name, prompt, 1)
+            if r:
+                per[name].append(1000 * (wn - w1) / (tokens - 1))
+        if r:
+            same += got["speculative"] == got["plain"]
+    spec_ms, plain_ms = statistics.median(per["speculative"]), statistics.median(per["plain"])
+    spec = read_spec(folder) or {}
+    return {"num_assistant_tokens": k, "draft": (spec.get("draft") or {}).get("key"), "tpot_ms": spec_ms,
+            "plain_tpot_ms": plain_ms, "speculative_speedup": plain_ms / spec_ms, "tokens": tokens, "repeats": repeats,
+            "identical_greedy_tokens": f"{same}/{repeats}", "tpot_samples_ms": per["speculative"],
+            "plain_tpot_samples_ms": per["plain"],
+            "harness": "openvino-genai LLMPipeline with and without the draft, interleaved rounds"}

@@ -118,3 +118,34 @@ def test_default_draft_rule():
     d = default_draft([5, 0, 3, 1, 2, 4], 6, 64)
     assert d.layers == (0, 3, 5) and d.mlp_widths == (64, 64, 64)
     assert default_draft(None, 5, 8).layers == (0, 1, 2)
+
+
+def test_measure_speculative_times_the_pair_and_keeps_the_tokens(spec_bundle):
+    from hwnas.deploy.speculative import measure_speculative
+
+    sp = measure_speculative(spec_bundle.path, EXACT, tokens=8, repeats=2)
+    assert sp["num_assistant_tokens"] == 3 and sp["draft"] == DRAFT.key
+    assert sp["identical_greedy_tokens"] == "2/2"  # lossless: same greedy tokens with and without the draft
+    assert len(sp["tpot_samples_ms"]) == len(sp["plain_tpot_samples_ms"]) == 2
+    assert sp["speculative_speedup"] == pytest.approx(sp["plain_tpot_ms"] / sp["tpot_ms"]) and sp["tpot_ms"] > 0
+
+
+def test_bench_reports_a_speculative_bundle_as_speculative_with_its_k(spec_bundle, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import hwnas.deploy.benchmark as bm
+    from hwnas.cli import main
+
+    # the NNCF baseline of the tiny model is not what this test is about: reuse the bundle's own full IR
+    monkeypatch.setattr(bm, "nncf_int8_ir", lambda loaded, out=None: spec_bundle.path)
+    r = CliRunner().invoke(main, ["bench", str(spec_bundle.path), "--no-torch", "--json", str(tmp_path / "b.json"), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [x["kind"] for x in rows] == ["openvino-nncf-int8", "bundle", "speculative"]
+    assert rows[1]["name"].endswith("(no draft)")
+    spec = rows[2]
+    assert spec["num_assistant_tokens"] == 3 and spec["draft"] == DRAFT.key and "k=3" in spec["name"]
+    assert spec["decode_speedup"] == pytest.approx(spec["plain_tpot_ms"] / spec["tpot_ms"])
+    assert "without its draft" in spec["ratio_note"] and spec["identical_greedy_tokens"].startswith(str(spec["repeats"]))
+    assert spec["weight_bytes"] > rows[1]["weight_bytes"]  # full model + draft
+    assert "speculative k=3" in r.output and "x the same bundle without its draft" in r.output
