@@ -218,12 +218,12 @@ def test_one_vocabulary():
 
     opts = {name: {o for p in cmd.params for o in p.opts + p.secondary_opts} for name, cmd in main.commands.items()}
     assert "-p" in opts["run"] and "-p" not in opts["search"] and "-n" not in opts["search"] | opts["profile"]
-    for name in ("eval", "search", "profile", "export", "bench", "train"):
+    for name in ("eval", "search", "profile", "export", "bench", "train", "heal"):
         assert {"-q", "--quiet"} <= opts[name], name
     assert "--limit" in opts["export"] and "--limit" in opts["eval"] and "--limit" in opts["search"]
     assert "--json" in opts["verify"] and "--out" in opts["bench"]
     # README: which commands take --seed
-    assert {n for n, o in opts.items() if "--seed" in o} == {"eval", "profile", "search", "train", "export", "bench"}
+    assert {n for n, o in opts.items() if "--seed" in o} == {"eval", "profile", "search", "train", "heal", "export", "bench"}
 
 
 def test_repeated_warnings_show_once():
