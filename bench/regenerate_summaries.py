@@ -36,7 +36,7 @@ def regenerate(folder: Path) -> None:
             full["report"] = reports[full["key"]]
     space = SearchSpace.from_dict(doc["space"])
     small = next((r for r in records if r["key"] == space.smallest().key), None)
-    hv = HypervolumeReference.from_extremes(config.objectives, [full, small]) if full and small else None  # as the loop
+    hv = HypervolumeReference.from_extremes(config.ranked, [full, small]) if full and small else None  # as the loop
     write_report(SearchResult(config, records, front, history, full, hv, folder), folder)
     print(f"rewrote {folder}/summary.md and pareto.png")
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping, NamedTuple, Protocol
 
 from hwnas.errors import SearchError
 from hwnas.model.space import SubnetConfig
-from hwnas.search.objectives import DEFAULT_OBJECTIVES, Constraint, parse_objectives
+from hwnas.search.objectives import DEFAULT_OBJECTIVES, Constraint, check_metric, parse_objectives, ranked_objectives
 
 STRATEGIES = ("linas", "nsga2", "random")
 # ---------------------------------------------------------------------------- configuration
@@ -24,9 +24,11 @@ class SearchConfig:
     surrogate_population: int = 48
     cv_folds: int = 5
     predictors: tuple[str, ...] = ("ridge", "svr", "gbr")
+    metric: str = "acc_norm"  # what ranks the accuracy objective (objectives.SEARCH_METRICS)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))
+        check_metric(self.metric)
         object.__setattr__(self, "constraints", tuple(self.constraints))
         if self.strategy not in STRATEGIES:
             raise SearchError(f"unknown strategy {self.strategy!r}; accepted: {', '.join(STRATEGIES)}")
@@ -41,10 +43,17 @@ class SearchConfig:
             raise SearchError("surrogate NSGA-II needs >= 1 generation and a population >= 4")
 
     @property
+    def ranked(self) -> tuple[str, ...]:
+        """The record fields the optimiser ranks by, one per objective: the objectives, except that a
+        fidelity --metric ranks ``accuracy`` by the record's ``signal``. Fronts, hypervolume and
+        predictors use these; displays, constraints and the pick rule keep ``accuracy``."""
+        return ranked_objectives(self.objectives, self.metric)
+
+    @property
     def metrics(self) -> tuple[str, ...]:
-        """Everything the loop models: objectives, then constraint metrics that are not objectives."""
-        extra = [c.metric for c in self.constraints if c.metric not in self.objectives]
-        return self.objectives + tuple(dict.fromkeys(extra))
+        """Everything the loop models: ranked objectives, then constraint metrics that are not among them."""
+        extra = [c.metric for c in self.constraints if c.metric not in self.ranked]
+        return self.ranked + tuple(dict.fromkeys(extra))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +67,7 @@ class SearchConfig:
             "surrogate_population": self.surrogate_population,
             "cv_folds": self.cv_folds,
             "predictors": list(self.predictors),
+            "metric": self.metric,
         }
 
     @classmethod

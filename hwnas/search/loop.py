@@ -19,6 +19,8 @@ Every strategy starts from the same initial population, which always holds the l
 
 `validate(cfg) -> dict` is any callable returning measured objectives (``accuracy``, ``tpot_ms``,
 ...), so the loop runs on a synthetic objective in tests and on the real evaluator in the CLI.
+Under a fidelity ``metric`` (SearchConfig.ranked) the accuracy objective is ranked by the record's
+``signal`` (-ln(1 + KL) to the full model) instead of its ``accuracy``; the pick rule is unchanged.
 Randomness derives from (seed, iteration), so `--resume` replays finished iterations from
 ``candidates.jsonl`` without re-validating anything and ends exactly where a straight run ends.
 """
@@ -163,7 +165,7 @@ class _Loop:
     def state(self, phase: str, last: dict[str, Any] | None) -> SearchState:
         """A snapshot for live displays: front and hypervolume of what has been reached so far."""
         recs = list(self.seen.values())
-        front = pareto_front(recs, self.config.objectives, self.config.constraints)
+        front = pareto_front(recs, self.config.ranked, self.config.constraints)
         hv = self.hv_ref.hypervolume(recs, self.config.constraints) if self.hv_ref else None
         return SearchState(self.iteration, len(self.seen), self.budget, front, hv, last,
                            time.monotonic() - self.t_start, phase)
@@ -272,13 +274,13 @@ class _Loop:
         if self.hv_ref is None and self.full_key in self.seen:
             ext = [self.seen[self.full_key]] + [r for r in self.seen.values() if r["key"] == self.space.smallest().key]
             if len(ext) == 2:
-                self.hv_ref = HypervolumeReference.from_extremes(self.config.objectives, ext)
+                self.hv_ref = HypervolumeReference.from_extremes(self.config.ranked, ext)
 
     def _log_iteration(self, added: int, done_iters: set[int], t0: float, t_propose: float, t_validate: float) -> None:
         """Append the iteration's line to history (and history.jsonl unless a resumed run wrote it already)."""
         config, hv_ref = self.config, self.hv_ref
         recs = list(self.seen.values())
-        front = pareto_front(recs, config.objectives, config.constraints)
+        front = pareto_front(recs, config.ranked, config.constraints)
         line = {
             "iteration": self.iteration,
             "strategy": config.strategy,
@@ -312,7 +314,7 @@ def _finish(
     if hv_ref is None and full is not None:
         small = known.get(space.smallest().key)
         if small is not None:
-            hv_ref = HypervolumeReference.from_extremes(config.objectives, [full, small])
+            hv_ref = HypervolumeReference.from_extremes(config.ranked, [full, small])
     front = _front_fastest_first(records, config)
     if remeasure is not None and front and full is not None:
         full = _remeasure_front(front, full, full_key, known, store, remeasure, progress)
@@ -336,7 +338,7 @@ def _finish(
 
 def _front_fastest_first(records: list[dict[str, Any]], config: SearchConfig) -> list[dict[str, Any]]:
     """The Pareto front of validated subnets, fastest first, each flagged ``pareto``."""
-    front = pareto_front(records, config.objectives, config.constraints)
+    front = pareto_front(records, config.ranked, config.constraints)
     speed = next((o for o in config.objectives if o != "accuracy"), "tpot_ms")
     front.sort(key=lambda r: OBJECTIVES[speed].sign * float(r[speed]))
     for r in front:

@@ -31,11 +31,44 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("throughput_tok_s", True, "throughput (tokens/s)"),
         Objective("n_params", False, "parameters"),
         Objective("weight_bytes", False, "weight bytes"),
+        # Not named by users: what the accuracy objective is ranked by under a fidelity metric (below).
+        Objective("signal", True, "fidelity signal, -ln(1 + KL) (higher is better)"),
     )
 }
+SIGNAL = "signal"
+SEARCH_OBJECTIVES = tuple(o for o in OBJECTIVES if o != SIGNAL)  # what --objectives accepts
 ALIASES = {"acc": "accuracy", "tpot": "tpot_ms", "ttft": "ttft_ms", "throughput": "throughput_tok_s",
            "params": "n_params", "size": "weight_bytes"}
 DEFAULT_OBJECTIVES = ("accuracy", "tpot_ms")
+
+# What ranks the accuracy objective (`hwnas search --metric`). Accuracy metrics rank it by the record's
+# ``accuracy`` (mean 0/1 accuracy over the tasks); fidelity metrics by its ``signal``, -ln(1 + KL) to the
+# full model (continuous in the damage a subnet does; higher is better), while ``accuracy`` stays the
+# task accuracy for display, constraints and the pick rule.
+ACCURACY_METRICS = ("acc_norm", "acc")
+FIDELITY_METRICS = ("choice_kl", "token_kl")
+SEARCH_METRICS = ACCURACY_METRICS + FIDELITY_METRICS
+
+
+def check_metric(metric: str) -> str:
+    if metric not in SEARCH_METRICS:
+        raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(SEARCH_METRICS)}")
+    return metric
+
+
+def ranked_objectives(objectives: Sequence[str], metric: str) -> tuple[str, ...]:
+    """The record fields the optimiser reads: `objectives`, with ``accuracy`` read from ``signal``
+    when a fidelity metric ranks it."""
+    check_metric(metric)
+    if metric not in FIDELITY_METRICS:
+        return tuple(objectives)
+    return tuple(SIGNAL if o == "accuracy" else o for o in objectives)
+
+
+def fidelity_signal(kl: float) -> float:
+    """-ln(1 + KL): 0 for the full model, lower the more a subnet diverges; the log tames the heavy
+    tail of badly damaged subnets so the predictors and the hypervolume see the range that matters."""
+    return 0.0 - math.log1p(max(float(kl), 0.0))  # 0.0 - : no -0.0 in the files
 
 
 def parse_objectives(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -44,8 +77,8 @@ def parse_objectives(spec: str | Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for s in items:
         name = ALIASES.get(s, s)
-        if name not in OBJECTIVES:
-            raise SearchError(f"unknown objective {s!r}; accepted: {', '.join(OBJECTIVES)}")
+        if name not in SEARCH_OBJECTIVES:
+            raise SearchError(f"unknown objective {s!r}; accepted: {', '.join(SEARCH_OBJECTIVES)}")
         if name in out:
             raise SearchError(f"objective {name!r} is given twice")
         out.append(name)

@@ -13,10 +13,31 @@ log = logging.getLogger(__name__)
 
 
 def _axes(objectives: Sequence[str]) -> tuple[str, str]:
-    """(x, y): y is accuracy when searched, x the first other objective."""
-    y = "accuracy" if "accuracy" in objectives else objectives[0]
+    """(x, y): y is accuracy (or the signal that ranked it) when searched, x the first other objective."""
+    y = next((o for o in ("accuracy", "signal") if o in objectives), objectives[0])
     x = next(o for o in objectives if o != y)
     return x, y
+
+
+def fidelity_kl(record: Mapping[str, Any], metric: str) -> float | None:
+    """The KL to the full model behind a record's fidelity signal (None under an accuracy metric)."""
+    if metric == "choice_kl":
+        return record.get("choice_kl")
+    if metric == "token_kl":
+        return (record.get("token_fidelity") or {}).get("kl")
+    return None
+
+
+def ranked_by(config: Any) -> str:
+    """One phrase saying what ranked the search's accuracy objective."""
+    from hwnas.search.objectives import FIDELITY_METRICS
+
+    m = config.metric
+    if m in FIDELITY_METRICS:
+        what = ("KL of the answer-choice distributions to the full model's on the search-split items"
+                if m == "choice_kl" else "next-token KL to the full model on WikiText-2 search-split text")
+        return f"{m} ({what}; the optimiser maximises -ln(1 + KL))"
+    return f"{m} (mean over the tasks on the search split)"
 
 
 def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
@@ -28,7 +49,7 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
 
     from hwnas.search.objectives import OBJECTIVES
 
-    x, y = _axes(result.config.objectives)
+    x, y = _axes(result.config.ranked)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     _plot_vs_full(ax2, result)
     recs = result.records
@@ -42,13 +63,15 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
     if result.full_model:
         f = result.full_model
         ax.scatter([f[x]], [f[y]], marker="*", s=220, c="#d62728", edgecolors="k", label="full model", zorder=5)
-    pick = result.pick_fastest_within(1.0) if y == "accuracy" else None
+    pick = result.pick_fastest_within(1.0) if y in ("accuracy", "signal") else None
     if pick and result.full_model and pick["key"] != result.full_model["key"]:
         ax.annotate("fastest within 1 pt", (pick[x], pick[y]), xytext=(10, -18), textcoords="offset points",
                     arrowprops={"arrowstyle": "->", "lw": 0.8}, fontsize=8)
     ax.set_xlabel(OBJECTIVES[x].label)
-    ax.set_ylabel(OBJECTIVES[y].label + (" (search split)" if y == "accuracy" else ""))
-    ax.set_title(f"hwnas search ({result.config.strategy}): {len(recs)} subnets validated")
+    ylabel = f"{result.config.metric}: -ln(1 + KL), higher is better" if y == "signal" else OBJECTIVES[y].label
+    ax.set_ylabel(ylabel + (" (search split)" if y in ("accuracy", "signal") else ""))
+    ax.set_title(f"hwnas search ({result.config.strategy}, ranked by {result.config.metric}): "
+                 f"{len(recs)} subnets validated", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -127,6 +150,7 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
     lines = ["# hwnas search", ""]
     lines.append(f"- strategy: **{cfg.strategy}**, objectives: {', '.join(cfg.objectives)}"
                  + (f", constraints: {', '.join(c.describe() for c in cfg.constraints)}" if cfg.constraints else ""))
+    lines.append(f"- accuracy objective ranked by: {ranked_by(cfg)}")
     lines.append(f"- validated subnets: {len(result.records)} (budget {cfg.evaluations}, population {cfg.population}, seed {cfg.seed})")
     for k in ("model", "target", "host", "tasks", "limit", "latency_source"):
         if info.get(k) is not None:
@@ -155,7 +179,10 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
               + (f"; the report split (select part, {n_report} items the search never saw) in brackets" if has_report else "")
               + ". Δ: the subnet minus the full model **on the same items** (paired), in points ± standard error.", ""]
     remeasured = any(r.get("remeasured") for r in result.pareto)
-    head = (["subnet", "layers", "MLP widths"] + cols + (["TPOT final"] if remeasured else [])
+    kl_col = cfg.metric if any(fidelity_kl(r, cfg.metric) is not None for r in result.records) else None
+    if kl_col:
+        lines[-2] += f" {kl_col}: the KL to the full model that ranked the search (lower is better)."
+    head = (["subnet", "layers", "MLP widths"] + cols + ([kl_col] if kl_col else []) + (["TPOT final"] if remeasured else [])
             + ["Δ search (pts)", "Δ report (pts)", "TPOT speed-up"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
@@ -169,6 +196,9 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             if c == "accuracy" and r.get("report"):
                 s += f" [{_fmt(r['report'].get('accuracy'), c)}]"
             cells.append(s)
+        if kl_col:
+            kl = fidelity_kl(r, cfg.metric)
+            cells.append("-" if kl is None else f"{kl:.4f}")
         if remeasured:
             cells.append(f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-")
         vs = r.get("vs_full") or {}

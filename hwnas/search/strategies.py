@@ -177,7 +177,7 @@ class LinasStrategy(Strategy):
 
     def surrogate_problem(self, fits):
         SpaceRepair, dedup, EncodedProblem = _pymoo_parts(self.space)
-        space, objectives, cons = self.space, self.config.objectives, self.config.constraints
+        space, objectives, cons = self.space, self.config.ranked, self.config.constraints
 
         class SurrogateProblem(EncodedProblem):
             def _evaluate(self, X, out, *args, **kwargs):
@@ -196,7 +196,7 @@ class LinasStrategy(Strategy):
         from pymoo.core.population import Population
         from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 
-        objs, cons = self.config.objectives, self.config.constraints
+        objs, cons = self.config.ranked, self.config.constraints
         F = np.column_stack([OBJECTIVES[o].sign * preds[o] for o in objs])
         ok = np.ones(len(items), dtype=bool)
         for c in cons:
@@ -227,7 +227,7 @@ class LinasStrategy(Strategy):
         problem, SpaceRepair, dedup = self.surrogate_problem(fits)
         seen = {r["key"] for r in validated}
         # Start from the real front (validated, non-dominated) plus random samples.
-        front = pareto_front(validated, self.config.objectives, self.config.constraints)
+        front = pareto_front(validated, self.config.ranked, self.config.constraints)
         start = {r["key"]: self.space.encode(SubnetConfig.from_dict(r["subnet"])) for r in front}
         S = self.config.surrogate_population
         tries = 0
@@ -276,7 +276,7 @@ class Nsga2Strategy(Strategy):
         SpaceRepair, dedup, EncodedProblem = _pymoo_parts(self.space)
         crossover, mutation = _integer_operators()
         X0 = np.array([self.space.encode(c) for c in init])
-        self.problem = EncodedProblem(len(self.config.objectives), len(self.config.constraints))
+        self.problem = EncodedProblem(len(self.config.ranked), len(self.config.constraints))
         self.algorithm = NSGA2(pop_size=self.config.population, sampling=X0, crossover=crossover,
                                mutation=mutation, repair=SpaceRepair(), eliminate_duplicates=dedup)
         self.algorithm.setup(self.problem, termination=("n_gen", 10**9), seed=self.config.seed, verbose=False)
@@ -299,7 +299,7 @@ class Nsga2Strategy(Strategy):
             raise SearchError(f"nsga2: told {len(recs)} records for {len(self.pending)} proposals")
         for ind, r in zip(self.pending, recs):
             ind.X = self.space.encode(SubnetConfig.from_dict(r["subnet"]))
-        out = {"F": objective_matrix(recs, self.config.objectives)}
+        out = {"F": objective_matrix(recs, self.config.ranked)}
         if self.config.constraints:
             out["G"] = np.array([[c.violation(float(r[c.metric])) for c in self.config.constraints] for r in recs])
         Evaluator().eval(StaticProblem(self.problem, **out), self.pending)

@@ -9,7 +9,13 @@
   a stateful OpenVINO IR (cached by model and subnet key) and timed on this CPU
   (``latency_source: "measured"``), or, when a profile from another machine is given, predicted
   by that profile's latency model (``latency_source: "predicted"``);
-- parameter count and weight bytes (size of the exported IR's weights; f32 bytes when predicted).
+- parameter count and weight bytes (size of the exported IR's weights; f32 bytes when predicted);
+- ``signal``, what the search ranks the accuracy objective by (``metric``): the accuracy itself for
+  ``acc_norm`` / ``acc``; -ln(1 + KL) to the full model for ``choice_kl`` (the mean KL of the
+  answer-choice distributions on the same search-split items, free with the accuracy) and
+  ``token_kl`` (next-token KL on WikiText-2 search-split windows, a `TokenFidelity` given to the
+  validator; the full model's reference pass is made once and kept). ``accuracy`` is then still
+  ``acc_norm``, for display and the pick rule.
 """
 from __future__ import annotations
 
@@ -20,10 +26,11 @@ from typing import Any, Callable
 
 from hwnas.errors import SearchError
 from hwnas.model.space import SubnetConfig
+from hwnas.search.objectives import ACCURACY_METRICS, SEARCH_METRICS, fidelity_signal
 
 log = logging.getLogger(__name__)
 
-ACCURACY_METRICS = ("acc_norm", "acc")
+__all__ = ["ACCURACY_METRICS", "SEARCH_METRICS", "SubnetValidator"]
 
 
 class SubnetValidator:
@@ -43,17 +50,22 @@ class SubnetValidator:
         cache_dir: str | Path | None = None,
         status: Callable[[str], None] | None = None,
         reference_key: str | None = None,
+        fidelity: Any = None,
     ):
-        if metric not in ACCURACY_METRICS:
-            raise SearchError(f"unknown accuracy metric {metric!r}; accepted: {', '.join(ACCURACY_METRICS)}")
+        if metric not in SEARCH_METRICS:
+            raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(SEARCH_METRICS)}")
         if latency_model is None and target is None:
             raise SearchError("validation needs a target to measure on, or a profile's latency model")
+        if metric == "token_kl" and fidelity is None:
+            raise SearchError("--metric token_kl needs the text to compare on (a TokenFidelity)")
         self.supernet = supernet
         self.suite = suite
         self.target = target
         self.model_id = model_id
         self.reference_key = reference_key or model_id  # the full model's per-item cache (same as eval/export)
-        self.metric = metric
+        self.signal_metric = metric                                            # ranks the search
+        self.metric = metric if metric in ACCURACY_METRICS else "acc_norm"  # accuracy shown and paired
+        self.fidelity = fidelity
         self.latency_model = latency_model
         self.host = host
         self.seed = seed
@@ -91,6 +103,23 @@ class SubnetValidator:
             "split": suite.split,
             "eval_s": round(time.perf_counter() - t0, 3),
         }
+
+    # ------------------------------------------------------------------ the search signal
+    def signal(self, cfg: SubnetConfig | None, acc: dict[str, Any]) -> dict[str, Any]:
+        """What ranks `cfg`'s accuracy objective (higher is better), given its `accuracy(cfg)` record."""
+        out: dict[str, Any] = {"signal_metric": self.signal_metric}
+        if self.signal_metric in ACCURACY_METRICS:
+            out["signal"] = acc["accuracy"]
+        elif self.signal_metric == "choice_kl":
+            if acc.get("choice_kl") is None:
+                raise SearchError("--metric choice_kl needs multiple-choice tasks; the search tasks have no answer choices")
+            out["signal"] = round(fidelity_signal(acc["choice_kl"]), 6)
+        else:  # token_kl
+            self.status(f"token KL {cfg.describe() if cfg is not None else 'full model'}")
+            tok = self.fidelity.measure(self.supernet, cfg)  # the first call also makes the reference pass
+            out["token_fidelity"] = tok
+            out["signal"] = round(fidelity_signal(tok["kl"]), 6)
+        return out
 
     # ------------------------------------------------------------------ latency
     def latency(self, cfg: SubnetConfig) -> dict[str, Any]:
@@ -170,6 +199,7 @@ class SubnetValidator:
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
         self.status(f"accuracy {cfg.describe()}")
         out = self.accuracy(cfg)
+        out.update(self.signal(cfg, out))
         out.update(self.latency(cfg))
         return out
 
