@@ -38,7 +38,7 @@ quiet_option = click.option("--quiet", "-q", "--no-progress", "quiet", is_flag=T
 QUANT_CHOICES = ("int8", "int4", "gptq-int4", "awq-int4", "none")
 HEAD_CHOICES = ("int8", "f16", "f32")
 STRATEGY_CHOICES = ("linas", "nsga2", "random")
-METRIC_CHOICES = ("acc_norm", "acc")
+METRIC_CHOICES = ("acc_norm", "acc", "choice_kl", "token_kl")
 OBJECTIVE_CHOICES = ("accuracy", "tpot_ms", "ttft_ms", "throughput_tok_s", "n_params", "weight_bytes")
 
 

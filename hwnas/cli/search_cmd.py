@@ -22,6 +22,7 @@ DEFAULT_TASKS = "arc_easy,arc_challenge,mmlu,piqa"
 DEFAULT_EVALUATIONS = 24
 DEFAULT_POPULATION = 8
 DEFAULT_LIMIT = 50
+FIDELITY_WINDOWS, FIDELITY_WINDOW = 8, 256  # --metric token_kl: 8 x 255 next-token positions of WikiText-2
 DEFAULT_REPORT_LIMIT = 600  # select-split items per task: >= 2,000 paired items over the 4 default tasks
 
 
@@ -41,7 +42,10 @@ def register(main: click.Group) -> None:
 @click.option("--tasks", default=DEFAULT_TASKS, show_default=True,
               help="Comma-separated tasks whose search split is the accuracy objective.")
 @click.option("--metric", type=Choice(METRIC_CHOICES), default="acc_norm", show_default=True,
-              help="Per-task accuracy: acc_norm (length-normalised) or acc.")
+              help="What ranks the accuracy objective: acc_norm (length-normalised accuracy) or acc on the search "
+                   "split; or a fidelity signal to the full model, shown next to acc_norm: choice_kl (KL of the "
+                   "answer-choice distributions on the same items, no extra cost) or token_kl (next-token KL on "
+                   "WikiText-2 search-split text, one more forward pass per subnet). The pick rule is the same for all.")
 @click.option("--evaluations", type=int, default=DEFAULT_EVALUATIONS, show_default=True,
               help="Budget: subnets validated for real (accuracy + latency), initial population included.")
 @click.option("--population", type=int, default=DEFAULT_POPULATION, show_default=True,
@@ -126,7 +130,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     config = SearchConfig(
         objectives=parse_objectives(objectives),
         constraints=constraints_from_options(max_tpot_ms, None if min_accuracy is None else min_accuracy / 100),
-        strategy=strategy, evaluations=evaluations, population=population, seed=seed,
+        strategy=strategy, evaluations=evaluations, population=population, seed=seed, metric=metric,
     )
     if limit < 1:
         raise SearchError(f"--limit must be >= 1 item per task, got {limit}")
@@ -165,11 +169,10 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
     from hwnas.errors import SearchError
     from hwnas.hardware.targets import load_target
     from hwnas.model.loading import resolve_model
-    from hwnas.search.validation import ACCURACY_METRICS
+    from hwnas.search.objectives import check_metric
 
     target = load_target(target_spec)
-    if metric not in ACCURACY_METRICS:
-        raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(ACCURACY_METRICS)}")
+    check_metric(metric)
     task_objs = parse_tasks(tasks)  # unknown names fail here; local .jsonl paths stay paths
     task_list = [t.name for t in task_objs]
     data = resolve_data_dir(data_dir)
@@ -222,12 +225,13 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
 
             raise SearchError(f"--profile {setup['profile_path']} describes a model with (layers, MLP width, hidden) = "
                               f"{got}, this model has {want}; profile this model first")
+    fidelity = token_fidelity(loaded.tokenizer, setup["data_dir"], seed) if setup["metric"] == "token_kl" else None
     host = detect_host()
     model_id = setup["identity"]["model_sha256"][:12]
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
         latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
-        reference_key=loaded.source.content_sha256()[:16],
+        reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity,
     )
     run_info = {
         "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
@@ -235,6 +239,9 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "target": setup["target"].to_dict(),
         "host": host.to_dict(),
         "tasks": setup["tasks"], "limit": setup["limit"], "report_limit": report_limit, "metric": setup["metric"],
+        "token_fidelity": None if fidelity is None else {"task": "wikitext2", "split": "search",
+                                                         "windows": FIDELITY_WINDOWS, "window": FIDELITY_WINDOW,
+                                                         "tokens": fidelity.tokens},
         "items": {"search": suite.describe(), "select": report_suite.describe() if report_suite else None},
         "recovery": supernet.recoverer.describe() if supernet.recoverer is not None else None,
         "latency_source": setup["identity"]["latency_source"],
@@ -242,6 +249,18 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "data_dir": str(setup["data_dir"]),
     }
     return supernet.space, validator, (validator.report(report_suite) if report_suite else None), run_info
+
+
+def token_fidelity(tokenizer: Any, data_dir: Any, seed: int) -> Any:
+    """--metric token_kl: the WikiText-2 search-split windows subnets are compared on (as bench/signal_bench.py)."""
+    from hwnas.accuracy.fidelity import TokenFidelity
+    from hwnas.errors import SearchError
+
+    try:
+        return TokenFidelity.from_task(tokenizer, "wikitext2", split="search", windows=FIDELITY_WINDOWS,
+                                       window=FIDELITY_WINDOW, data_dir=data_dir, seed=seed)
+    except ValueError as e:
+        raise SearchError(f"--metric token_kl: {e}") from None
 
 
 # ---------------------------------------------------------------------------- live display
@@ -333,12 +352,16 @@ def print_result(result: Any) -> None:
     from rich.table import Table
 
     from hwnas.search.picking import speed_of
+    from hwnas.search.report import fidelity_kl
 
     console = Console()
     full = result.full_model
-    cols = ["subnet", "layers", "MLP", "acc % (search)", "acc % (report)", "TPOT ms (search)", "TPOT ms (final)",
-            "TTFT ms", "Δacc pts", "TPOT speed-up"]
-    table = Table(title=f"Pareto front: {len(result.pareto)} of {len(result.records)} validated subnets ({result.config.strategy})")
+    metric = result.config.metric
+    kl_col = metric if any(fidelity_kl(r, metric) is not None for r in result.records) else None
+    cols = ["subnet", "layers", "MLP", "acc % (search)", "acc % (report)", *([kl_col] if kl_col else []),
+            "TPOT ms (search)", "TPOT ms (final)", "TTFT ms", "Δacc pts", "TPOT speed-up"]
+    table = Table(title=f"Pareto front: {len(result.pareto)} of {len(result.records)} validated subnets "
+                        f"({result.config.strategy}, accuracy ranked by {metric})")
     for c in cols:
         table.add_column(c, justify="left" if c == "subnet" else "right")
     rows = list(result.pareto)
@@ -352,6 +375,7 @@ def print_result(result: Any) -> None:
             f"{min(w)}-{max(w)}" if min(w) != max(w) else str(w[0]),
             f"{100 * r['accuracy']:.1f}",
             f"{100 * r['report']['accuracy']:.1f}" if r.get("report") else "-",
+            *([f"{fidelity_kl(r, metric):.4f}" if fidelity_kl(r, metric) is not None else "-"] if kl_col else []),
             f"{r['tpot_ms']:.2f}" if r.get("tpot_ms") is not None else "-",
             f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-",
             f"{r['ttft_ms']:.1f}" if r.get("ttft_ms") is not None else "-",

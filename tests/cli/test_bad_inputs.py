@@ -51,6 +51,8 @@ CASES = [
     # search
     ("search --model {model} --strategy lnas --out {tmp}/s", "did you mean 'linas'"),
     ("search --model {model} --metric accnorm --out {tmp}/s", "did you mean 'acc_norm'"),
+    ("search --model {model} --metric top1 --out {tmp}/s",
+     "'top1' is not one of 'acc_norm', 'acc', 'choice_kl', 'token_kl'"),
     ("search --model {model} --objectives accuracy,tpot_sm --out {tmp}/s", "did you mean 'tpot_ms'"),
     ("search --model {model} --min-accuracy 145 --out {tmp}/s", "'--min-accuracy'"),
     ("search --model {model} --max-tpot-ms -1 --out {tmp}/s", "--max-tpot-ms must be > 0"),
@@ -190,12 +192,11 @@ def test_closed_sets_match_the_library():
     from hwnas.cli import common
     from hwnas.deploy.quantize import HEAD_PRECISIONS, QUANT_METHODS
     from hwnas.search.config import STRATEGIES
-    from hwnas.search.objectives import OBJECTIVES
-    from hwnas.search.validation import ACCURACY_METRICS
+    from hwnas.search.objectives import SEARCH_METRICS, SEARCH_OBJECTIVES
 
     assert set(common.QUANT_CHOICES) == set(QUANT_METHODS) and set(common.HEAD_CHOICES) == set(HEAD_PRECISIONS)
-    assert set(common.STRATEGY_CHOICES) == set(STRATEGIES) and set(common.METRIC_CHOICES) == set(ACCURACY_METRICS)
-    assert set(common.OBJECTIVE_CHOICES) == set(OBJECTIVES)
+    assert set(common.STRATEGY_CHOICES) == set(STRATEGIES) and common.METRIC_CHOICES == SEARCH_METRICS
+    assert set(common.OBJECTIVE_CHOICES) == set(SEARCH_OBJECTIVES)
     from hwnas.cli.train_cmd import TRAIN_PRECISIONS, TRAIN_STRATEGIES
     from hwnas.train.instatune import PRECISIONS, STRATEGIES
 

@@ -3,6 +3,7 @@ and one real run (tiny random LLaMA, local task file, OpenVINO measurement)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -116,6 +117,7 @@ def test_bad_input_is_one_line_and_leaves_results_untouched(tmp_path, synthetic)
         ([], ("is not empty", "--resume")),
         (["--resume", "--model", "other"], ("--resume", "different model_sha256")),
         (["--resume", "--seed", "3"], ("--resume", "different seed")),
+        (["--resume", "--metric", "choice_kl"], ("--resume", "different metric", '"acc_norm" there, "choice_kl" now')),
     ]
     for extra, needles in cases:
         args = ["search", "--out", str(out), "--evaluations", "12", "--population", "4", "--no-progress", *extra]
@@ -154,3 +156,47 @@ def test_real_validation_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
     assert pareto and all(p["report"]["items"] == 4 for p in pareto)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["target"]["name"] == "tiny" and cfg["items"]["search"] == {"tinyqa": 8}
+
+
+@pytest.mark.parametrize("metric", ["choice_kl", "token_kl"])
+def test_a_fidelity_metric_ranks_a_real_tiny_search(tmp_path, tiny_model_dir, tiny_task, monkeypatch, metric):
+    """--metric choice_kl / token_kl end to end on a tiny model: records keep acc_norm and the paired
+    figures, the optimiser's signal is -ln(1 + KL), and every output says what ranked the search.
+    Latency is stubbed (the test above measures it with OpenVINO)."""
+    from hwnas.search.validation import SubnetValidator
+
+    (tmp_path / "wikitext2_raw").mkdir()
+    (tmp_path / "wikitext2_raw" / "wiki.test.raw").write_text(" = Stars = \n Stars are hot balls of gas . " * 2000)
+
+    def latency(self, cfg):
+        return {"tpot_ms": 1.0 + cfg.num_layers + sum(cfg.mlp_widths) / 1000, "ttft_ms": 10.0,
+                "throughput_tok_s": 100.0, "latency_source": "measured", "n_params": 1, "weight_bytes": 1}
+
+    monkeypatch.setattr(SubnetValidator, "latency", latency)
+    monkeypatch.setattr(SubnetValidator, "remeasure", lambda self, cfgs: {})
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["search", "--metric", metric, "--target", str(target), "--model",
+                                  str(tiny_model_dir), "--tasks", str(tiny_task), "--data-dir", str(tmp_path),
+                                  "--evaluations", "4", "--population", "2", "--limit", "8", "--report-limit", "4",
+                                  "--no-recovery", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert f"accuracy ranked by {metric}" in r.output
+    recs = read_jsonl(out / "candidates.jsonl")
+    assert len(recs) == 4
+    for x in recs:
+        assert x["signal_metric"] == metric and x["accuracy_metric"] == "acc_norm" and x["items"] == 8
+        kl = x["choice_kl"] if metric == "choice_kl" else x["token_fidelity"]["kl"]
+        assert x["signal"] == pytest.approx(-math.log1p(kl), abs=1e-6)
+        assert x["paired"]["items"] == 8 and x["accuracy"] == x["tasks"]["tinyqa"]
+        if metric == "token_kl":
+            assert x["token_fidelity"]["tokens"] == 8 * 255
+    full = next(x for x in recs if x["full_model"])
+    assert full["signal"] == pytest.approx(0, abs=1e-6) and min(x["signal"] for x in recs) < 0
+    assert any(x["predicted"] and "signal" in x["predicted"] for x in recs)  # iteration 1 was proposed on the signal
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto and all(p["signal_metric"] == metric and "vs_full" in p for p in pareto)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["search"]["metric"] == metric and cfg["identity"]["metric"] == metric
+    assert f"ranked by: {metric}" in (out / "summary.md").read_text()
