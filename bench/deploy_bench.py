@@ -329,11 +329,13 @@ def main(argv=None) -> int:
               "host": host.to_dict(), "limit": args.limit, "tasks": tasks, "items": counts, "items_total": suite.n_items,
               "paired_with": NNCF_INT8, "metrics": list(METRICS), "repeats": target.measure.repeats,
               "seconds": round(time.time() - t_start, 1), "rows": table}
+    from hwnas.io import write_text_atomic
+
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "deploy_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(res_dir / "deploy_bench.json", json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
-    (res_dir / "deploy_bench.md").write_text(md)
+    write_text_atomic(res_dir / "deploy_bench.md", md)
     print(md)
     return 0
 
