@@ -309,7 +309,9 @@ def main(argv=None) -> int:
             continue
         man = read_manifest(bundles[v.name])
         sn = man.supernet or {}
-        row.extra.update(key=v.name, variant=v.variant, quant=v.quant, label=_label(v), quantization=man.recipe.describe(),
+        heal_steps = (sn.get("heal") or {}).get("steps")
+        label = _label(v) + (f", {heal_steps} heal steps" if heal_steps is not None else "")
+        row.extra.update(key=v.name, variant=v.variant, quant=v.quant, label=label, quantization=man.recipe.describe(),
                          subnet_key=(man.subnet or {}).get("key"), recovery=sn.get("recovery") if v.subnet else None,
                          recovery_on=v.recovery if v.variant == "subnet" else None, heal=sn.get("heal"),
                          generation_passed=(man.generation or {}).get("passed"), accuracy_seconds=seconds.get(v.name))

@@ -72,7 +72,7 @@ def test_deploy_bench_on_a_tiny_model(bench, tiny_model_dir, tmp_path):
     assert all(rows[k]["accuracy_seconds"] > 0 for k in rows)
     md = (res_dir / "deploy_bench.md").read_text()
     assert "Δ acc_norm vs (b) ± stderr [95% CI] (items)" in md and "the same 6 items in every row" in md
-    assert "(e) healed subnet" in md and "recovery on" in md
+    assert "(e) healed subnet" in md and "hwnas INC int8, 2 heal steps |" in md and "recovery on" in md
     # a rerun reuses the bundles and scores nothing again
     assert bench.main(argv) == 0
     again = {r["key"]: r for r in json.loads((res_dir / "deploy_bench.json").read_text())["rows"]}
