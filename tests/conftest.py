@@ -203,7 +203,7 @@ STAGE_OF_MODULE = {
     "test_train": "train", "test_traindata": "train", "test_train_cli": "train", "test_heal": "train",
     "test_heal_cli": "train",
     "test_bundle": "deploy", "test_bundle_manifest": "deploy", "test_quantize_ir": "deploy",
-    "test_export_cli": "deploy",
+    "test_export_cli": "deploy", "test_deploy_bench": "deploy", "test_deploy_bench_tiny": "deploy",
     "test_serve": "deploy", "test_serve_cli": "deploy", "test_speculative": "deploy", "test_speculative_cli": "deploy",
 }
 

@@ -53,12 +53,18 @@ def _profile_claims():
 
 def _deploy_speedups(rows):
     """NNCF int8 full model TPOT / each subnet's TPOT (the table's 'speed-up vs (b)')."""
-    nncf = [r for r in rows if r["name"] == "full model"][1]  # (a) PyTorch, then (b) NNCF
+    nncf = next(r for r in rows if r["kind"] == "openvino-nncf-int8")
     return {r["name"]: nncf["tpot_ms"] / r["tpot_ms"] for r in rows if r["name"].startswith("subnet")}
 
 
+DEPLOY = load("deploy_bench.json")
+DEPLOY_PAIRED = "paired_with" in DEPLOY  # bench/deploy_bench.py since issue 10: per-item accuracy paired with (b)
+
+
 def _deploy_claims():
-    run1, run2 = _deploy_speedups(load("deploy_bench_run1.json")["rows"]), _deploy_speedups(load("deploy_bench.json")["rows"])
+    if DEPLOY_PAIRED:
+        return _deploy_paired_claims()
+    run1, run2 = _deploy_speedups(load("deploy_bench_run1.json")["rows"]), _deploy_speedups(DEPLOY["rows"])
     return [
         f"gave {run1['subnet int8']:.2f}× (int8) and {run1['subnet int4']:.2f}× (int4) decode speed-up",
         f"on speed only in the second run ({run2['subnet int8']:.2f}×; run 1 measured {run1['subnet int8']:.2f}×)",
@@ -66,13 +72,42 @@ def _deploy_claims():
     ]
 
 
+def _deploy_paired_claims(res=None):
+    """Each row's acc_norm ± stderr and its paired Δ vs (b) as bench/deploy_bench.md writes them, and the item count."""
+    res = DEPLOY if res is None else res
+    claims = [f"{res['items_total']:,} report items"]
+    for r in res["rows"]:
+        acc = r.get("accuracy") or {}
+        own = ((acc.get("pct") or {}).get("acc_norm") or {}).get("overall")
+        if own:
+            claims.append(f"| {own['points']:.1f} ± {own['stderr']:.1f} |")
+        if acc.get("vs_b"):
+            d = acc["vs_b"]["acc_norm"]["overall"]
+            lo, hi = d["ci95"]
+            claims.append(f"| {d['points']:+.2f} ± {d['stderr']:.2f} [{lo:+.2f}, {hi:+.2f}] ({d['items']}) |")
+    return claims
+
+
+def test_deploy_bench_accuracy_rests_on_enough_paired_items():
+    """Issue 10: the deploy table's accuracy columns are paired with (b) on at least 2,000 report items."""
+    if not DEPLOY_PAIRED:
+        pytest.skip("deploy_bench.json predates the paired accuracy columns (rerun bench/deploy_bench.py)")
+    assert DEPLOY["items_total"] >= 2000
+    for r in DEPLOY["rows"]:
+        acc = r.get("accuracy")
+        if acc and acc.get("vs_b"):
+            assert acc["vs_b"]["acc_norm"]["overall"]["items"] == DEPLOY["items_total"], r["name"]
+
+
 def test_unstable_rows_named_in_readme_are_the_unstable_rows():
     def unstable(name):
         rows = load(name)["rows"]
-        labels = ["PyTorch baseline", "NNCF int8 baseline (b)"] + [r["name"] for r in rows[2:]]
-        return {lab for lab, r in zip(labels, rows) if not r["stable"]}
+        labels = {"pytorch-fp32": "PyTorch baseline", "openvino-nncf-int8": "NNCF int8 baseline (b)"}
+        return {labels.get(r["kind"], r["name"]) for r in rows if not r["stable"]}
 
     assert unstable("deploy_bench_run1.json") == {"subnet int8", "subnet int4"}
+    if DEPLOY_PAIRED:
+        return  # the README text below describes the earlier run; the rerun's README states its own
     assert "in run 1 the int8 and int4 subnets" in FLAT
     assert unstable("deploy_bench.json") == {"NNCF int8 baseline (b)", "subnet int4"}
     assert "in the run above the NNCF int8 baseline (b) and the int4 subnet" in FLAT
@@ -129,7 +164,8 @@ CLAIMS = [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for
 
 @pytest.mark.parametrize("section, claim", CLAIMS, ids=[f"{s}:{c[:50]}" for s, c in CLAIMS])
 def test_readme_states_what_the_results_file_says(section, claim):
-    assert flat(claim) in FLAT, f"README ({section}) should say {claim!r}, as its results file does"
+    text = FLAT.replace("−", "-") if section == "deploy" else FLAT  # the table may print minus as U+2212
+    assert flat(claim) in text, f"README ({section}) should say {claim!r}, as its results file does"
 
 
 def test_readme_drops_the_unbacked_figures():
