@@ -139,6 +139,20 @@ def _train_claims():
     ]
 
 
+def _heal_claims():
+    d = load("heal_bench.json")
+    claims = []
+    for r in d["subnets"].values():
+        for m in ("recovered", "healed_cheap", "healed_all"):
+            x = r[m]
+            a = x["acc_norm_vs_full"]
+            claims.append(f"| {a['points']:+.2f} ± {a['stderr']:.2f} | {x['perplexity_ratio']:.2f}× | {x['token_kl']:.3f} | "
+                          f"{x['top1_agreement']:.3f} |".replace("-", "−"))
+            if m != "recovered":
+                claims.append(f"| {x['steps']} / {x['heal_cpu_seconds']:.0f} |")
+    return claims
+
+
 def _noisy_host_claims():
     b = load("noisy_host_bench.json")["analysis"]
     rm = b["estimators"]["round_min"]
@@ -158,7 +172,7 @@ def _noisy_host_claims():
     ]
 
 
-CLAIMS = [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
+CLAIMS = [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
     + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()]
 
 
