@@ -177,7 +177,8 @@ def main() -> None:
         r["tpot_p50_vs_direct"] = r["tpot_ms_p50"] / direct[r["bundle"]]["tpot_ms"]
     out = {"rows": rows, "direct_llmpipeline": direct, "bundles": dict(zip(labels, a.bundles)), "max_tokens": a.max_tokens, "rounds": a.rounds,
            "host": {"cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-                    "note": "shared 2-core host (other developers' jobs running): compare within this run only"},
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                    "note": "the host may be shared (see the load average): compare within this run only"},
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))

@@ -166,7 +166,8 @@ def main() -> None:
     out = {"rows": rows, "analysis": analysis, "verify_ms_of_k": verify_ms, "properties": props, "tokens": a.tokens,
            "repeats": a.repeats, "prompts": PROMPTS,
            "host": {"cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-                    "note": "shared 2-core host (other developers' jobs running): compare within this run only"},
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                    "note": "the host may be shared (see the load average): compare within this run only"},
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))

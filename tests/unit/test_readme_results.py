@@ -153,6 +153,21 @@ def _heal_claims():
     return claims
 
 
+def _speculative_claims():
+    rows = {r["config"]: r for r in load("speculative_bench.json")["rows"]}
+    ds = load("draft_search_xeon/speculative.json")
+    acc = [c["acceptance_rate"] for c in ds["candidates"]]
+    out = [ds["verdict"],
+           f"scored {len(ds['candidates'])} candidate drafts: greedy agreement with the full model "
+           f"{100 * min(acc):.0f}–{100 * max(acc):.0f}% per token"]
+    md = (RESULTS / "speculative_bench.md").read_text(encoding="utf-8")
+    for line in md.splitlines():
+        if line.startswith("| full int8 |") or line.startswith("| spec-search: speculative k=1"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out.append(f"| {cells[1]} | {cells[2].replace('x', '×')} |")
+    return out
+
+
 def _noisy_host_claims():
     b = load("noisy_host_bench.json")["analysis"]
     rm = b["estimators"]["round_min"]
@@ -172,7 +187,7 @@ def _noisy_host_claims():
     ]
 
 
-CLAIMS = [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
+CLAIMS = [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
     + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()]
 
 
