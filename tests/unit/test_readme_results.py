@@ -168,6 +168,17 @@ def _speculative_claims():
     return out
 
 
+def _genquality_claims():
+    d = load("genquality_calibration.json")
+    out = []
+    for c in d["candidates"]:
+        a = c["aggregate"]
+        out.append(f"| {a['prefix']:.3f} | {a['forced']:.3f} | {a['repeat_excess']:.3f} | {a['nll_excess']:+.3f} | "
+                   f"{'pass' if c['passes_code_thresholds'] else 'FAIL'} |")
+    assert all(d["requirements"].values()), d["requirements"]
+    return out
+
+
 def _noisy_host_claims():
     b = load("noisy_host_bench.json")["analysis"]
     rm = b["estimators"]["round_min"]
@@ -187,7 +198,7 @@ def _noisy_host_claims():
     ]
 
 
-CLAIMS = [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
+CLAIMS = [("genquality", c) for c in _genquality_claims()] + [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
     + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()]
 
 
