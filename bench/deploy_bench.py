@@ -264,7 +264,7 @@ def main(argv=None) -> int:
         log.warning("only %d report items (< %d): raise --limit for claims the issue accepts", suite.n_items, MIN_ITEMS)
     cache = ItemCache(out / "accuracy_cache.json", ignore=args.rescore)
     pkey = json.dumps(props, sort_keys=True, default=str)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float | None] = {}
 
     def scored(name: str, key: str, fn) -> dict:
         items = cache.get(key, suite)
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
             seconds[name] = round(time.time() - t0, 1)
             log.info("accuracy of %s scored in %.0fs", name, seconds[name])
         else:
-            seconds[name] = 0.0
+            seconds[name] = None  # from the cache: nothing was scored
             log.info("accuracy of %s: cached", name)
         return items
 
