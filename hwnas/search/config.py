@@ -24,7 +24,7 @@ class SearchConfig:
     surrogate_population: int = 48
     cv_folds: int = 5
     predictors: tuple[str, ...] = ("ridge", "svr", "gbr")
-    metric: str = "acc_norm"  # what ranks the accuracy objective (objectives.SEARCH_METRICS)
+    metric: str = "acc_norm"  # what ranks the accuracy objective (objectives.SEARCH_METRICS); the CLI's default is choice_kl
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))
@@ -74,6 +74,7 @@ class SearchConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "SearchConfig":
         d = dict(d)
         d["objectives"] = tuple(d.get("objectives", DEFAULT_OBJECTIVES))
+        d.setdefault("metric", "acc_norm")  # folders written before --metric existed ranked by acc_norm
         d["constraints"] = tuple(Constraint.from_dict(c) for c in d.get("constraints", ()))
         if "predictors" in d:
             d["predictors"] = tuple(d["predictors"])

@@ -43,6 +43,7 @@ class SyntheticValidator:
         return {
             "accuracy": round(acc, 6),
             "tasks": {"synthetic": round(acc, 6)},
+            "signal": round(acc - 0.55, 6),  # stands in for a fidelity signal (monotone in accuracy, <= 0)
             "tpot_ms": round(tpot, 4),
             "ttft_ms": round(tpot * 12, 4),
             "throughput_tok_s": round(8000.0 / tpot, 4),

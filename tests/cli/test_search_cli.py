@@ -94,9 +94,9 @@ def test_live_display_runs(tmp_path, synthetic):
 def test_resume_finishes_without_duplicates(tmp_path, synthetic):
     out = tmp_path / "s"
     # a first run that stopped after 6 subnets (as if killed), then --resume with the full budget
-    run_search(SPACE, SyntheticValidator(SPACE), SearchConfig(evaluations=6, population=4), out=out,
+    run_search(SPACE, SyntheticValidator(SPACE), SearchConfig(evaluations=6, population=4, metric="choice_kl"), out=out,
                identity={"model_sha256": "sha-of-default", "tasks": ["arc_easy", "arc_challenge", "mmlu", "piqa"],
-                         "limit": DEFAULT_LIMIT, "target": "xeon", "latency_source": "synthetic", "metric": "acc_norm"})
+                         "limit": DEFAULT_LIMIT, "target": "xeon", "latency_source": "synthetic", "metric": "choice_kl"})
     r = CliRunner().invoke(main, ["search", "--out", str(out), "--resume", *SMALL])
     assert r.exit_code == 0, r.output
     keys = [x["key"] for x in read_jsonl(out / "candidates.jsonl")]
@@ -117,7 +117,7 @@ def test_bad_input_is_one_line_and_leaves_results_untouched(tmp_path, synthetic)
         ([], ("is not empty", "--resume")),
         (["--resume", "--model", "other"], ("--resume", "different model_sha256")),
         (["--resume", "--seed", "3"], ("--resume", "different seed")),
-        (["--resume", "--metric", "choice_kl"], ("--resume", "different metric", '"acc_norm" there, "choice_kl" now')),
+        (["--resume", "--metric", "acc_norm"], ("--resume", "different metric", '"choice_kl" there, "acc_norm" now')),
     ]
     for extra, needles in cases:
         args = ["search", "--out", str(out), "--evaluations", "12", "--population", "4", "--no-progress", *extra]
