@@ -179,6 +179,16 @@ def _genquality_claims():
     return out
 
 
+def _signal_claims():
+    d = load("signal_bench.json")
+    rho = d["spearman_with_truth"]
+    assert d["subnets_scored"] >= 20 and min(r["truth_items"] for r in d["rows"].values()) >= 2000
+    return [f"| {rho['search_acc_points']:.2f} | the evaluation",
+            f"| `choice_kl` on the same items | {rho['search_choice_kl (negated)']:.2f} |",
+            f"| {rho['token_kl (negated)']:.2f} | median", f"| top-1 agreement, same text | {rho['top1_agreement']:.2f} |",
+            f"{d['subnets_scored']} subnets spanning the space"]
+
+
 def _noisy_host_claims():
     b = load("noisy_host_bench.json")["analysis"]
     rm = b["estimators"]["round_min"]
@@ -198,7 +208,7 @@ def _noisy_host_claims():
     ]
 
 
-CLAIMS = [("genquality", c) for c in _genquality_claims()] + [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
+CLAIMS = [("signal", c) for c in _signal_claims()] + [("genquality", c) for c in _genquality_claims()] + [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
     + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()]
 
 
