@@ -11,10 +11,14 @@ cd "$(dirname "$0")/.."
 MODEL=${HWNAS_MODEL:-default}
 TARGET=${HWNAS_TARGET:-xeon}
 OUT=${HWNAS_DEMO_DIR:-runs/demo}
-EVALS=${HWNAS_EVALUATIONS:-24}
+EVALS=${HWNAS_EVALUATIONS:-16}
 mkdir -p "$OUT"
 start=$(date +%s)
-step() { echo "[demo +$(( $(date +%s) - start )) s] $*"; }
+timing=()
+step() {
+  timing+=("$1=$(( $(date +%s) - start ))")
+  echo "[demo +$(( $(date +%s) - start )) s] $*"
+}
 
 step "profile"
 if [ ! -f "$OUT/profile/profile.json" ]; then
@@ -33,5 +37,17 @@ step "verify and run"
 hwnas verify "$OUT/bundle"
 hwnas run "$OUT/bundle" --prompt "The three primary colours are" --max-new-tokens 24
 
+timing+=("end=$(( $(date +%s) - start ))")
+# Seconds from the start at which each step began, written atomically (benchmarks quote this file).
+python - "$OUT/demo_timing.json" "${timing[@]}" <<'PY'
+import json, os, platform, sys
+out, marks = sys.argv[1], dict(m.split("=", 1) for m in sys.argv[2:])
+doc = {"step_started_at_s": {k: int(v) for k, v in marks.items()}, "total_s": int(marks["end"]),
+       "cpus": os.cpu_count(), "loadavg_at_end": list(os.getloadavg()), "host": platform.node()}
+tmp = out + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(doc, f, indent=1)
+os.replace(tmp, out)
+PY
 echo
 echo "main job finished in $(( $(date +%s) - start )) s; results in $OUT (search/summary.md, search/pareto.png, bundle/)"

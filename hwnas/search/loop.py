@@ -322,7 +322,8 @@ def _finish(
         full = dict(full) if full is not None else None
         evaluate_reports(front, full, report, known=prior.reports,
                          save=store.append_report if store is not None else None, progress=progress,
-                         speed=next((o for o in config.objectives if o != "accuracy"), "tpot_ms"))
+                         speed=next((o for o in config.objectives if o != "accuracy"), "tpot_ms"),
+                         metric=config.metric)
     for r in front:
         r["vs_full"] = compare_to_full(r, full)
     history = prior.history + [h for h in loop.history if h["iteration"] not in done_iters]

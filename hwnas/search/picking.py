@@ -245,14 +245,33 @@ def report_order(front: Sequence[Mapping[str, Any]], speed: str = "tpot_ms") -> 
     return sorted(range(len(front)), key=lambda i: float(speed_of(front[i], speed) or float("inf")))
 
 
+def failed_clearly(record: Mapping[str, Any], points: float = max(PICK_POINTS), z: float = 2.0) -> bool:
+    """Whether a record's report-split paired drop is beyond `points` by more than z standard errors."""
+    p = (record.get("report") or {}).get("paired") or {}
+    if p.get("points") is None or p.get("stderr") is None or p["stderr"] != p["stderr"]:
+        return False
+    return -float(p["points"]) - z * float(p["stderr"]) > points
+
+
 def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, report: Any, *,
                      known: Mapping[str, Any], save: Any = None, progress: Any = None,
-                     speed: str = "tpot_ms") -> None:
-    """Score the report (select) split of the front, fastest first, only as far as any pick rule
-    needs: records screened out on the search split are skipped (``report_skipped`` says why), and
-    once one record is within min(PICK_POINTS) of the full model the slower ones can no longer be
-    picked and are skipped too. The full model is always scored. Results go into each record's
-    ``report``; `known` holds earlier results by key (resume), `save(key, report)` stores new ones."""
+                     speed: str = "tpot_ms", metric: str | None = None) -> None:
+    """Score the report (select) split of the front only as far as any pick rule needs. The full
+    model is always scored; records screened out on the search split are skipped (``report_skipped``
+    says why). Results go into each record's ``report``; `known` holds earlier results by key
+    (resume), `save(key, report)` stores new ones.
+
+    Ranked by an accuracy metric, the front is scored fastest first, and once one record is within
+    min(PICK_POINTS) of the full model the slower ones can no longer be picked. Ranked by a fidelity
+    KL (`metric` choice_kl/token_kl, which tracks the paired drop closely: Spearman 0.89 in
+    bench/signal_bench.py), it is scored closest-to-the-full-model first: on a front, each faster
+    record has a worse KL, so once one fails every pick rule clearly (report-split drop beyond
+    max(PICK_POINTS) by two standard errors), the faster ones with a KL at least as bad are not
+    scored either. On a model where no cut keeps the accuracy this costs one or two report scorings
+    instead of one per front record."""
+    from hwnas.search.objectives import FIDELITY_METRICS
+    from hwnas.search.report import fidelity_kl
+
     def run(r: dict[str, Any]) -> dict[str, Any]:
         if r["key"] in known:
             return known[r["key"]]
@@ -264,8 +283,12 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
     full_key = None if full is None else full["key"]
     if full is not None:
         full["report"] = run(full)
-    done = False
+    by_kl = metric in FIDELITY_METRICS
     order = report_order(front, speed)
+    if by_kl:
+        order = order[::-1]
+    done = False
+    failed: dict[str, Any] | None = None   # by_kl: the record that failed clearly
     for n, i in enumerate(order):
         r = front[i]
         if r["key"] == full_key:
@@ -274,6 +297,14 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
         if done:
             r["report_skipped"] = f"a faster subnet is within {min(PICK_POINTS):g} point(s) on the report split"
             continue
+        if failed is not None and r["key"] not in known:
+            kl, bad = fidelity_kl(r, metric), fidelity_kl(failed, metric)
+            if kl is not None and bad is not None and kl >= bad:
+                p = failed["report"]["paired"]
+                r["report_skipped"] = (f"{metric} {kl:.3g} is no better than that of {failed['key']} ({bad:.3g}), "
+                                       f"which is {-p['points']:.2f} ± {p['stderr']:.2f} points below the full model "
+                                       f"on the report split ({p.get('items')} items)")
+                continue
         why = screened_out(r)
         if why and r["key"] not in known:
             r["report_skipped"] = why
@@ -282,5 +313,8 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
             progress(n, len(order), "report split")
         r["report"] = run(r)
         drop = record_drop(r, full, "report")
-        if drop is not None and drop <= min(PICK_POINTS) + 1e-9:
+        if by_kl:
+            if failed is None and failed_clearly(r):
+                failed = r
+        elif drop is not None and drop <= min(PICK_POINTS) + 1e-9:
             done = True

@@ -382,3 +382,44 @@ def test_pick_uses_the_paired_difference_when_there_is_one():
     ]
     assert pick_fastest_within(recs, 1.0)["key"] == "a"
     assert pick_fastest_within(recs, 0.3)["key"] == "full"
+
+
+def test_report_split_under_a_fidelity_metric_walks_from_the_full_model_and_stops_at_a_clear_failure():
+    """Ranked by choice KL, the front is scored closest-to-the-full-model first; once one subnet fails
+    every pick rule clearly, faster subnets whose KL is no better are skipped (and say why), while one
+    with a better KL is still scored."""
+    from hwnas.search.picking import evaluate_reports
+
+    def rec(n, tpot, kl):
+        c = SubnetConfig.uniform(n, 256)
+        return {"key": c.key, "subnet": c.to_dict(), "tpot_ms": tpot, "choice_kl": kl,
+                "paired": {"points": -0.5, "stderr": 2.0, "items": 200}}
+
+    full = rec(10, 10.0, 0.0)
+    front = [rec(5, 5.0, 2.0), rec(6, 6.0, 1.5), rec(7, 7.0, 0.6), rec(8, 8.0, 0.3), rec(9, 9.0, 0.1)]
+    front[0]["choice_kl"] = 0.2          # off-trend: faster, yet a better KL than the failure -> still scored
+    drops = {full["key"]: 0.0, front[4]["key"]: 0.3, front[3]["key"]: 1.5, front[2]["key"]: 4.0,
+             front[1]["key"]: 0.0, front[0]["key"]: 6.0}
+    seen = []
+
+    def report(c):
+        seen.append(c.key)
+        return {"accuracy": 0.5, "paired": {"points": -drops[c.key], "stderr": 0.5, "items": 2000}}
+
+    evaluate_reports(front, dict(full), report, known={}, metric="choice_kl")
+    assert seen == [full["key"], front[4]["key"], front[3]["key"], front[2]["key"], front[0]["key"]]
+    assert "report" not in front[1] and f"no better than that of {front[2]['key']}" in front[1]["report_skipped"]
+    assert "4.00 ± 0.50 points below the full model" in front[1]["report_skipped"]
+    # a drop beyond 2 points but not by two standard errors is no clear failure: the walk goes on
+    seen.clear()
+    for r in front:
+        r.pop("report", None), r.pop("report_skipped", None)
+    drops[front[2]["key"]] = 2.5
+    evaluate_reports(front, dict(full), report, known={}, metric="choice_kl")
+    assert len(seen) == 6
+    # ranked by acc_norm, the order is fastest first as before
+    seen.clear()
+    for r in front:
+        r.pop("report", None), r.pop("report_skipped", None)
+    evaluate_reports(front, dict(full), report, known={}, metric="acc_norm")
+    assert seen[:2] == [full["key"], front[0]["key"]]
