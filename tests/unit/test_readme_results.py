@@ -61,15 +61,23 @@ DEPLOY = load("deploy_bench.json")
 DEPLOY_PAIRED = "paired_with" in DEPLOY  # bench/deploy_bench.py since issue 10: per-item accuracy paired with (b)
 
 
+UNPAIRED = load("deploy_bench_run2_unpaired.json") if DEPLOY_PAIRED else DEPLOY  # the run before the paired rerun
+
+
 def _deploy_claims():
-    if DEPLOY_PAIRED:
-        return _deploy_paired_claims()
-    run1, run2 = _deploy_speedups(load("deploy_bench_run1.json")["rows"]), _deploy_speedups(DEPLOY["rows"])
-    return [
-        f"gave {run1['subnet int8']:.2f}× (int8) and {run1['subnet int4']:.2f}× (int4) decode speed-up",
+    run1, run2 = _deploy_speedups(load("deploy_bench_run1.json")["rows"]), _deploy_speedups(UNPAIRED["rows"])
+    claims = _deploy_paired_claims() if DEPLOY_PAIRED else [
         f"on speed only in the second run ({run2['subnet int8']:.2f}×; run 1 measured {run1['subnet int8']:.2f}×)",
-        f"| **{run2['subnet int8']:.2f}×** |",
-    ]
+        f"| **{run2['subnet int8']:.2f}×** |"]
+    claims.append(f"gave {run1['subnet int8']:.2f}× (int8) and {run1['subnet int4']:.2f}× (int4) decode speed-up")
+    if DEPLOY_PAIRED:
+        claims.append(f"at {run2['subnet int8']:.2f}× (int8) and {run2['subnet int4']:.2f}× (int4) decode speed-up over (b)")
+        claims.append(f"`bench/results/deploy_bench.json` and `.md`, {DEPLOY['seconds']:.1f} s")
+        heal = load("heal_l24-2ce7418a/hwnas_heal.json")
+        b, a = heal["fidelity_before"], heal["fidelity_after"]
+        claims.append(f"healed for {heal['steps_done']} steps ({heal['seconds']:.0f} s, `--train cheap`")
+        claims.append(f"KL {b['kl']:.2f} → {a['kl']:.2f}, top-1 agreement {b['top1_agreement']:.2f} → {a['top1_agreement']:.2f}")
+    return claims
 
 
 def _deploy_paired_claims(res=None):
@@ -106,11 +114,11 @@ def test_unstable_rows_named_in_readme_are_the_unstable_rows():
         return {labels.get(r["kind"], r["name"]) for r in rows if not r["stable"]}
 
     assert unstable("deploy_bench_run1.json") == {"subnet int8", "subnet int4"}
-    if DEPLOY_PAIRED:
-        return  # the README text below describes the earlier run; the rerun's README states its own
     assert "in run 1 the int8 and int4 subnets" in FLAT
-    assert unstable("deploy_bench.json") == {"NNCF int8 baseline (b)", "subnet int4"}
-    assert "in the run above the NNCF int8 baseline (b) and the int4 subnet" in FLAT
+    older = "deploy_bench_run2_unpaired.json" if DEPLOY_PAIRED else "deploy_bench.json"
+    assert unstable(older) == {"NNCF int8 baseline (b)", "subnet int4"}
+    assert ("in run 2 the NNCF int8 baseline (b) and the int4 subnet" if DEPLOY_PAIRED
+            else "in the run above the NNCF int8 baseline (b) and the int4 subnet") in FLAT
 
 
 def _search_claims():
@@ -208,8 +216,26 @@ def _noisy_host_claims():
     ]
 
 
+def _demo_claims(folder: str):
+    """A `bench/demo_bench.sh` run: its total seconds and each front subnet's select-split drop and speed-up."""
+    t = load(f"{folder}/demo_timing.json")
+    out = [f"**{t['total_s']} s**"]
+    for r in load(f"{folder}/pareto.json"):
+        p = (r.get("report") or {}).get("paired")
+        if r.get("full_model") or not p:
+            continue
+        v = r["vs_full"]
+        lo, hi = v["tpot_speedup_ci95"]
+        out.append(f"| {-p['points']:.2f} ± {p['stderr']:.2f} | {v['tpot_speedup']:.2f}× [{lo:.2f}, {hi:.2f}] |")
+    return out
+
+
+DEMO_RUNS = [d for d in ("demo_24evals", "demo_main_job") if (RESULTS / d / "demo_timing.json").is_file()]
+
+
 CLAIMS = [("signal", c) for c in _signal_claims()] + [("genquality", c) for c in _genquality_claims()] + [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
-    + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()]
+    + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()] \
+    + [("demo", c) for d in DEMO_RUNS for c in _demo_claims(d)]
 
 
 @pytest.mark.parametrize("section, claim", CLAIMS, ids=[f"{s}:{c[:50]}" for s, c in CLAIMS])
