@@ -213,7 +213,11 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
         lines.append("| " + " | ".join(cells) + " |")
     skipped = [r for r in result.pareto if r.get("report_skipped")]
     if skipped:
-        lines += ["", "¹ The report split is scored fastest first, only as far as a pick rule needs it: "
+        from hwnas.search.objectives import FIDELITY_METRICS
+
+        order = ("closest to the full model first (ranked by a fidelity KL)" if cfg.metric in FIDELITY_METRICS
+                 else "fastest first")
+        lines += ["", f"¹ The report split is scored {order}, only as far as a pick rule needs it: "
                   + "; ".join(f"`{r['key']}`: {r['report_skipped']}" for r in skipped) + "."]
     if full and "accuracy" in full:
         lines += ["", "## Picks", "",

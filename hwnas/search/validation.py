@@ -80,7 +80,11 @@ class SubnetValidator:
 
         suite = suite or self.suite
         t0 = time.perf_counter()
-        ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
+        is_full = cfg is None or cfg == self.supernet.full_config()
+        if is_full and all(d.requests is not None for d in suite.data.values()):
+            ev = self._full_from_cache(suite)   # the full model's items are cached: scoring it again costs minutes
+        else:
+            ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
         tasks = {}
         for name, r in ev["tasks"].items():
             if r.get(self.metric) is not None:
@@ -89,7 +93,6 @@ class SubnetValidator:
                 tasks[name] = round(float(r["acc"]), 6)
         if not tasks:
             raise SearchError("the search tasks give no accuracy (perplexity-only tasks cannot be searched on)")
-        is_full = cfg is None or cfg == self.supernet.full_config()
         full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
         paired = compare_items(ev["_items"], full_items, self.metric)
         return {
@@ -103,6 +106,16 @@ class SubnetValidator:
             "split": suite.split,
             "eval_s": round(time.perf_counter() - t0, 3),
         }
+
+    def _full_from_cache(self, suite: Any) -> dict[str, Any]:
+        """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
+        (scored once when items are missing)."""
+        from hwnas.accuracy.evaluate import mc_metrics
+        from hwnas.accuracy.paired import full_model_items
+
+        items = full_model_items(suite, self.supernet, self.reference_key)
+        return {"tasks": {n: mc_metrics(it.lls, it.golds, it.choice_bytes) for n, it in items.items()},
+                "items": suite.n_items, "_items": items}
 
     # ------------------------------------------------------------------ the search signal
     def signal(self, cfg: SubnetConfig | None, acc: dict[str, Any]) -> dict[str, Any]:

@@ -129,3 +129,17 @@ def test_a_fidelity_metric_ranks_the_search_by_the_signal(tmp_path):
         run_search(SPACE, _flat_accuracy, SearchConfig(evaluations=10, population=4), out=tmp_path / "s",
                    resume=True, identity={"model_sha256": "x", "metric": "acc_norm"})
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+
+
+def test_the_full_model_is_scored_once_then_read_from_its_item_cache(setup, monkeypatch):
+    """The report split's full-model row comes from the per-item cache (same figures as scoring it)."""
+    sn, suite = setup
+    direct = suite.evaluate(sn, keep_items=True)
+    v = _validator(setup, "choice_kl")
+    first = v.accuracy(sn.full_config(), suite)
+    for name in ("evaluate", "items"):
+        monkeypatch.setattr(type(suite), name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("scored again")))
+    again = v.accuracy(None, suite)
+    for r in (first, again):
+        assert r["tasks"]["tinyqa"] == pytest.approx(direct["tasks"]["tinyqa"]["acc_norm"], abs=1e-6)
+        assert r["paired"]["points"] == 0.0 and r["choice_kl"] == 0.0 and r["items"] == 12
