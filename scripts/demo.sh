@@ -40,14 +40,11 @@ hwnas run "$OUT/bundle" --prompt "The three primary colours are" --max-new-token
 timing+=("end=$(( $(date +%s) - start ))")
 # Seconds from the start at which each step began, written atomically (benchmarks quote this file).
 python - "$OUT/demo_timing.json" "${timing[@]}" <<'PY'
-import json, os, platform, sys
+import os, platform, sys
+from hwnas.io import write_json_atomic
 out, marks = sys.argv[1], dict(m.split("=", 1) for m in sys.argv[2:])
-doc = {"step_started_at_s": {k: int(v) for k, v in marks.items()}, "total_s": int(marks["end"]),
-       "cpus": os.cpu_count(), "loadavg_at_end": list(os.getloadavg()), "host": platform.node()}
-tmp = out + ".tmp"
-with open(tmp, "w") as f:
-    json.dump(doc, f, indent=1)
-os.replace(tmp, out)
+write_json_atomic(out, {"step_started_at_s": {k: int(v) for k, v in marks.items()}, "total_s": int(marks["end"]),
+                        "cpus": os.cpu_count(), "loadavg_at_end": list(os.getloadavg()), "host": platform.node()})
 PY
 echo
 echo "main job finished in $(( $(date +%s) - start )) s; results in $OUT (search/summary.md, search/pareto.png, bundle/)"

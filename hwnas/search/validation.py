@@ -83,8 +83,10 @@ class SubnetValidator:
         is_full = cfg is None or cfg == self.supernet.full_config()
         if is_full and all(d.requests is not None for d in suite.data.values()):
             ev = self._full_from_cache(suite)   # the full model's items are cached: scoring it again costs minutes
+            full_items = ev["_items"]
         else:
             ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
+            full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
         tasks = {}
         for name, r in ev["tasks"].items():
             if r.get(self.metric) is not None:
@@ -93,7 +95,6 @@ class SubnetValidator:
                 tasks[name] = round(float(r["acc"]), 6)
         if not tasks:
             raise SearchError("the search tasks give no accuracy (perplexity-only tasks cannot be searched on)")
-        full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
         paired = compare_items(ev["_items"], full_items, self.metric)
         return {
             "accuracy": round(sum(tasks.values()) / len(tasks), 6),
