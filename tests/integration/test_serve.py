@@ -27,6 +27,7 @@ SERVE_TARGET = TINY_TARGET.replace('name = "tiny"', 'name = "tiny-exact"').repla
     'INFERENCE_PRECISION_HINT = "f32"\nKV_CACHE_PRECISION = "f32"\nDYNAMIC_QUANTIZATION_GROUP_SIZE = 0\n')
 CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
                  "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+CONTEXT = 4096
 PROMPTS = ["Hello world", "The capital of France is", "abc", "Once upon a time", "1 2 3 4", "zebra",
            "The quick brown fox", "Serve me"]
 
@@ -38,6 +39,7 @@ def make_varied_model_dir(root: Path) -> Path:
     from tests.conftest import make_tiny_llama, make_tiny_tokenizer
 
     model = make_tiny_llama(seed=1, tie=False)
+    model.config.max_position_embeddings = CONTEXT  # room for a request long enough to hold a slot on any host
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "proj" in name:
@@ -209,6 +211,15 @@ def test_stop_strings_and_seeded_sampling(client):
     assert a.choices[0].text == b.choices[0].text
 
 
+def test_ignore_eos_decodes_max_tokens(client):
+    """vLLM's `ignore_eos` (the openai client's extra_body): a sampled answer that ended at EOS goes on to max_tokens."""
+    kw = dict(model="tiny-int8", prompt=PROMPTS[3], max_tokens=120, temperature=1.5)
+    early = next((s for s in range(40) if client.completions.create(seed=s, **kw).choices[0].finish_reason == "stop"), None)
+    assert early is not None, "no seed ended at EOS before max_tokens; the check needs one"
+    r = client.completions.create(seed=early, extra_body={"ignore_eos": True}, **kw)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 120
+
+
 def test_client_sees_openai_errors(client):
     import openai
 
@@ -231,8 +242,8 @@ def test_client_sees_openai_errors(client):
     (b'{"prompt": 42}', 400, "'prompt"),
     (b'{"prompt": "hi", "temperature": "hot"}', 400, "'temperature'"),
     (b'{"prompt": "hi", "max_tokens": -1}', 400, "max_tokens -1 is invalid"),
-    (b'{"prompt": "hi", "max_tokens": 300}', 400, "maximum context length is 256 tokens, but 302 were requested"),
-    (b'{"prompt": "' + b"a" * 400 + b'"}', 400, "maximum context length is 256 tokens, but the prompt has 400"),
+    (b'{"prompt": "hi", "max_tokens": 4100}', 400, "maximum context length is 4096 tokens, but 4102 were requested"),
+    (b'{"prompt": "' + b"a" * 4200 + b'"}', 400, "maximum context length is 4096 tokens, but the prompt has 4200"),
     (b'{"prompt": [5, 99999]}', 400, "token id 99999 is outside the vocabulary"),
     (b'{"prompt": "hi", "model": "nope"}', 404, "'nope' does not exist"),
     (b'{"messages": []}', 400, "'messages'"),
@@ -336,8 +347,10 @@ def test_full_server_answers_503_with_retry_after(small_server):
     import httpx
 
     auth = {"Authorization": "Bearer s3cret"}
-    with httpx.stream("POST", small_server.url + "/v1/completions", headers=auth, timeout=120,
-                      json={"prompt": "hi", "max_tokens": 200, "stream": True, "ignore": 1}) as long:
+    # The one slot is held by a request of thousands of tokens (no early EOS): seconds of decoding even on
+    # a fast host, against the few milliseconds the second request needs to arrive (200 tokens were not).
+    long_req = {"prompt": "hi", "max_tokens": CONTEXT - 8, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", small_server.url + "/v1/completions", headers=auth, timeout=120, json=long_req) as long:
         lines = long.iter_lines()
         first = next(ln for ln in lines if ln.startswith("data:"))
         assert json.loads(first[5:])["choices"]
@@ -347,7 +360,7 @@ def test_full_server_answers_503_with_retry_after(small_server):
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
         assert busy.json()["error"]["code"] == "server_busy"
         rest = [ln for ln in lines if ln.startswith("data:")]
-    assert rest[-1] == "data: [DONE]" and json.loads(rest[-2][5:])["choices"][0]["finish_reason"] in ("length", "stop")
+    assert rest[-1] == "data: [DONE]" and json.loads(rest[-2][5:])["choices"][0]["finish_reason"] == "length"
     ok = httpx.post(small_server.url + "/v1/completions", headers=auth, json={"prompt": "x", "max_tokens": 2}, timeout=60)
     assert ok.status_code == 200  # the slot is free again
 
@@ -359,7 +372,7 @@ def test_sigterm_finishes_in_flight_stream(served_bundle):
     s = Server(bundle, target)
     try:
         with httpx.stream("POST", s.url + "/v1/completions", timeout=120,
-                          json={"prompt": "Serve me", "max_tokens": 150, "stream": True}) as r:
+                          json={"prompt": "Serve me", "max_tokens": 150, "stream": True, "ignore_eos": True}) as r:
             lines = r.iter_lines()
             next(ln for ln in lines if ln.startswith("data:"))
             s.proc.send_signal(signal.SIGTERM)

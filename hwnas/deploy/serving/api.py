@@ -40,6 +40,7 @@ class _Req(BaseModel):
     logprobs: Any = None
     echo: StrictBool = False
     best_of: StrictInt | None = None
+    ignore_eos: StrictBool = False  # vLLM's extension (sent via the openai client's extra_body)
 
 
 class CompletionRequest(_Req):
@@ -344,7 +345,7 @@ def _params(req: _Req, max_tokens: int | None, ids: list[int], settings: ServeSe
                        param="max_tokens", code="context_length_exceeded")
     stops = tuple([req.stop] if isinstance(req.stop, str) else (req.stop or []))
     return SamplingParams(max_tokens=max_tokens, temperature=float(req.temperature), top_p=float(req.top_p),
-                          seed=req.seed, stop=tuple(s for s in stops if s))
+                          seed=req.seed, stop=tuple(s for s in stops if s), ignore_eos=req.ignore_eos)
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
