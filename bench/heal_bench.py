@@ -13,7 +13,9 @@ tensor) and measures before and after, on the same items:
   (on calibration text) at each minute, from the heal log.
 
 Usage: python bench/heal_bench.py [--minutes 5] [--modes cheap,all] [--limit 600]
-       [--only NAME;NAME] [--out bench/results/heal_bench.json]
+       [--only NAME;NAME] [--subnet SPEC ...] [--out bench/results/heal_bench.json]
+--subnet (inline JSON, a subnet JSON file, or a record holding "subnet", e.g. a heal folder's
+hwnas_heal.json) benches that subnet instead of the fixed ones, named by its key.
 Results are appended subnet by subnet (atomic writes); rerunning skips finished rows unless --redo.
 """
 from __future__ import annotations
@@ -64,6 +66,8 @@ def main() -> None:
     ap.add_argument("--modes", default="cheap,all")
     ap.add_argument("--ppl-windows", type=int, default=16)
     ap.add_argument("--only", default=None, help="';'-separated subnet names to run")
+    ap.add_argument("--subnet", action="append", default=[],
+                    help="bench this subnet (JSON or a file holding one) instead of the fixed set; repeatable")
     ap.add_argument("--redo", action="store_true", help="rerun rows already in --out")
     ap.add_argument("--out", default=str(ROOT / "bench/results/heal_bench.json"))
     args = ap.parse_args()
@@ -118,7 +122,10 @@ def main() -> None:
               flush=True)
         return row
 
-    for name, cfg in subnets(sn).items():
+    from hwnas.model.space import parse_subnet_spec
+
+    chosen = {c.key: c for c in map(parse_subnet_spec, args.subnet)} if args.subnet else subnets(sn)
+    for name, cfg in chosen.items():
         if wanted and name not in wanted:
             continue
         row = results["subnets"].get(name, {}) if not args.redo else {}
