@@ -280,11 +280,15 @@ def test_oversize_body_413_and_server_keeps_serving(server):
 # ----------------------------------------------------------------------------- concurrency
 
 def test_eight_concurrent_streams_equal_single_request_greedy(server, client, served_bundle, tokenizer):
-    n = 24
+    first = client.completions.create(model="tiny-int8", prompt=PROMPTS[1], max_tokens=24, temperature=0).choices[0].text
+    assert first == ref_greedy_text(served_bundle[0], tokenizer, PROMPTS[1], 24)[0]
+    # Streams of 256 tokens (ignore_eos): long enough that all eight are admitted while the first still
+    # decodes even on a fast host, where 24-token streams finished before the later connections arrived.
+    n, extra = 256, {"ignore_eos": True}
     single = {}
     for p in PROMPTS:  # one at a time first: the single-request greedy answer
-        single[p] = client.completions.create(model="tiny-int8", prompt=p, max_tokens=n, temperature=0).choices[0].text
-    assert single[PROMPTS[1]] == ref_greedy_text(served_bundle[0], tokenizer, PROMPTS[1], n)[0]
+        single[p] = client.completions.create(model="tiny-int8", prompt=p, max_tokens=n, temperature=0,
+                                              extra_body=extra).choices[0].text
     assert len(set(single.values())) == len(PROMPTS)  # different prompts, different answers
     results, spans, errors = {}, {}, []
     barrier = threading.Barrier(len(PROMPTS))
@@ -294,7 +298,8 @@ def test_eight_concurrent_streams_equal_single_request_greedy(server, client, se
             barrier.wait()
             t0 = time.monotonic()
             parts, times = [], []
-            for c in client.completions.create(model="tiny-int8", prompt=p, max_tokens=n, temperature=0, stream=True):
+            for c in client.completions.create(model="tiny-int8", prompt=p, max_tokens=n, temperature=0, stream=True,
+                                               extra_body=extra):
                 parts.append(c.choices[0].text)
                 times.append(time.monotonic())
             results[p] = "".join(parts)
