@@ -154,6 +154,22 @@ def token_windows(tokenizer: Any, texts: Sequence[str], seq_len: int) -> np.ndar
     return np.asarray(ids[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
 
 
+def _recent_rate(durations: list[float], seconds: float, step: int) -> float:
+    """Seconds per step from the last 10 steps, leaving out a session's first (warm-up) step when others exist."""
+    recent = durations[1:][-10:] or durations[-10:]
+    return sum(recent) / len(recent) if recent else seconds / max(1, step)
+
+
+def _fit_total(step: int, seconds: float, durations: list[float], config: HealConfig) -> int:
+    """The schedule's length under a time budget, refitted every step from the recent step time.
+
+    Fitting once from the first steps undercounted on a host that sped up after them (a 40-minute budget ended
+    after 26 minutes); refitting from the remaining time keeps the cosine decay ending at the deadline.
+    `total == step` ends the run when less than one step's time is left."""
+    remaining = config.minutes * 60 - seconds
+    return min(config.steps, step + max(0, int(remaining / _recent_rate(durations, seconds, step))))
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak at `total`."""
     if warmup and step < warmup:
@@ -282,6 +298,7 @@ def heal(
         _append_log(out, {"step": 0, "validation": record["fidelity_before"]})
 
     teacher = supernet.model
+    durations: list[float] = []  # this session's step times (seconds), to fit a time budget's schedule
     dense.train()
     stopped_by = "steps"
     t_start = time.perf_counter() - seconds
@@ -308,10 +325,15 @@ def heal(
         kl = float(loss.detach())
         del t_logits, s_logits, loss
         step += 1
-        seconds = time.perf_counter() - t_start
-        if total is None and step >= 3:  # a time budget: fit the schedule to it from the measured step time
-            total = max(step + 1, min(config.steps, int(config.minutes * 60 / (seconds / step))))
-            log.info("time budget %.1f min: %d steps (%.1f s/step)", config.minutes, total, seconds / step)
+        now = time.perf_counter() - t_start
+        durations.append(now - seconds)
+        seconds = now
+        if config.minutes and step >= 3:
+            fitted = _fit_total(step, seconds, durations, config)
+            if total is None:
+                log.info("time budget %.1f min: about %d steps (%.1f s/step)", config.minutes, fitted,
+                         _recent_rate(durations, seconds, step))
+            total = fitted
         _append_log(out, {"step": step, "kl": round(kl, 6), "lr": lr, "seconds": round(seconds, 2)})
         tick(step, total or config.steps, f"KL {kl:.4f}")
         if config.checkpoint_every and step % config.checkpoint_every == 0 and (total is None or step < total):

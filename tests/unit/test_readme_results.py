@@ -159,6 +159,18 @@ def _heal_claims():
     return claims
 
 
+def _heal_long_claims():
+    """The 40-minute heal of l24-2ce7418a: before/after fidelity and paired accuracy, steps and seconds."""
+    r = load("heal_bench_long.json")["subnets"]["l24-2ce7418a"]
+    a, b = r["recovered"], r["healed_all"]
+    acc = lambda x: f"{x['acc_norm_vs_full']['points']:.2f} ± {x['acc_norm_vs_full']['stderr']:.2f}".replace("-", "−")
+    return [f"{b['steps']} steps in {b['heal_wall_seconds']:.0f} s ({b['heal_cpu_seconds']:,.0f} CPU s",
+            f"perplexity ratio {a['perplexity_ratio']:.2f}× → {b['perplexity_ratio']:.2f}×",
+            f"token KL {a['token_kl']:.3f} → {b['token_kl']:.3f}",
+            f"top-1 agreement {a['top1_agreement']:.3f} → {b['top1_agreement']:.3f}",
+            f"paired acc_norm {acc(a)} → {acc(b)} points on the same {b['acc_norm_vs_full']['items']:,} items"]
+
+
 def _speculative_claims():
     rows = {r["config"]: r for r in load("speculative_bench.json")["rows"]}
     ds = load("draft_search_xeon/speculative.json")
@@ -235,7 +247,7 @@ def _demo_claims(folder: str):
 DEMO_RUNS = [d for d in ("demo_24evals", "demo_16evals_v1", "demo_main_job", "demo_cold") if (RESULTS / d / "demo_timing.json").is_file()]
 
 
-CLAIMS = [("signal", c) for c in _signal_claims()] + [("genquality", c) for c in _genquality_claims()] + [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
+CLAIMS = [("signal", c) for c in _signal_claims()] + [("genquality", c) for c in _genquality_claims()] + [("speculative", c) for c in _speculative_claims()] + [("heal", c) for c in _heal_claims()] + [("heal long", c) for c in _heal_long_claims()] + [("noisy host", c) for c in _noisy_host_claims()] + [("profile", c) for c in _profile_claims()] + [("deploy", c) for c in _deploy_claims()] \
     + [("search", c) for c in _search_claims()] + [("train", c) for c in _train_claims()] \
     + [("demo", c) for d in DEMO_RUNS for c in _demo_claims(d)]
 
