@@ -154,10 +154,10 @@ def token_windows(tokenizer: Any, texts: Sequence[str], seq_len: int) -> np.ndar
     return np.asarray(ids[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
 
 
-def _recent_rate(durations: list[float], seconds: float, step: int) -> float:
+def _recent_rate(durations: list[float]) -> float:
     """Seconds per step from the last 10 steps, leaving out a session's first (warm-up) step when others exist."""
     recent = durations[1:][-10:] or durations[-10:]
-    return sum(recent) / len(recent) if recent else seconds / max(1, step)
+    return sum(recent) / len(recent)
 
 
 def _fit_total(step: int, seconds: float, durations: list[float], config: HealConfig) -> int:
@@ -167,7 +167,7 @@ def _fit_total(step: int, seconds: float, durations: list[float], config: HealCo
     after 26 minutes); refitting from the remaining time keeps the cosine decay ending at the deadline.
     `total == step` ends the run when less than one step's time is left."""
     remaining = config.minutes * 60 - seconds
-    return min(config.steps, step + max(0, int(remaining / _recent_rate(durations, seconds, step))))
+    return min(config.steps, step + max(0, int(remaining / _recent_rate(durations))))
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -332,13 +332,15 @@ def heal(
             fitted = _fit_total(step, seconds, durations, config)
             if total is None:
                 log.info("time budget %.1f min: about %d steps (%.1f s/step)", config.minutes, fitted,
-                         _recent_rate(durations, seconds, step))
+                         _recent_rate(durations))
             total = fitted
         _append_log(out, {"step": step, "kl": round(kl, 6), "lr": lr, "seconds": round(seconds, 2)})
         tick(step, total or config.steps, f"KL {kl:.4f}")
         if config.checkpoint_every and step % config.checkpoint_every == 0 and (total is None or step < total):
             _save_checkpoint(out, params, opt, {"step": step, "total": total, "seconds": seconds, "order": order,
                                                 "pos": pos, "rng": rng.bit_generator.state})
+    if config.minutes and stopped_by == "steps" and step < config.steps:
+        stopped_by = "time"  # the refitted schedule ended at the deadline, not at --steps
     dense.eval()
     return _finish(out, record, supernet, dense, params, fidelity, subnet, step, total or step, windows, config,
                    seconds, n_trained, stopped_by, tick)
