@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hwnas.errors import InvalidSubnetError, SpaceError
+from hwnas.model.formats import check_head_format, check_layer_formats, check_runtime
 from hwnas.model.genes import GeneCodec
 
 SCHEMA_VERSION = 1
@@ -34,10 +35,19 @@ LAYER_MODES = ("prefix", "skip", "ranked")
 
 @dataclass(frozen=True)
 class SubnetConfig:
-    """Kept decoder layers (indices into the base model) and the MLP width of each."""
+    """Kept decoder layers (indices into the base model) and the MLP width of each.
+
+    Optional deployment genes (see `hwnas.model.formats`): `weight_formats`, one (attention, MLP)
+    weight-format pair per kept layer; `head_format` for embeddings/lm_head; `runtime`, OpenVINO
+    CPU properties the bundle runs with. None/empty means "decided at export" (today's
+    behaviour), and such a subnet keeps the key it always had.
+    """
 
     layers: tuple[int, ...]
     mlp_widths: tuple[int, ...]
+    weight_formats: tuple[tuple[str, str], ...] | None = None
+    head_format: str | None = None
+    runtime: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -46,6 +56,12 @@ class SubnetConfig:
             raise InvalidSubnetError(
                 f"subnet has {len(self.layers)} layers but {len(self.mlp_widths)} mlp_widths; give one width per kept layer"
             )
+        if self.weight_formats is not None:
+            object.__setattr__(self, "weight_formats", check_layer_formats(self.weight_formats, len(self.layers)))
+        if self.head_format is not None:
+            check_head_format(self.head_format)
+        runtime = dict(self.runtime) if not isinstance(self.runtime, dict) else self.runtime
+        object.__setattr__(self, "runtime", check_runtime(runtime))
 
     @property
     def key(self) -> str:
@@ -57,8 +73,27 @@ class SubnetConfig:
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"layers": list(self.layers), "mlp_widths": list(self.mlp_widths)}
+    @property
+    def has_deploy_genes(self) -> bool:
+        return self.weight_formats is not None or self.head_format is not None or bool(self.runtime)
+
+    def architecture(self) -> "SubnetConfig":
+        """The same layers and widths without deployment genes (what the supernet slices)."""
+        return SubnetConfig(self.layers, self.mlp_widths)
+
+    def with_deploy(self, weight_formats: Any = None, head_format: str | None = None,
+                    runtime: Any = ()) -> "SubnetConfig":
+        return SubnetConfig(self.layers, self.mlp_widths, weight_formats, head_format, runtime)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"layers": list(self.layers), "mlp_widths": list(self.mlp_widths)}
+        if self.weight_formats is not None:
+            d["weight_formats"] = [list(p) for p in self.weight_formats]
+        if self.head_format is not None:
+            d["head_format"] = self.head_format
+        if self.runtime:
+            d["runtime"] = dict(self.runtime)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "SubnetConfig":
@@ -73,7 +108,16 @@ class SubnetConfig:
         for name, seq in (("layers", layers), ("mlp_widths", widths)):
             if not isinstance(seq, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in seq):
                 raise InvalidSubnetError(f"subnet field {name!r} must be a list of integers, got {json.dumps(seq)[:80]}")
-        return cls(tuple(layers), tuple(widths))
+        formats = d.get("weight_formats")
+        if isinstance(formats, list) and len(formats) == 2 and all(isinstance(f, str) for f in formats):
+            formats = [formats] * len(layers)  # shorthand: one [attention, mlp] pair for every kept layer
+        if formats is not None and not isinstance(formats, list):
+            raise InvalidSubnetError(f"subnet field 'weight_formats' must be a list of [attention, mlp] pairs, "
+                                     f"got {json.dumps(formats)[:80]}")
+        runtime = d.get("runtime") or {}
+        if not isinstance(runtime, dict):
+            raise InvalidSubnetError(f"subnet field 'runtime' must be an object of OpenVINO properties, got {json.dumps(runtime)[:80]}")
+        return cls(tuple(layers), tuple(widths), formats, d.get("head_format"), runtime)
 
     @classmethod
     def uniform(cls, num_layers: int, width: int) -> "SubnetConfig":
@@ -98,7 +142,16 @@ class SubnetConfig:
     def describe(self) -> str:
         widths = sorted(set(self.mlp_widths))
         w = str(widths[0]) if len(widths) == 1 else f"{min(widths)}-{max(widths)}"
-        return f"{len(self.layers)} layers, MLP {w}"
+        text = f"{len(self.layers)} layers, MLP {w}"
+        if self.weight_formats is not None:
+            from collections import Counter
+            counts = Counter(f for pair in self.weight_formats for f in pair)
+            text += ", weights " + "/".join(f"{n}x{f}" for f, n in counts.most_common())
+        if self.head_format is not None:
+            text += f", head {self.head_format}"
+        if self.runtime:
+            text += ", " + " ".join(f"{k}={v}" for k, v in self.runtime)
+        return text
 
 
 @dataclass(frozen=True)
