@@ -14,7 +14,7 @@ paths, links or devices are refused before anything is extracted).
 
 Pipeline: extract the subnet (dense torch) -> INC quantization (`hwnas.deploy.quantize`) -> float model
 with the dequantized weights -> optimum-intel export (`hwnas.hardware.irexport`) -> integer weights swapped
-into the IR (`hwnas.deploy.ov_compress`) -> save without f16 compression.
+into the IR (`hwnas.hardware.ov_compress`) -> save without f16 compression.
 """
 from __future__ import annotations
 
@@ -303,7 +303,7 @@ def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path) -> dict:
 
     import openvino as ov
 
-    from hwnas.deploy.ov_compress import compress_ir
+    from hwnas.hardware.ov_compress import compress_ir
     from hwnas.hardware.irexport import export_ir
 
     stage = folder / ".stage"

@@ -216,7 +216,7 @@ def test_real_default_model_int4_bundle(tmp_path):
     decoder weights and an int8 embedding, and genai generates text from the bundle."""
     import openvino as ov
 
-    from hwnas.deploy.ov_compress import weight_element_types
+    from hwnas.hardware.ov_compress import weight_element_types
 
     cfg = SubnetConfig(tuple(range(8)), (768,) * 8)
     # a format test on a deliberately tiny subnet (it would fail the generation check, rightly)

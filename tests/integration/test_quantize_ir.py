@@ -77,7 +77,7 @@ def _ir_logits(model_xml_dir, ids):
 def _quantize_into_ir(float_ir, recipe, tmp_path, calibration=None):
     import openvino as ov
 
-    from hwnas.deploy.ov_compress import compress_ir
+    from hwnas.hardware.ov_compress import compress_ir
     from hwnas.deploy.quantize import materialize, quantize_model
 
     model, ir_dir = float_ir
@@ -105,7 +105,7 @@ RECIPES = [
 def test_ir_matches_inc_torch(float_ir, tmp_path, name, kw, etype):
     import torch
 
-    from hwnas.deploy.ov_compress import runtime_weight_types, weight_element_types
+    from hwnas.hardware.ov_compress import runtime_weight_types, weight_element_types
     from hwnas.deploy.quantize import make_recipe
 
     res, inc_model, mat, summary, out = _quantize_into_ir(float_ir, make_recipe(name, head="f32", **kw), tmp_path)
@@ -138,7 +138,7 @@ def test_ir_matches_inc_torch(float_ir, tmp_path, name, kw, etype):
 def test_int8_head_and_gptq_with_calibration(float_ir, tmp_path, calib_file):
     import torch
 
-    from hwnas.deploy.ov_compress import weight_element_types
+    from hwnas.hardware.ov_compress import weight_element_types
     from hwnas.deploy.quantize import load_calibration, make_recipe
 
     tok = make_tiny_tokenizer()
@@ -178,7 +178,7 @@ def test_gptq_without_calibration_and_bad_group_size(float_ir):
 def test_compress_refuses_mismatched_weights(float_ir):
     import openvino as ov
 
-    from hwnas.deploy.ov_compress import compress_ir
+    from hwnas.hardware.ov_compress import compress_ir
     from hwnas.deploy.quantize import make_recipe, quantize_model
     from hwnas.errors import ExportError
 
@@ -201,7 +201,7 @@ def test_awq_folds_scales_and_ir_matches(tmp_path, calib_file):
     import openvino as ov
     import torch
 
-    from hwnas.deploy.ov_compress import compress_ir, weight_element_types
+    from hwnas.hardware.ov_compress import compress_ir, weight_element_types
     from hwnas.deploy.quantize import load_calibration, make_recipe, materialize, quantize_model
     from hwnas.hardware.irexport import export_ir
 

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hwnas.deploy.quantize import QuantizedLinear
+from hwnas.model.quantized import QuantizedLinear
 from hwnas.errors import ExportError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,85 @@
+"""Integer weights of one linear layer, as OpenVINO's weight decompression reads them.
+
+Lives in `model/` because every stage that writes or times an IR with integer weights needs it:
+`hardware` (timing IRs in the format a subnet ships with), `deploy` (INC codes into the bundle).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwnas.errors import ExportError
+
+
+@dataclass
+class QuantizedLinear:
+    """Integer weights of one layer: W[o, i] ~= (codes[o, i] - zero_point[o, g]) * scale[o, g], g = i // group_size.
+
+    codes and zero points are unsigned (0 .. 2**bits - 1, INC's convention); `symmetric` is true
+    when every zero point is the mid-point, so the codes can be stored signed with no zero point.
+    """
+
+    name: str
+    bits: int
+    group_size: int          # columns per scale; equals in_features for per-channel
+    codes: np.ndarray        # uint8 [out, in]
+    scale: np.ndarray        # float16 [out, groups]
+    zero_point: np.ndarray   # uint8 [out, groups]
+
+    def __post_init__(self) -> None:
+        out, inp = self.codes.shape
+        if inp % self.group_size:
+            raise ExportError(f"{self.name}: group size {self.group_size} does not divide width {inp}")
+        groups = inp // self.group_size
+        if self.scale.shape != (out, groups) or self.zero_point.shape != (out, groups):
+            raise ExportError(f"{self.name}: scale/zero-point shape {self.scale.shape}/{self.zero_point.shape} "
+                              f"does not match codes {self.codes.shape} with group size {self.group_size}")
+        hi = 2 ** self.bits - 1
+        if self.codes.min(initial=0) < 0 or self.codes.max(initial=0) > hi or self.zero_point.max(initial=0) > hi:
+            raise ExportError(f"{self.name}: codes outside 0..{hi} for {self.bits}-bit weights")
+        self.codes = np.ascontiguousarray(self.codes, dtype=np.uint8)
+        self.zero_point = np.ascontiguousarray(self.zero_point, dtype=np.uint8)
+        self.scale = np.ascontiguousarray(self.scale, dtype=np.float16)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.codes.shape)  # type: ignore[return-value]
+
+    @property
+    def n_groups(self) -> int:
+        return self.codes.shape[1] // self.group_size
+
+    @property
+    def symmetric(self) -> bool:
+        return bool(np.all(self.zero_point == 2 ** (self.bits - 1)))
+
+    def signed_codes(self) -> np.ndarray:
+        """int8 codes minus the mid-point (only meaningful when `symmetric`)."""
+        return (self.codes.astype(np.int16) - 2 ** (self.bits - 1)).astype(np.int8)
+
+    def dequantize(self) -> np.ndarray:
+        """float32 weights computed the way OpenVINO's decompression does: f16 (code - zp) * f16 scale."""
+        out, inp = self.codes.shape
+        g = self.n_groups
+        diff = self.codes.reshape(out, g, self.group_size).astype(np.int16) - self.zero_point[:, :, None].astype(np.int16)
+        w = diff.astype(np.float16) * self.scale[:, :, None]
+        return w.astype(np.float32).reshape(out, inp)
+
+    def nbytes(self) -> int:
+        """Bytes of the stored constants (codes packed at `bits`, f16 scales, zero points unless symmetric)."""
+        n = self.codes.size * self.bits // 8 + self.scale.size * 2
+        if not self.symmetric:
+            n += (self.zero_point.size * self.bits + 7) // 8
+        return n
+
+
+def rtn_int8_rows(name: str, weight: np.ndarray) -> QuantizedLinear:
+    """Per-row symmetric int8 round-to-nearest (embeddings / lm_head), codes in 1..255 around 128."""
+    w = np.asarray(weight, dtype=np.float32)
+    amax = np.abs(w).max(axis=1, keepdims=True)
+    scale = (np.where(amax > 0, amax, 1.0) / 127.0).astype(np.float16)
+    scale = np.where(scale == 0, np.float16(np.finfo(np.float16).tiny), scale)
+    q = np.clip(np.rint(w / scale.astype(np.float32)), -127, 127).astype(np.int16) + 128
+    zp = np.full(scale.shape, 128, dtype=np.uint8)
+    return QuantizedLinear(name=name, bits=8, group_size=w.shape[1], codes=q.astype(np.uint8), scale=scale, zero_point=zp)
