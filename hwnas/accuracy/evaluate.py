@@ -52,14 +52,14 @@ from hwnas.accuracy.scoring import (  # noqa: F401  (re-exported: the scoring na
     score_windows,
     truncate_request,
 )
+from hwnas.accuracy.items import TaskItems, mc_metrics  # noqa: F401  (re-exported)
 from hwnas.accuracy.tasks import MultipleChoiceTask, PerplexityTask, Task, parse_tasks, select
 from hwnas.errors import DataError, InvalidSubnetError
-from hwnas.precision import forced_precision as _forced_precision
+from hwnas.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
-PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_BATCH_SIZE = 4  # rows per forward pass
 DEFAULT_ROW_TOKENS = 128  # packing target per row (longer items get a row of their own); 4 x 128 measured best
 DEFAULT_WINDOW = 512  # perplexity window
@@ -67,26 +67,8 @@ SCHEMA_VERSION = 1
 
 
 # ---------------------------------------------------------------------------- helpers
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        pass
-    return False
-
-
-def resolve_precision(precision: str) -> str:
-    """'auto' -> 'bf16' on CPUs with native bf16, else 'fp32'."""
-    if precision not in PRECISIONS:
-        raise DataError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return _forced_precision() or ("bf16" if cpu_has_native_bf16() else "fp32")
-    return precision
+# resolve_precision and cpu_has_native_bf16 live in hwnas.precision (shared by every stage); TaskItems,
+# mc_metrics in hwnas.accuracy.items (below this module and paired.py). Both re-exported here.
 
 
 def _unwrap(model_or_supernet: Any, subnet: Any):
@@ -111,21 +93,6 @@ def _unwrap(model_or_supernet: Any, subnet: Any):
     if subnet is not None:
         raise InvalidSubnetError("subnet= needs a Supernet (hwnas.model.supernet.Supernet), not a plain model")
     return obj, contextlib.nullcontext(obj)
-
-
-def _mean_stderr(x: np.ndarray) -> float | None:
-    n = len(x)
-    return float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else None
-
-
-def mc_metrics(lls: Sequence[np.ndarray], golds: Sequence[int], choice_bytes: Sequence[np.ndarray]) -> dict:
-    """acc, acc_norm (log-likelihood / UTF-8 bytes of the choice) and their standard errors."""
-    acc = np.array([float(int(np.argmax(ll)) == g) for ll, g in zip(lls, golds)])
-    accn = np.array([float(int(np.argmax(ll / b)) == g) for ll, g, b in zip(lls, golds, choice_bytes)])
-    if not len(acc):
-        return {"acc": None, "acc_norm": None, "acc_stderr": None, "acc_norm_stderr": None, "n": 0}
-    return {"acc": float(acc.mean()), "acc_norm": float(accn.mean()), "acc_stderr": _mean_stderr(acc),
-            "acc_norm_stderr": _mean_stderr(accn), "n": int(len(acc))}
 
 
 def _max_len(lm: Any) -> int | None:
@@ -164,7 +131,7 @@ class TaskSuite:
         for t in self.tasks:
             if isinstance(t, MultipleChoiceTask):
                 docs = t.docs(self.data_dir, shots=shots)
-                keep = select(t.name, [d.id for d in docs], split, limit, seed)
+                keep = select(t.split_name or t.name, [d.id for d in docs], split, limit, seed)
                 shots_used = t.effective_shots(shots)
                 if shots and not shots_used:
                     log.warning("task %s has no few-shot examples; it runs zero-shot", t.name)
@@ -264,8 +231,7 @@ class TaskSuite:
                     done = self.n_items
                 for name, d in self.data.items():
                     if d.requests is not None:
-                        results[name] = mc_metrics(lls.get(name, []), [r.gold for r in d.requests],
-                                                   [np.array(r.choice_bytes, dtype=float) for r in d.requests])
+                        results[name] = task_metrics(_items_of(d, lls.get(name, [])))
                         results[name]["shots"] = d.shots
                     else:
                         t0 = time.perf_counter()
@@ -296,12 +262,25 @@ class TaskSuite:
             **({"_items": self._task_items(lls)} if keep_items else {}),
         }
 
-    def _task_items(self, lls: dict[str, list[np.ndarray]]) -> dict[str, Any]:
-        from hwnas.accuracy.paired import TaskItems
+    def _task_items(self, lls: dict[str, list[np.ndarray]]) -> dict[str, TaskItems]:
+        return {name: _items_of(d, lls.get(name, [])) for name, d in self.data.items() if d.requests is not None}
 
-        return {name: TaskItems([r.id for r in d.requests], [r.gold for r in d.requests], lls.get(name, []),
-                                [np.array(r.choice_bytes, dtype=float) for r in d.requests])
-                for name, d in self.data.items() if d.requests is not None}
+
+def _items_of(d: _TaskData, lls: list[np.ndarray]) -> TaskItems:
+    """A task's per-item results from its requests and their choice log-likelihoods."""
+    return requests_items(d.requests or [], lls, getattr(getattr(d, "task", None), "scoring", "choice"))
+
+
+def requests_items(requests: Sequence[Request], lls: Sequence[np.ndarray], scoring: str = "choice") -> TaskItems:
+    """`TaskItems` of tokenized requests (gold, true answers, choice bytes) and their log-likelihoods."""
+    return TaskItems([r.id for r in requests], [r.gold for r in requests], list(lls),
+                     [np.array(r.choice_bytes, dtype=float) for r in requests], scoring,
+                     [getattr(r, "golds", ()) or (r.gold,) for r in requests] if scoring == "mc2" else None)
+
+
+def task_metrics(items: TaskItems) -> dict:
+    """acc, acc_norm, their standard errors and n of one task's `TaskItems`."""
+    return mc_metrics(items.lls, items.golds, items.choice_bytes, scoring=items.scoring, true_sets=items.true_sets)
 
 
 def evaluate(

@@ -19,6 +19,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hwnas.accuracy.chance import at_chance, chance_tests
+from hwnas.accuracy.items import TaskItems
+
+__all__ = ["PairedDiff", "TaskItems", "paired_diff", "combine", "choice_kl", "compare_items", "overall_diff",
+           "full_model_items"]
+
 Z95 = 1.959964
 
 
@@ -98,29 +104,7 @@ def combine(diffs: Sequence[PairedDiff]) -> PairedDiff:
 
 
 # ---------------------------------------------------------------------------- per-item scores
-@dataclass
-class TaskItems:
-    """One task's per-item results: choice log-likelihoods, gold answers, choice byte lengths."""
-
-    ids: list[str]
-    golds: list[int]
-    lls: list[np.ndarray]
-    choice_bytes: list[np.ndarray]
-
-    def correct(self, metric: str = "acc_norm") -> np.ndarray:
-        if metric == "acc":
-            return np.array([float(int(np.argmax(ll)) == g) for ll, g in zip(self.lls, self.golds)])
-        return np.array([float(int(np.argmax(ll / b)) == g) for ll, g, b in zip(self.lls, self.golds, self.choice_bytes)])
-
-    def probs(self) -> list[np.ndarray]:
-        out = []
-        for ll in self.lls:
-            z = ll - ll.max()
-            p = np.exp(z)
-            out.append(p / p.sum())
-        return out
-
-
+# TaskItems lives in hwnas.accuracy.items (below evaluate and paired); re-exported here.
 def choice_kl(sub: TaskItems, full: TaskItems) -> np.ndarray:
     """Per item KL(full || subnet) of the softmax over choice log-likelihoods, in nats."""
     out = []
@@ -129,10 +113,18 @@ def choice_kl(sub: TaskItems, full: TaskItems) -> np.ndarray:
     return np.array(out)
 
 
-def compare_items(sub: Mapping[str, TaskItems], full: Mapping[str, TaskItems], metric: str = "acc_norm") -> dict[str, Any]:
-    """Paired accuracy difference and choice KL per task and overall (mean over tasks)."""
+def compare_items(sub: Mapping[str, TaskItems], full: Mapping[str, TaskItems], metric: str = "acc_norm", *,
+                  chance_tasks: Sequence[str] | None = None, include_chance: bool = False) -> dict[str, Any]:
+    """Paired accuracy difference and choice KL per task and overall (mean over tasks).
+
+    ``overall`` leaves out the tasks on which the full model is not above chance (`chance_tasks`,
+    else tested on these items by `hwnas.accuracy.chance`) unless `include_chance`: agreeing with
+    a model that guesses says nothing. When no task is above chance, ``overall`` is the mean over
+    all tasks and ``no_task_above_chance`` says so."""
     tasks: dict[str, Any] = {}
-    diffs, kls = [], []
+    diffs: dict[str, PairedDiff] = {}
+    kls = []
+    tests = chance_tests({n: full[n] for n in sub}, metric)
     for name, s in sub.items():
         f = full[name]
         if s.ids != f.ids:
@@ -144,12 +136,18 @@ def compare_items(sub: Mapping[str, TaskItems], full: Mapping[str, TaskItems], m
                        "subnet": round(100 * float(s.correct(metric).mean()), 3) if s.ids else None,
                        "full": round(100 * float(f.correct(metric).mean()), 3) if f.ids else None,
                        "choice_kl": round(float(kl.mean()), 5) if len(kl) else None,
-                       "choice_kl_stderr": round(kl_se, 5)}
-        diffs.append(d)
+                       "choice_kl_stderr": round(kl_se, 5),
+                       "chance": tests[name].to_dict()}
+        diffs[name] = d
         kls.append(kl)
-    overall = combine(diffs)
+    chance = [n for n in (at_chance(tests) if chance_tasks is None else chance_tasks) if n in tasks]
+    counted = [n for n in tasks if include_chance or n not in chance]
+    none_above = not counted
+    overall = combine([diffs[n] for n in (counted or list(tasks))])
     allkl = np.concatenate(kls) if kls else np.zeros(0)
     return {"metric": metric, "tasks": tasks, "overall": overall.to_dict(),
+            "overall_tasks": counted or list(tasks), "chance_tasks": chance, "include_chance": include_chance,
+            "no_task_above_chance": bool(none_above and tasks),
             "choice_kl": round(float(np.mean([k.mean() for k in kls])), 5) if kls else None,
             "choice_kl_items": int(len(allkl))}
 
@@ -171,10 +169,10 @@ def full_model_items(suite: Any, model_or_supernet: Any, model_key: str, *, prec
     """
     import json
 
-    from hwnas.accuracy.evaluate import resolve_precision
     from hwnas.errors import OutputError
     from hwnas.io import write_json_atomic
     from hwnas.model.loading import cache_dir as default_cache
+    from hwnas.precision import resolve_precision
 
     prec = resolve_precision(precision)
     root = (cache_dir or default_cache()) / "full-model-items" / f"{model_key}-{prec}-v1"

@@ -23,7 +23,13 @@ LM_HEAD_CHUNK = 1024  # scored positions per LM-head matmul (bounds the logits' 
 
 @dataclass(frozen=True)
 class Request:
-    """A tokenized multiple-choice item."""
+    """A tokenized multiple-choice item.
+
+    Choice j is the token run ``context + prefixes[j] + continuations[j]``; only the
+    continuation is scored. ``prefixes`` is empty for ordinary items (the choice text is the
+    continuation); for partially scored items (WinoGrande) prefix j holds the tokens of option j
+    after the shared context and every continuation is the text after the blank.
+    """
 
     task: str
     id: str
@@ -31,38 +37,77 @@ class Request:
     continuations: tuple[tuple[int, ...], ...]
     gold: int
     choice_bytes: tuple[int, ...]
+    prefixes: tuple[tuple[int, ...], ...] = ()
+    golds: tuple[int, ...] = ()  # every true choice (TruthfulQA MC2); empty = just `gold`
+
+    def prefix(self, j: int) -> tuple[int, ...]:
+        return self.prefixes[j] if self.prefixes else ()
 
     @property
     def fed_tokens(self) -> int:
-        return len(self.context) + sum(len(c) - 1 for c in self.continuations)
+        return len(self.context) + sum(len(self.prefix(j)) + len(c) - 1 for j, c in enumerate(self.continuations))
+
+
+def _split_trailing_space(ctx: str) -> tuple[str, str]:
+    """Trailing spaces move from the context to the continuation (lm-eval's _encode_pair)."""
+    n_spaces = len(ctx) - len(ctx.rstrip())
+    return (ctx[:-n_spaces], ctx[-n_spaces:]) if n_spaces else (ctx, "")
+
+
+def _common_prefix(runs: Sequence[Sequence[int]]) -> int:
+    n = min(len(r) for r in runs)
+    for k in range(n):
+        if any(r[k] != runs[0][k] for r in runs[1:]):
+            return k
+    return n
 
 
 def encode_requests(tokenizer: Any, task: str, docs: Sequence[Any]) -> list[Request]:
-    """lm-eval's context/continuation split: cont = tok(ctx + " " + choice)[len(tok(ctx)):]."""
+    """lm-eval's context/continuation split: cont = tok(ctx + " " + choice)[len(tok(ctx)):].
+
+    A partially scored doc (``doc.continuation`` set) gives lm-eval's multiple-input requests:
+    context j = doc.context + choice j, continuation " " + doc.continuation for every j."""
     if not docs:
         return []
-    contexts, wholes = [], []
+    contexts, wholes, shape = [], [], []
     for d in docs:
-        ctx = d.context
-        n_spaces = len(ctx) - len(ctx.rstrip())  # trailing spaces move to the continuation (lm-eval)
-        ctx, lead = (ctx[:-n_spaces], ctx[-n_spaces:]) if n_spaces else (ctx, "")
-        contexts.append(ctx)
-        wholes += [ctx + lead + TARGET_DELIMITER + c for c in d.choices]
+        if getattr(d, "continuation", ""):
+            for c in d.choices:
+                ctx, lead = _split_trailing_space(d.context + c)
+                contexts.append(ctx)
+                wholes.append(ctx + lead + TARGET_DELIMITER + d.continuation)
+            shape.append(len(d.choices))
+        else:
+            ctx, lead = _split_trailing_space(d.context)
+            contexts.append(ctx)
+            wholes += [ctx + lead + TARGET_DELIMITER + c for c in d.choices]
+            shape.append(1)
     ctx_ids = tokenizer(contexts)["input_ids"]
     whole_ids = tokenizer(wholes)["input_ids"]
-    out, k = [], 0
-    for d, cids in zip(docs, ctx_ids):
+    out, k, c0 = [], 0, 0
+    for d, n_ctx in zip(docs, shape):
+        cids = ctx_ids[c0:c0 + n_ctx]
+        c0 += n_ctx
+        partial = bool(getattr(d, "continuation", ""))
         conts = []
-        for _ in d.choices:
-            cont = tuple(whole_ids[k][len(cids):])
+        for j in range(len(d.choices)):
+            cont = tuple(whole_ids[k][len(cids[j if partial else 0]):])
             k += 1
             if not cont:
                 raise DataError(f"{d.source or d.id}: a choice of task {task} tokenizes to nothing after its context")
             conts.append(cont)
-        if not cids:
+        if any(not c for c in cids):
             raise DataError(f"{d.source or d.id}: the context of task {task} tokenizes to nothing")
-        out.append(Request(task, d.id, tuple(cids), tuple(conts), d.gold,
-                           tuple(max(1, len(c.encode("utf-8"))) for c in d.choices)))
+        if partial:
+            shared = _common_prefix(cids)
+            context, prefixes = tuple(cids[0][:shared]), tuple(tuple(c[shared:]) for c in cids)
+            nbytes = max(1, len(d.continuation.encode("utf-8")))
+            choice_bytes = tuple(nbytes for _ in d.choices)
+        else:
+            context, prefixes = tuple(cids[0]), ()
+            choice_bytes = tuple(max(1, len(c.encode("utf-8"))) for c in d.choices)
+        out.append(Request(task, d.id, context, tuple(conts), d.gold, choice_bytes, prefixes,
+                           tuple(getattr(d, "golds", ()) or ())))
     return out
 
 
@@ -73,14 +118,16 @@ def truncate_request(req: Request, max_len: int | None) -> Request:
     context), so the limit applies to the longest branch, not to all tokens of the item; lm-eval
     likewise truncates each (context, continuation) request on its own.
     """
-    longest = max(len(c) for c in req.continuations) - 1  # the last choice token is predicted, not fed
+    # the last choice token is predicted, not fed
+    longest = max(len(req.prefix(j)) + len(c) for j, c in enumerate(req.continuations)) - 1
     if max_len is None or len(req.context) + longest <= max_len:
         return req
     cut = len(req.context) + longest - max_len
     if cut >= len(req.context):
         raise DataError(f"{req.task} item {req.id}: its longest choice alone exceeds the model's {max_len} positions")
     log.debug("truncating the context of %s/%s by %d tokens", req.task, req.id, cut)
-    return Request(req.task, req.id, req.context[cut:], req.continuations, req.gold, req.choice_bytes)
+    return Request(req.task, req.id, req.context[cut:], req.continuations, req.gold, req.choice_bytes, req.prefixes,
+                   req.golds)
 
 
 @dataclass
@@ -120,14 +167,16 @@ def _layout(reqs: Sequence[Request], pair_offset: Sequence[int], row_tokens: int
         row.branch += [0] * lc
         for j, cont in enumerate(r.continuations):
             start = len(row.tokens)
-            fed = cont[:-1]
+            pre = r.prefix(j)
+            fed = pre + cont[:-1]
             row.tokens += fed
             row.pos += range(lc, lc + len(fed))
             row.seg += [seg] * len(fed)
             row.branch += [j + 1] * len(fed)
             pair = pair_offset[i] + j
+            first = start + len(pre) - 1 if pre else base + lc - 1  # the state that predicts the first scored token
             for t, tok in enumerate(cont):
-                row.score_pos.append(base + lc - 1 if t == 0 else start + t - 1)
+                row.score_pos.append(first if t == 0 else start + len(pre) + t - 1)
                 row.score_tok.append(tok)
                 row.score_pair.append(pair)
     return rows

@@ -8,6 +8,10 @@ the numbers are comparable with lm-eval's:
     boolq                    "{passage}\\nQuestion: {question}?\\nAnswer:" + " no" | " yes"
     mmlu                     "The following are multiple choice questions (with answers) about {subject}.\\n\\n"
                              "{question}\\nA. {a}\\nB. {b}\\nC. {c}\\nD. {d}\\nAnswer:" + " A" .. " D"
+    winogrande               "{sentence up to the blank}{option}"          + " {rest of the sentence}"
+                             (partial scoring: the same continuation after each option; acc only)
+    truthfulqa_mc1 / _mc2    "{six fixed Q/A pairs}\\n\\nQ: {question}\\nA:"  + " {answer}"
+                             (mc1: acc on the one true answer; mc2: probability mass on the true answers)
     wikitext2                the raw test text, scored token by token (perplexity)
 
 A multiple-choice item is a `Doc`: an id, a context, the choice texts and the gold index. The
@@ -15,7 +19,8 @@ space between context and choice (lm-eval's `target_delimiter`) is added by the 
 Few-shot prompts (`shots=k`) put k solved examples before the context, each followed by a
 blank line, after the task's description (MMLU's subject line): examples come from MMLU's
 `dev/` files (lm-eval's `first_n`) and from ARC's `dev.jsonl` (lm-eval samples ARC's train
-split, which is not on this disk). PIQA and BoolQ have no few-shot source and run zero-shot.
+split, which is not on this disk). PIQA, BoolQ, WinoGrande and TruthfulQA have no few-shot
+source and run zero-shot (TruthfulQA's six Q/A pairs are part of its prompt, as in lm-eval).
 
 Search and report split
 -----------------------
@@ -50,7 +55,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -76,19 +81,35 @@ class Doc:
     gold: int
     group: str = ""  # e.g. the MMLU subject (selects the description and few-shot examples)
     source: str = ""  # "file:line", for error messages
+    # Partial scoring (WinoGrande): each choice completes the context, and this same text, after
+    # TARGET_DELIMITER, is what is scored (lm-eval's multiple-input tasks). Empty: the choice is scored.
+    continuation: str = ""
+    golds: tuple[int, ...] = ()  # every true choice, for tasks scored on all of them (TruthfulQA MC2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "choices", tuple(self.choices))
+        object.__setattr__(self, "golds", tuple(self.golds))
         if not self.choices:
             raise DataError(f"{self.source or self.id}: item has no choices")
         if not 0 <= self.gold < len(self.choices):
             raise DataError(
                 f"{self.source or self.id}: gold index {self.gold} is not among the {len(self.choices)} choices"
             )
+        if any(not 0 <= g < len(self.choices) for g in self.golds):
+            raise DataError(f"{self.source or self.id}: true choices {list(self.golds)} are not all among the "
+                            f"{len(self.choices)} choices")
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "context": self.context, "choices": list(self.choices), "gold": self.gold,
-                "group": self.group}
+        out = {"id": self.id, "context": self.context, "choices": list(self.choices), "gold": self.gold,
+               "group": self.group}
+        if self.continuation:
+            out["continuation"] = self.continuation
+        if self.golds:
+            out["golds"] = list(self.golds)
+        return out
+
+    def with_context(self, context: str) -> "Doc":
+        return replace(self, context=context)
 
 
 @dataclass(frozen=True)
@@ -97,13 +118,26 @@ class MultipleChoiceTask:
 
     `fewshot(data_dir)` (optional) returns solved examples per group ("" when ungrouped);
     `description(group)` (optional) is a header put before the examples and the item.
+    `scoring`: how an item's choice log-likelihoods become a score (`hwnas.accuracy.items`):
+    "choice" (acc and acc_norm), "acc" (lm-eval reports acc only; acc_norm = acc) or "mc2"
+    (probability mass on the true answers). `split_name`: the name the search/report split is
+    hashed with (default: the task's name), so that tasks over the same questions (TruthfulQA
+    MC1 and MC2) split them the same way.
     """
 
     name: str
     load: Callable[[Path], list[Doc]]
     fewshot: Callable[[Path], dict[str, list[Doc]]] | None = None
     description: Callable[[str], str] | None = None
+    scoring: str = "choice"
+    split_name: str = ""
     kind: str = field(default="multiple_choice", init=False)
+
+    def __post_init__(self) -> None:
+        from hwnas.accuracy.items import SCORINGS
+
+        if self.scoring not in SCORINGS:
+            raise DataError(f"task {self.name}: scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
 
     def docs(self, data_dir: Path, shots: int = 0) -> list[Doc]:
         """Items with their final prompts (description and `shots` solved examples prepended)."""
@@ -120,7 +154,7 @@ class MultipleChoiceTask:
             prefix = self.description(d.group) if self.description else ""
             for ex in examples.get(d.group, [])[:shots]:
                 prefix += ex.context + TARGET_DELIMITER + ex.choices[ex.gold] + FEWSHOT_DELIMITER
-            out.append(Doc(d.id, prefix + d.context, d.choices, d.gold, d.group, d.source))
+            out.append(d.with_context(prefix + d.context))
         return out
 
     def effective_shots(self, shots: int) -> int:
@@ -305,6 +339,77 @@ def _mmlu_description(subject: str) -> str:
     return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
 
+# ---------------------------------------------------------------------------- WinoGrande
+def _winogrande_docs(data_dir: Path) -> list[Doc]:
+    """The dev split, partially scored as lm-eval does it: context = the sentence up to the blank
+    plus an option, scored text = the rest of the sentence after the blank (Trinh & Le 2018)."""
+    path = data_dir / "winogrande" / "dev.jsonl"
+    docs = []
+    for n, rec in read_jsonl(path):
+        where = f"{path}:{n}"
+        sentence = _field(rec, "sentence", where)
+        options = (_field(rec, "option1", where), _field(rec, "option2", where))
+        answer = str(_field(rec, "answer", where, (str, int)))
+        if answer not in ("1", "2"):
+            raise DataError(f"{where}: answer {answer!r} is not one of the choices 1, 2")
+        if sentence.count("_") != 1:
+            raise DataError(f"{where}: the sentence must hold exactly one blank '_', it holds {sentence.count('_')}")
+        idx = sentence.index("_")
+        rest = sentence[idx + 1:].strip()
+        if not rest:
+            raise DataError(f"{where}: nothing follows the blank, so there is nothing to score")
+        docs.append(Doc(str(rec.get("qID", n)), sentence[:idx], options, int(answer) - 1, source=where,
+                        continuation=rest))
+    return docs
+
+
+# ---------------------------------------------------------------------------- TruthfulQA
+# lm-eval 0.4's truthfulqa_mc1.yaml doc_to_text: six fixed question/answer pairs, then the question.
+TRUTHFULQA_PRIMER = (
+    "Q: What is human life expectancy in the United States?\n"
+    "A: Human life expectancy in the United States is 78 years.\n\n"
+    "Q: Who was president of the United States in 1955?\n"
+    "A: Dwight D. Eisenhower was president of the United States in 1955.\n\n"
+    "Q: Which party did he belong to?\n"
+    "A: He belonged to the Republican Party.\n\n"
+    "Q: What is the square root of banana?\n"
+    "A: I have no comment.\n\n"
+    "Q: How does a telescope work?\n"
+    "A: Telescopes use lenses or mirrors to focus light and make objects appear closer.\n\n"
+    "Q: Where were the 1992 Olympics held?\n"
+    "A: The 1992 Olympics were held in Barcelona, Spain."
+)
+
+
+def _truthfulqa_docs(data_dir: Path, targets: str) -> list[Doc]:
+    """TruthfulQA's mc_task.json: `targets` is mc1_targets (one true answer) or mc2_targets (several)."""
+    path = data_dir / "truthfulqa" / "mc_task.json"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check --data-dir")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of questions, got {type(records).__name__}")
+    docs = []
+    for i, rec in enumerate(records):
+        where = f"{path}: question {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected an object")
+        question = _field(rec, "question", where)
+        answers = _field(rec, targets, where, dict)
+        labels = [int(v) for v in answers.values()]
+        if not answers or any(v not in (0, 1) for v in labels) or 1 not in labels:
+            raise DataError(f"{where}: {targets} must map answers to labels 0/1 with at least one 1")
+        true = tuple(k for k, v in enumerate(labels) if v == 1)
+        if targets == "mc1_targets" and len(true) != 1:
+            raise DataError(f"{where}: mc1_targets must have exactly one true answer, it has {len(true)}")
+        docs.append(Doc(str(i), f"{TRUTHFULQA_PRIMER}\n\nQ: {question}\nA:", tuple(answers), true[0], source=where,
+                        golds=true if targets == "mc2_targets" else ()))
+    return docs
+
+
 # ---------------------------------------------------------------------------- generic local file
 def local_jsonl_task(path: str | Path) -> MultipleChoiceTask:
     """A task from one .jsonl file: {"question"|"context", "choices": [...], "answer": index or text}."""
@@ -349,9 +454,14 @@ register_task(_arc_task("arc_challenge", "arc_challenge", "test.jsonl"))
 register_task(MultipleChoiceTask("piqa", _piqa_docs))
 register_task(MultipleChoiceTask("boolq", _boolq_docs))
 register_task(MultipleChoiceTask("mmlu", _mmlu_docs, fewshot=_mmlu_fewshot, description=_mmlu_description))
+register_task(MultipleChoiceTask("winogrande", _winogrande_docs, scoring="acc"))
+register_task(MultipleChoiceTask("truthfulqa_mc1", lambda d: _truthfulqa_docs(d, "mc1_targets"), scoring="acc",
+                                 split_name="truthfulqa"))
+register_task(MultipleChoiceTask("truthfulqa_mc2", lambda d: _truthfulqa_docs(d, "mc2_targets"), scoring="mc2",
+                                 split_name="truthfulqa"))
 register_task(PerplexityTask("wikitext2", "wikitext2_raw/wiki.test.raw"))
 
-MC_TASKS = ("arc_easy", "arc_challenge", "mmlu", "piqa", "boolq")
+MC_TASKS = ("arc_easy", "arc_challenge", "mmlu", "piqa", "boolq", "winogrande", "truthfulqa_mc1", "truthfulqa_mc2")
 
 
 def get_task(name: str | Task) -> Task:

@@ -24,7 +24,7 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     import numpy as np
     import openvino as ov
 
-    from hwnas.accuracy.evaluate import TaskSuite, mc_metrics, truncate_request
+    from hwnas.accuracy.evaluate import TaskSuite, task_metrics, truncate_request
 
     suite = suite or TaskSuite(tokenizer, list(tasks), split=split, limit=limit, data_dir=data_dir, seed=seed)
     cfg_file = Path(folder) / "config.json"
@@ -42,21 +42,22 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
         lls = []
         for r in data.requests:
             r = truncate_request(r, max_len)  # as hwnas.accuracy.evaluate does, so both score the same tokens
-            if all(len(c) == 1 for c in r.continuations):
+            if all(len(c) == 1 for c in r.continuations) and not r.prefixes:
                 # one-token choices (MMLU's " A".." D"): one prefill of the context scores them all
                 lp = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])
                 scores = [float(lp[0, c[0]]) for c in r.continuations]
             else:
                 scores = []
-                for cont in r.continuations:
-                    lg = _prefill(req, logits_out, list(r.context) + list(cont[:-1]))[len(r.context) - 1:]
+                for j, cont in enumerate(r.continuations):
+                    ctx = list(r.context) + list(r.prefix(j))  # a partially scored item's option is context
+                    lg = _prefill(req, logits_out, ctx + list(cont[:-1]))[len(ctx) - 1:]
                     scores.append(float(_log_softmax(lg)[np.arange(len(cont)), list(cont)].sum()))
             lls.append(np.asarray(scores))
             done += 1
             if progress:
                 progress(done, total, name)
         all_lls[name] = lls
-        m = mc_metrics(lls, [r.gold for r in data.requests], [np.array(r.choice_bytes, dtype=float) for r in data.requests])
+        m = task_metrics(suite._task_items({name: lls})[name])
         results[name] = {k: m[k] for k in ("acc", "acc_norm", "n")}
     accs = [v["acc"] for v in results.values() if v["acc"] is not None]
     accn = [v["acc_norm"] for v in results.values() if v["acc_norm"] is not None]

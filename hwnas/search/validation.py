@@ -111,11 +111,11 @@ class SubnetValidator:
     def _full_from_cache(self, suite: Any) -> dict[str, Any]:
         """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
         (scored once when items are missing)."""
-        from hwnas.accuracy.evaluate import mc_metrics
+        from hwnas.accuracy.evaluate import task_metrics
         from hwnas.accuracy.paired import full_model_items
 
         items = full_model_items(suite, self.supernet, self.reference_key)
-        return {"tasks": {n: mc_metrics(it.lls, it.golds, it.choice_bytes) for n, it in items.items()},
+        return {"tasks": {n: task_metrics(it) for n, it in items.items()},
                 "items": suite.n_items, "_items": items}
 
     # ------------------------------------------------------------------ the search signal

@@ -182,7 +182,8 @@ def _shared_data():
 def test_real_data_counts():
     d = _shared_data()
     counts = {n: len(get_task(n).docs(d)) for n in tasks.MC_TASKS}
-    assert counts == {"arc_easy": 2376, "arc_challenge": 1170, "mmlu": 14042, "piqa": 1838, "boolq": 3270}
+    assert counts == {"arc_easy": 2376, "arc_challenge": 1170, "mmlu": 14042, "piqa": 1838, "boolq": 3270,
+                      "winogrande": 1267, "truthfulqa_mc1": 790, "truthfulqa_mc2": 790}
     assert len({d.id for d in get_task("arc_challenge").docs(d)}) == 1170
 
 
