@@ -178,7 +178,8 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
                   torch_baseline: bool = True, seed: int = 0, progress: Progress | None = None) -> list[BenchRow]:
     """Measure each bundle and the baselines of `against` (default: the first bundle's source model)."""
     from hwnas.deploy.manifest import read_manifest
-    from hwnas.deploy.speculative import draft_of, measure_speculative
+    from hwnas.deploy.spec_bundle import draft_of
+    from hwnas.deploy.speculative import measure_speculative
     from hwnas.hardware.host import detect_host
     from hwnas.hardware.targets import Target, load_target
     from hwnas.model.loading import load_model

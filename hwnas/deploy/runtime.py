@@ -39,7 +39,7 @@ def genai_pipeline(folder: str | Path, properties: Mapping[str, Any] | None = No
     """openvino_genai.LLMPipeline on the bundle (needs its tokenizer IRs); a speculative bundle's with its draft."""
     import openvino_genai
 
-    from hwnas.deploy.speculative import pipeline_kwargs
+    from hwnas.deploy.spec_bundle import pipeline_kwargs
 
     props = {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in dict(properties or {}).items()}
     return openvino_genai.LLMPipeline(str(folder), "CPU", **props, **pipeline_kwargs(folder, props))
@@ -50,7 +50,7 @@ def generate_text(folder: str | Path, prompt: str, max_new_tokens: int = 32, *, 
     """Greedy generation from a bundle with openvino-genai, streaming subwords to `streamer`."""
     import openvino_genai
 
-    from hwnas.deploy.speculative import apply_draft_tokens
+    from hwnas.deploy.spec_bundle import apply_draft_tokens
 
     pipe = genai_pipeline(folder, properties)
     cfg = openvino_genai.GenerationConfig()

@@ -146,7 +146,7 @@ def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True,
         if manifest.generation:
             _verify_generation(report, path, manifest.generation, full_model)
         if (path / "hwnas_speculative.json").is_file():
-            from hwnas.deploy.speculative import check_speculative
+            from hwnas.deploy.spec_bundle import check_speculative
 
             checks, problems = check_speculative(path, manifest.smoke)
             report.checks += checks

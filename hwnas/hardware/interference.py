@@ -57,7 +57,7 @@ class ReferenceKernel:
             w = (rng.standard_normal((REF_DIM, REF_DIM)) / np.sqrt(REF_DIM)).astype(np.float32)
             h = ops.tanh(ops.matmul(h, ops.constant(np.ascontiguousarray(w)), False, False))
         model = ov.Model([h], [x], "hwnas_reference_kernel")
-        from hwnas.hardware.measure import _ov_value
+        from hwnas.hardware.targets import ov_value as _ov_value
 
         props = {k: _ov_value(v) for k, v in properties.items() if k not in _SKIP_PROPS}
         shape = {"dim": REF_DIM, "batch": REF_BATCH, "depth": REF_DEPTH}  # another kernel has another best

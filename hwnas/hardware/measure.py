@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from hwnas.errors import MeasurementError
+from hwnas.hardware.targets import ov_value as _ov_value  # noqa: F401  (kept under its old name)
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +275,6 @@ def compile_ir(ir: str | os.PathLike[str], properties: dict[str, Any], *, slice_
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MeasurementError(f"OpenVINO cannot compile {xml.name} with properties {properties}: {first}") from None
     return compiled, (time.perf_counter() - t0) * 1e3
-
-
-def _ov_value(v: Any) -> Any:
-    if isinstance(v, bool):
-        return "YES" if v else "NO"
-    return str(v) if not isinstance(v, str) else v
 
 
 class StatefulRunner:

@@ -37,6 +37,13 @@ THREAD_WORDS = ("physical_cores",)
 
 
 # ---------------------------------------------------------------------------- value checkers
+def ov_value(v: Any) -> Any:
+    """A target property value as OpenVINO's compile_model takes it (booleans as YES/NO, the rest as strings)."""
+    if isinstance(v, bool):
+        return "YES" if v else "NO"
+    return str(v) if not isinstance(v, str) else v
+
+
 def _choice(*allowed: str) -> Callable[[str, Any], Any]:
     def check(key: str, v: Any) -> Any:
         if not isinstance(v, str) or v not in allowed:

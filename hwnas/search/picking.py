@@ -13,6 +13,15 @@ from hwnas.model.space import SubnetConfig
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- picking candidates
+def fidelity_kl(record: Mapping[str, Any], metric: str) -> float | None:
+    """The KL to the full model behind a record's fidelity signal (None under an accuracy metric)."""
+    if metric == "choice_kl":
+        return record.get("choice_kl")
+    if metric == "token_kl":
+        return (record.get("token_fidelity") or {}).get("kl")
+    return None
+
+
 def record_drop(record: Mapping[str, Any], full: Mapping[str, Any] | None, split: str) -> float | None:
     """Points a record is below the full model on `split` ("search" or "report"): the paired
     difference on the same items when the record has one, else the difference of the means."""
@@ -270,7 +279,6 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
     scored either. On a model where no cut keeps the accuracy this costs one or two report scorings
     instead of one per front record."""
     from hwnas.search.objectives import FIDELITY_METRICS
-    from hwnas.search.report import fidelity_kl
 
     def run(r: dict[str, Any]) -> dict[str, Any]:
         if r["key"] in known:

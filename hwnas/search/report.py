@@ -5,6 +5,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from hwnas.search.picking import fidelity_kl  # noqa: F401  (re-exported: it lived here)
+
 if TYPE_CHECKING:
     from hwnas.search.result import SearchResult
 
@@ -17,15 +19,6 @@ def _axes(objectives: Sequence[str]) -> tuple[str, str]:
     y = next((o for o in ("accuracy", "signal") if o in objectives), objectives[0])
     x = next(o for o in objectives if o != y)
     return x, y
-
-
-def fidelity_kl(record: Mapping[str, Any], metric: str) -> float | None:
-    """The KL to the full model behind a record's fidelity signal (None under an accuracy metric)."""
-    if metric == "choice_kl":
-        return record.get("choice_kl")
-    if metric == "token_kl":
-        return (record.get("token_fidelity") or {}).get("kl")
-    return None
 
 
 def ranked_by(config: Any) -> str:

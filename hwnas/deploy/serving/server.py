@@ -46,7 +46,7 @@ def prepare(bundle: str | Path, *, target: str | None = None, properties: Mappin
     Raises BundleError (one line) when the bundle fails verification; nothing is served then.
     """
     from hwnas.deploy.manifest import read_manifest
-    from hwnas.deploy.speculative import draft_of, read_spec
+    from hwnas.deploy.spec_bundle import draft_of, read_spec
     from hwnas.deploy.verify import verify_bundle
 
     folder = Path(bundle)
