@@ -370,138 +370,180 @@ def measure_many(
     the rounds kept, with bootstrap intervals; rounds are shared by every model of the session,
     so ratios between models can be paired round by round (`speedup`).
     """
-    from hwnas.hardware import interference as itf
     from hwnas.hardware.host import detect_host
 
     if not jobs:
         return []
-    host = host or detect_host()
-    props = target.resolved_properties(host)
-    wl, ms = target.workload, target.measure
-    estimator = getattr(ms, "estimator", "median")
-    tol = float(getattr(ms, "interference_tol", 0.0))
-    max_rel_ci = getattr(ms, "max_rel_ci", None) or None
-    per_round = len(wl.batch_sizes)
-    total = len(jobs) * (1 + per_round * (ms.warmup + ms.repeats))
-    done = 0
+    session = _Session(jobs, target, host or detect_host(), seed, progress)
+    session.compile_and_warm_up()
+    session.run_rounds()
+    session.run_extra_rounds()
+    return session.measurements()
 
-    def tick(label: str) -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(min(done, total), total, label)
 
-    import openvino as ov
+class _Session:
+    """The state of one `measure_many` call: compiled models, the reference kernel, and every
+    round's timings (``data[(job, batch)][round] = (ttft, decode steps)``, ``readings[round] =
+    (reference kernel before, after)``)."""
 
-    core = ov.Core()
-    runners: list[StatefulRunner] = []
-    compile_ms: list[float] = []
-    for job in jobs:
-        compiled, cms = compile_ir(job.ir, props, core=core)
-        runners.append(StatefulRunner(compiled))
-        compile_ms.append(cms)
-        tick(f"compiled {job.subnet_key}")
-    ref = itf.ReferenceKernel(props, core=core, seed=seed) if tol > 0 else None
-    host_best = itf.host_best(host.fingerprint, ref.properties_key) if ref else None
-    rng = np.random.default_rng(seed)
-    vocab = min(r.vocab_size for r in runners)
-    prompt = rng.integers(0, vocab, size=(max(wl.batch_sizes), wl.prompt_tokens), dtype=np.int64)
-    for j, r in enumerate(runners):
-        for b in wl.batch_sizes:
-            for _ in range(ms.warmup):
-                r.generate(prompt[:b], wl.new_tokens)
-                tick(f"warm-up {jobs[j].subnet_key}")
-    load0 = itf.load_snapshot()
-    t_start = time.perf_counter()
-    # data[(j, b)][round id] = (ttft, decode steps); readings[round id] = (reference before, after)
-    data: dict[tuple[int, int], dict[int, tuple[float, list[float]]]] = {(j, b): {} for j in range(len(jobs))
-                                                                          for b in wl.batch_sizes}
-    readings: dict[int, tuple[float, float]] = {}
+    def __init__(self, jobs: Sequence[MeasureJob], target: Any, host: Any, seed: int, progress: Progress | None):
+        self.jobs, self.target, self.host, self.seed, self.progress = list(jobs), target, host, seed, progress
+        self.props = target.resolved_properties(host)
+        self.wl, self.ms = target.workload, target.measure
+        self.estimator = getattr(self.ms, "estimator", "median")
+        self.tol = float(getattr(self.ms, "interference_tol", 0.0))
+        self.max_rel_ci = getattr(self.ms, "max_rel_ci", None) or None
+        self.per_round = len(self.wl.batch_sizes)
+        self.total = len(self.jobs) * (1 + self.per_round * (self.ms.warmup + self.ms.repeats))
+        self.done = 0
+        self.min_clean = max(2, (self.ms.repeats + 1) // 2)
+        self.data: dict[tuple[int, int], dict[int, tuple[float, list[float]]]] = {
+            (j, b): {} for j in range(len(self.jobs)) for b in self.wl.batch_sizes}
+        self.readings: dict[int, tuple[float, float]] = {}
+        self.rounds = 0
 
-    def one_round(rid: int, which: Sequence[int], label: str) -> None:
-        before = ref.time_ms() if ref else 0.0
+    def tick(self, label: str) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(min(self.done, self.total), self.total, label)
+
+    # -- before the rounds
+    def compile_and_warm_up(self) -> None:
+        """Compile every IR, build the reference kernel and its host record, warm every model up."""
+        import openvino as ov
+
+        from hwnas.hardware import interference as itf
+
+        core = ov.Core()
+        self.runners: list[StatefulRunner] = []
+        self.compile_ms: list[float] = []
+        for job in self.jobs:
+            compiled, cms = compile_ir(job.ir, self.props, core=core)
+            self.runners.append(StatefulRunner(compiled))
+            self.compile_ms.append(cms)
+            self.tick(f"compiled {job.subnet_key}")
+        self.ref = itf.ReferenceKernel(self.props, core=core, seed=self.seed) if self.tol > 0 else None
+        self.host_best = itf.host_best(self.host.fingerprint, self.ref.properties_key) if self.ref else None
+        rng = np.random.default_rng(self.seed)
+        vocab = min(r.vocab_size for r in self.runners)
+        self.prompt = rng.integers(0, vocab, size=(max(self.wl.batch_sizes), self.wl.prompt_tokens), dtype=np.int64)
+        for j, r in enumerate(self.runners):
+            for b in self.wl.batch_sizes:
+                for _ in range(self.ms.warmup):
+                    r.generate(self.prompt[:b], self.wl.new_tokens)
+                    self.tick(f"warm-up {self.jobs[j].subnet_key}")
+        self.load0 = itf.load_snapshot()
+        self.t_start = time.perf_counter()
+
+    # -- rounds
+    def one_round(self, which: Sequence[int], label: str) -> None:
+        """Every model in `which` at every batch size (order rotated by round), reference kernel around it."""
+        rid = self.rounds
+        before = self.ref.time_ms() if self.ref else 0.0
         k = rid % len(which)
         for j in list(which[k:]) + list(which[:k]):
-            for b in wl.batch_sizes:
-                data[(j, b)][rid] = runners[j].generate(prompt[:b], wl.new_tokens)
-                tick(f"{label} {jobs[j].subnet_key} @{b}")
-        readings[rid] = (before, ref.time_ms() if ref else 0.0)
+            for b in self.wl.batch_sizes:
+                self.data[(j, b)][rid] = self.runners[j].generate(self.prompt[:b], self.wl.new_tokens)
+                self.tick(f"{label} {self.jobs[j].subnet_key} @{b}")
+        self.readings[rid] = (before, self.ref.time_ms() if self.ref else 0.0)
+        self.rounds += 1
 
-    everyone = list(range(len(jobs)))
-    rid = 0
-    for _ in range(ms.repeats):
-        one_round(rid, everyone, f"round {rid + 1}/{ms.repeats}")
-        rid += 1
-    min_clean = max(2, (ms.repeats + 1) // 2)
+    def run_rounds(self) -> None:
+        everyone = list(range(len(self.jobs)))
+        for _ in range(self.ms.repeats):
+            self.one_round(everyone, f"round {self.rounds + 1}/{self.ms.repeats}")
 
-    def clean_rounds() -> tuple[set[int], float]:
-        if not ref:
-            return set(readings), 0.0
-        base = itf.baseline_of(list(readings.values()), host_best)
-        ids = sorted(readings)
-        ok = itf.classify_rounds([readings[i] for i in ids], base, tol)
+    def run_extra_rounds(self) -> None:
+        """Replace interfered rounds and tighten unstable figures while the extra-round budget lasts."""
+        budget = self.ms.max_remeasure * self.ms.repeats
+        while budget > 0:
+            clean, _ = self.clean_rounds()
+            want = [j for j in range(len(self.jobs))
+                    if any(len(set(self.data[(j, b)]) & clean) < self.ms.repeats or not self.result(j, b, clean).stable
+                           for b in self.wl.batch_sizes)]
+            if not want:
+                break
+            self.total += len(want) * self.per_round
+            self.one_round(want, f"extra round {self.rounds + 1 - self.ms.repeats}")
+            budget -= 1
+
+    # -- figures
+    def clean_rounds(self) -> tuple[set[int], float]:
+        """Rounds free of interference (reference kernel within tolerance of its baseline), and that baseline."""
+        from hwnas.hardware import interference as itf
+
+        if not self.ref:
+            return set(self.readings), 0.0
+        base = itf.baseline_of(list(self.readings.values()), self.host_best)
+        ids = sorted(self.readings)
+        ok = itf.classify_rounds([self.readings[i] for i in ids], base, self.tol)
         return {i for i, c in zip(ids, ok) if c}, base
 
-    def result(j: int, b: int, clean: set[int], final: bool) -> BatchMeasurement:
-        rounds = data[(j, b)]
+    def result(self, j: int, b: int, clean: set[int]) -> BatchMeasurement:
+        """Model j at batch b from its clean rounds (all rounds, flagged, when too few are clean)."""
+        rounds = self.data[(j, b)]
         kept = sorted(r for r in rounds if r in clean)
         note = ""
-        if len(kept) < min_clean:
+        if len(kept) < self.min_clean:
             note = (f"host busy: only {len(kept)} of {len(rounds)} rounds free of interference (reference kernel "
-                    f">{100 * tol:.0f}% slower than its best); figure from all rounds")
+                    f">{100 * self.tol:.0f}% slower than its best); figure from all rounds")
             kept = sorted(rounds)
         return BatchMeasurement.from_samples(
-            b, [rounds[r][0] for r in kept], [rounds[r][1] for r in kept], max(0, len(rounds) - ms.repeats),
-            ms.max_cv, estimator=estimator, round_ids=kept, max_rel_ci=max_rel_ci,
-            discarded_rounds=len(rounds) - len(kept), interference=note, seed=seed + j,
+            b, [rounds[r][0] for r in kept], [rounds[r][1] for r in kept], max(0, len(rounds) - self.ms.repeats),
+            self.ms.max_cv, estimator=self.estimator, round_ids=kept, max_rel_ci=self.max_rel_ci,
+            discarded_rounds=len(rounds) - len(kept), interference=note, seed=self.seed + j,
         )
 
-    budget = ms.max_remeasure * ms.repeats
-    while budget > 0:
-        clean, _ = clean_rounds()
-        want = [j for j in everyone
-                if any(len(set(data[(j, b)]) & clean) < ms.repeats or not result(j, b, clean, False).stable
-                       for b in wl.batch_sizes)]
-        if not want:
-            break
-        total += len(want) * per_round
-        one_round(rid, want, f"extra round {rid + 1 - ms.repeats}")
-        rid += 1
-        budget -= 1
-    clean, base = clean_rounds()
-    if ref and readings:
-        itf.record_best(host.fingerprint, ref.properties_key, min(v for p in readings.values() for v in p))
-    session: dict[str, Any] = {
-        # unique per call (not from the seeded rng: two sessions in one second would share it)
-        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-        "models": len(jobs), "rounds": rid, "clean_rounds": len(clean), "estimator": estimator,
-        "measure_s": round(time.perf_counter() - t_start, 2), "load": itf.load_delta(load0, itf.load_snapshot()),
-    }
-    if ref:
-        worst = [max(p) / base for p in readings.values()]
-        session["reference"] = {"baseline_ms": round(base, 5), "host_best_ms": host_best, "tolerance": tol,
-                                "median_ratio": round(float(np.median(worst)), 3), "max_ratio": round(float(max(worst)), 3),
-                                "readings_ms": [[round(a, 4), round(b, 4)] for a, b in (readings[i] for i in sorted(readings))]}
-        if len(clean) < rid:
-            log.info("%d of %d rounds ran under interference (reference kernel up to %.2fx its best) and were set aside",
-                     rid - len(clean), rid, max(worst))
-    out = []
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for j, job in enumerate(jobs):
-        batches = tuple(result(j, b, clean, True) for b in wl.batch_sizes)
-        for bm in batches:
-            if not bm.stable:
-                log.warning("%s @%d: %s", job.subnet_key, bm.batch_size, bm.note)
-        lat, thr = batches[0], batches[-1]
-        out.append(Measurement(
-            subnet_key=job.subnet_key, target=target.name, host_fingerprint=host.fingerprint, ttft_ms=lat.ttft_ms,
-            tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s, latency_batch_size=lat.batch_size,
-            throughput_batch_size=thr.batch_size, prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens,
-            batches=batches, properties=props, kind=job.kind, subnet=job.subnet, n_params=job.n_params,
-            mlp_widths=tuple(job.mlp_widths), warmup=ms.warmup, compile_ms=round(compile_ms[j], 1),
-            openvino_version=host.openvino_version, timestamp=stamp, session=session,
-        ))
-    return out
+    def session_record(self, clean: set[int], base: float) -> dict[str, Any]:
+        """What every Measurement of this session carries about it (rounds, load, reference kernel)."""
+        from hwnas.hardware import interference as itf
+
+        rid = self.rounds
+        session: dict[str, Any] = {
+            # unique per call (not from the seeded rng: two sessions in one second would share it)
+            "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            "models": len(self.jobs), "rounds": rid, "clean_rounds": len(clean), "estimator": self.estimator,
+            "measure_s": round(time.perf_counter() - self.t_start, 2),
+            "load": itf.load_delta(self.load0, itf.load_snapshot()),
+        }
+        if self.ref:
+            worst = [max(p) / base for p in self.readings.values()]
+            session["reference"] = {
+                "baseline_ms": round(base, 5), "host_best_ms": self.host_best, "tolerance": self.tol,
+                "median_ratio": round(float(np.median(worst)), 3), "max_ratio": round(float(max(worst)), 3),
+                "readings_ms": [[round(a, 4), round(b, 4)] for a, b in (self.readings[i] for i in sorted(self.readings))]}
+            if len(clean) < rid:
+                log.info("%d of %d rounds ran under interference (reference kernel up to %.2fx its best) and were set "
+                         "aside", rid - len(clean), rid, max(worst))
+        return session
+
+    def measurements(self) -> list[Measurement]:
+        from hwnas.hardware import interference as itf
+
+        clean, base = self.clean_rounds()
+        if self.ref and self.readings:
+            itf.record_best(self.host.fingerprint, self.ref.properties_key,
+                            min(v for p in self.readings.values() for v in p))
+        session = self.session_record(clean, base)
+        wl, ms = self.wl, self.ms
+        out = []
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for j, job in enumerate(self.jobs):
+            batches = tuple(self.result(j, b, clean) for b in wl.batch_sizes)
+            for bm in batches:
+                if not bm.stable:
+                    log.warning("%s @%d: %s", job.subnet_key, bm.batch_size, bm.note)
+            lat, thr = batches[0], batches[-1]
+            out.append(Measurement(
+                subnet_key=job.subnet_key, target=self.target.name, host_fingerprint=self.host.fingerprint,
+                ttft_ms=lat.ttft_ms, tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s,
+                latency_batch_size=lat.batch_size, throughput_batch_size=thr.batch_size,
+                prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens, batches=batches, properties=self.props,
+                kind=job.kind, subnet=job.subnet, n_params=job.n_params, mlp_widths=tuple(job.mlp_widths),
+                warmup=ms.warmup, compile_ms=round(self.compile_ms[j], 1), openvino_version=self.host.openvino_version,
+                timestamp=stamp, session=session,
+            ))
+        return out
 
 
 def speedup(fast: Measurement, base: Measurement, metric: str = "tpot_ms", *, seed: int = 0,
