@@ -128,127 +128,30 @@ def _field_value(field: Any, key: str, path: Path) -> Any:
 
 
 def _build(meta: dict[str, Any], path: Path):
-    model = meta.get("model")
-    tokens = meta.get("tokens")
-    if model is None or not tokens:
-        found = ", ".join(sorted(meta)) or "none"
-        raise ModelError(
-            f"{path} has no usable tokenizer metadata (need tokenizer.ggml.model and tokenizer.ggml.tokens; "
-            f"found tokenizer fields: {found})"
-        )
-    if model != "gpt2":
-        raise ModelError(
-            f"{path}: tokenizer.ggml.model is {model!r}; only 'gpt2' (byte-level BPE) is supported"
-        )
-    merges_raw = meta.get("merges")
-    if not merges_raw:
-        raise ModelError(f"{path}: byte-level BPE tokenizer without tokenizer.ggml.merges")
-
-    pre_name = meta.get("pre") or ""
-    if pre_name in DEFAULT_PRE_NAMES:
-        log.warning(
-            "%s records no specific pre-tokenizer (tokenizer.ggml.pre=%r); using GPT-2 splitting",
-            path, pre_name,
-        )
-        style = "gpt2"
-    elif pre_name in PRE_TOKENIZER_STYLES:
-        style = PRE_TOKENIZER_STYLES[pre_name]
-    else:
-        known = ", ".join(sorted(PRE_TOKENIZER_STYLES) + ["default"])
-        raise ModelError(
-            f"{path}: unsupported pre-tokenizer tokenizer.ggml.pre={pre_name!r}; supported: {known}"
-        )
-
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    """A PreTrainedTokenizerFast from a GGUF's tokenizer.ggml.* fields (byte-level BPE only)."""
     from transformers import PreTrainedTokenizerFast
 
+    tokens, merges_raw = _check_metadata(meta, path)
+    pre_name = meta.get("pre") or ""
+    style = _pre_tokenizer_style(pre_name, path)
     n = len(tokens)
     types = meta.get("token_type")
     if types is not None and len(types) != n:
         raise ModelError(f"{path}: {len(types)} token types for {n} tokens")
-
-    vocab: dict[str, int] = {}
-    for i, tok in enumerate(tokens):
-        if tok in vocab:
-            log.warning("%s: token %r appears at ids %d and %d; keeping %d", path, tok, vocab[tok], i, vocab[tok])
-            continue
-        vocab[tok] = i
-
-    merges: list[tuple[str, str]] = []
-    for k, m in enumerate(merges_raw):
-        parts = m.split(" ")
-        if len(parts) != 2 or not parts[0] or not parts[1]:
-            raise ModelError(f"{path}: merge #{k} {m!r} is not two tokens separated by one space")
-        merges.append((parts[0], parts[1]))
-
-    def special_id(name: str) -> int | None:
-        value = meta.get(name)
-        if value is None:
-            return None
-        if not 0 <= int(value) < n:
-            log.warning("%s: tokenizer.ggml.%s=%s is outside the vocabulary (size %d); ignoring it", path, name, value, n)
-            return None
-        return int(value)
-
-    bos_id = special_id("bos_token_id")
-    eos_id = special_id("eos_token_id")
-    unk_id = special_id("unknown_token_id")
-    pad_id = special_id("padding_token_id")
-    if pad_id is None:
-        pad_id = eos_id  # the usual choice for decoder-only models; masks make the value irrelevant
+    vocab, merges = _vocab_and_merges(tokens, merges_raw, path)
+    ids = _special_ids(meta, n, path)
     # llama.cpp: explicit flags win; otherwise the Llama-3 group adds BOS and nothing else does.
     add_bos = bool(meta.get("add_bos_token", style == "llama3"))
     add_eos = bool(meta.get("add_eos_token", False))
-
-    try:
-        bpe = models.BPE(
-            vocab=vocab,
-            merges=merges,
-            fuse_unk=False,
-            byte_fallback=False,
-            ignore_merges=(style == "llama3"),
-        )
-    except Exception as e:  # tokenizers raises on merges naming tokens outside the vocab
-        raise ModelError(f"{path}: vocabulary and merges do not form a valid BPE model ({e})") from e
-    backend = Tokenizer(bpe)
-
-    if style == "gpt2":
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    elif style == "gpt2-digits":
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ])
-    else:  # llama3
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-    backend.decoder = decoders.ByteLevel()
-
-    # Control/unknown tokens are matched whole before pre-tokenization and skipped by
-    # decode(skip_special_tokens=True); user-defined tokens are matched whole but kept.
-    # Tokens named by an id field count as special even if the file has no token types.
-    named = {i for i in (bos_id, eos_id, unk_id, pad_id) if i is not None}
-    special_ids = sorted(
-        i for i in range(n)
-        if i in named or (types is not None and types[i] in (_UNKNOWN, _CONTROL))
-    )
-    user_ids = [] if types is None else [i for i in range(n) if types[i] == _USER_DEFINED and i not in named]
-    added = [AddedToken(tokens[i], special=True, normalized=False) for i in special_ids]
-    added += [AddedToken(tokens[i], special=False, normalized=False) for i in user_ids]
-    if added:
-        backend.add_tokens(added)
-    if backend.get_vocab_size(with_added_tokens=True) != len(vocab):
-        raise ModelError(f"{path}: tokenizer grew beyond the {n} tokens in the file while adding special tokens")
-
+    backend = _bpe_backend(vocab, merges, style, path)
+    special_ids = _add_special_tokens(backend, tokens, types, set(i for i in ids.values() if i is not None), len(vocab), path)
     kwargs: dict[str, Any] = {
         "tokenizer_object": backend,
         "add_bos_token": add_bos,
         "add_eos_token": add_eos,
         "clean_up_tokenization_spaces": False,
     }
-    for name, tid in (("bos_token", bos_id), ("eos_token", eos_id), ("unk_token", unk_id), ("pad_token", pad_id)):
+    for name, tid in ids.items():
         if tid is not None:
             kwargs[name] = tokens[tid]
     if meta.get("context_length"):
@@ -265,3 +168,128 @@ def _build(meta: dict[str, Any], path: Path):
         kwargs.get("bos_token"), kwargs.get("eos_token"), kwargs.get("pad_token"), add_bos,
     )
     return tok
+
+
+def _check_metadata(meta: dict[str, Any], path: Path) -> tuple[list[str], list[str]]:
+    """(tokens, merges) of a byte-level BPE tokenizer; a one-line ModelError for anything else."""
+    model = meta.get("model")
+    tokens = meta.get("tokens")
+    if model is None or not tokens:
+        found = ", ".join(sorted(meta)) or "none"
+        raise ModelError(
+            f"{path} has no usable tokenizer metadata (need tokenizer.ggml.model and tokenizer.ggml.tokens; "
+            f"found tokenizer fields: {found})"
+        )
+    if model != "gpt2":
+        raise ModelError(
+            f"{path}: tokenizer.ggml.model is {model!r}; only 'gpt2' (byte-level BPE) is supported"
+        )
+    merges_raw = meta.get("merges")
+    if not merges_raw:
+        raise ModelError(f"{path}: byte-level BPE tokenizer without tokenizer.ggml.merges")
+    return tokens, merges_raw
+
+
+def _pre_tokenizer_style(pre_name: str, path: Path) -> str:
+    """'gpt2', 'gpt2-digits' or 'llama3' for a tokenizer.ggml.pre name."""
+    if pre_name in DEFAULT_PRE_NAMES:
+        log.warning(
+            "%s records no specific pre-tokenizer (tokenizer.ggml.pre=%r); using GPT-2 splitting",
+            path, pre_name,
+        )
+        return "gpt2"
+    if pre_name in PRE_TOKENIZER_STYLES:
+        return PRE_TOKENIZER_STYLES[pre_name]
+    known = ", ".join(sorted(PRE_TOKENIZER_STYLES) + ["default"])
+    raise ModelError(
+        f"{path}: unsupported pre-tokenizer tokenizer.ggml.pre={pre_name!r}; supported: {known}"
+    )
+
+
+def _vocab_and_merges(tokens: list[str], merges_raw: list[str], path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Token -> id (the first id of a repeated token wins) and the merges as pairs."""
+    vocab: dict[str, int] = {}
+    for i, tok in enumerate(tokens):
+        if tok in vocab:
+            log.warning("%s: token %r appears at ids %d and %d; keeping %d", path, tok, vocab[tok], i, vocab[tok])
+            continue
+        vocab[tok] = i
+    merges: list[tuple[str, str]] = []
+    for k, m in enumerate(merges_raw):
+        parts = m.split(" ")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise ModelError(f"{path}: merge #{k} {m!r} is not two tokens separated by one space")
+        merges.append((parts[0], parts[1]))
+    return vocab, merges
+
+
+def _special_ids(meta: dict[str, Any], n: int, path: Path) -> dict[str, int | None]:
+    """{bos_token, eos_token, unk_token, pad_token: id or None}; ids outside the vocabulary are ignored,
+    and pad falls back to eos (the usual choice for decoder-only models; masks make the value irrelevant)."""
+
+    def special_id(name: str) -> int | None:
+        value = meta.get(name)
+        if value is None:
+            return None
+        if not 0 <= int(value) < n:
+            log.warning("%s: tokenizer.ggml.%s=%s is outside the vocabulary (size %d); ignoring it", path, name, value, n)
+            return None
+        return int(value)
+
+    eos_id = special_id("eos_token_id")
+    pad_id = special_id("padding_token_id")
+    return {"bos_token": special_id("bos_token_id"), "eos_token": eos_id, "unk_token": special_id("unknown_token_id"),
+            "pad_token": eos_id if pad_id is None else pad_id}
+
+
+def _bpe_backend(vocab: dict[str, int], merges: list[tuple[str, str]], style: str, path: Path):
+    """The `tokenizers` BPE model with the pre-tokenizer of `style` and the byte-level decoder."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    try:
+        bpe = models.BPE(
+            vocab=vocab,
+            merges=merges,
+            fuse_unk=False,
+            byte_fallback=False,
+            ignore_merges=(style == "llama3"),
+        )
+    except Exception as e:  # tokenizers raises on merges naming tokens outside the vocab
+        raise ModelError(f"{path}: vocabulary and merges do not form a valid BPE model ({e})") from e
+    backend = Tokenizer(bpe)
+    if style == "gpt2":
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    elif style == "gpt2-digits":
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    else:  # llama3
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def _add_special_tokens(backend: Any, tokens: list[str], types: list[int] | None, named: set[int], vocab_size: int,
+                        path: Path) -> list[int]:
+    """Register control/unknown tokens (matched whole, skipped when decoding special tokens away) and
+    user-defined ones (matched whole, kept); tokens named by an id field count as special even if the
+    file has no token types. Returns the special ids."""
+    from tokenizers import AddedToken
+
+    n = len(tokens)
+    special_ids = sorted(
+        i for i in range(n)
+        if i in named or (types is not None and types[i] in (_UNKNOWN, _CONTROL))
+    )
+    user_ids = [] if types is None else [i for i in range(n) if types[i] == _USER_DEFINED and i not in named]
+    added = [AddedToken(tokens[i], special=True, normalized=False) for i in special_ids]
+    added += [AddedToken(tokens[i], special=False, normalized=False) for i in user_ids]
+    if added:
+        backend.add_tokens(added)
+    if backend.get_vocab_size(with_added_tokens=True) != vocab_size:
+        raise ModelError(f"{path}: tokenizer grew beyond the {n} tokens in the file while adding special tokens")
+    return special_ids
