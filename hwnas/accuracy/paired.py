@@ -22,8 +22,8 @@ import numpy as np
 from hwnas.accuracy.chance import at_chance, chance_tests
 from hwnas.accuracy.items import TaskItems
 
-__all__ = ["PairedDiff", "TaskItems", "paired_diff", "combine", "choice_kl", "compare_items", "overall_diff",
-           "full_model_items"]
+__all__ = ["PairedDiff", "TaskItems", "paired_diff", "combine", "choice_kl", "compare_items", "comparison_verdict",
+           "overall_diff", "full_model_items"]
 
 Z95 = 1.959964
 
@@ -150,6 +150,20 @@ def compare_items(sub: Mapping[str, TaskItems], full: Mapping[str, TaskItems], m
             "no_task_above_chance": bool(none_above and tasks),
             "choice_kl": round(float(np.mean([k.mean() for k in kls])), 5) if kls else None,
             "choice_kl_items": int(len(allkl))}
+
+
+def comparison_verdict(comparison: Mapping[str, Any], points: float) -> str:
+    """The 'within POINTS' sentence of a `compare_items` result, honest about chance-level tasks:
+    none is claimed when the full model is above chance on no task, and the tasks left out are named."""
+    chance = list(comparison.get("chance_tasks") or [])
+    if comparison.get("no_task_above_chance") and not comparison.get("include_chance"):
+        return (f"within {points:g} point(s): no claim; the full model is not above chance on "
+                f"{', '.join(chance) or 'any task'}, so agreeing with it says nothing about accuracy")
+    v = overall_diff(comparison).verdict(points)
+    left_out = [t for t in chance if t not in (comparison.get("overall_tasks") or [])]
+    if left_out:
+        v += f"; left out (full model not above chance): {', '.join(left_out)}"
+    return v
 
 
 def overall_diff(comparison: Mapping[str, Any]) -> PairedDiff:

@@ -239,14 +239,14 @@ def _full_reference(loaded: Any, tasks: Sequence[str], split: str, limit: int | 
 def _paired_ir_accuracy(folder: Path, loaded: Any, reference: tuple[Any, dict], properties: dict) -> dict:
     """Accuracy of the bundle's IR on the reference suite, and its paired difference from the full
     (float) model on the same items: what a user gives up, quantization included."""
-    from hwnas.accuracy.paired import compare_items, overall_diff
+    from hwnas.accuracy.paired import compare_items, comparison_verdict
 
     suite, full = reference
     acc = ir_accuracy(folder, loaded.tokenizer, suite=suite, properties=properties, keep_items=True)
     items = acc.pop("_items")
     acc["vs_full"] = {m: compare_items(items, full, m) for m in ("acc_norm", "acc")}
     acc["vs_full_basis"] = "bundle (OpenVINO IR) minus the full float model (PyTorch), same items"
-    acc["verdict_1pt"] = overall_diff(acc["vs_full"]["acc_norm"]).verdict(1.0)
+    acc["verdict_1pt"] = comparison_verdict(acc["vs_full"]["acc_norm"], 1.0)  # names chance-level tasks
     return acc
 
 

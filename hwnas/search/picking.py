@@ -28,6 +28,8 @@ def record_drop(record: Mapping[str, Any], full: Mapping[str, Any] | None, split
     src = record if split == "search" else (record.get("report") or {})
     if not src:
         return None
+    if (src.get("paired") or {}).get("at_chance"):
+        return None  # the full model is not above chance on any task: no drop can be shown small
     if src.get("paired") and src["paired"].get("points") is not None:
         return -float(src["paired"]["points"])
     fsrc = (full or {}) if split == "search" else ((full or {}).get("report") or {})

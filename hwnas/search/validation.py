@@ -51,6 +51,7 @@ class SubnetValidator:
         status: Callable[[str], None] | None = None,
         reference_key: str | None = None,
         fidelity: Any = None,
+        include_chance_tasks: bool = False,
     ):
         if metric not in SEARCH_METRICS:
             raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(SEARCH_METRICS)}")
@@ -71,6 +72,9 @@ class SubnetValidator:
         self.seed = seed
         self.cache_dir = cache_dir
         self.status = status or (lambda msg: None)
+        self.include_chance_tasks = include_chance_tasks
+        self._chance: dict[str, Any] | None = None  # ChanceTest per task (decided once)
+        self._chance_suite: Any = None  # the report suite, once `report` is asked for
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
@@ -95,18 +99,43 @@ class SubnetValidator:
                 tasks[name] = round(float(r["acc"]), 6)
         if not tasks:
             raise SearchError("the search tasks give no accuracy (perplexity-only tasks cannot be searched on)")
-        paired = compare_items(ev["_items"], full_items, self.metric)
+        chance = self.chance_tests()
+        paired = compare_items(ev["_items"], full_items, self.metric, include_chance=self.include_chance_tasks,
+                               chance_tasks=[n for n, t in chance.items() if not t.above])
+        overall = dict(paired["overall"])
+        if paired["no_task_above_chance"] and not self.include_chance_tasks:
+            overall["at_chance"] = True   # no task supports an equal-accuracy claim: the pick rule skips it
         return {
             "accuracy": round(sum(tasks.values()) / len(tasks), 6),
             "tasks": tasks,
             "accuracy_metric": self.metric,
             "items": ev.get("items"),
-            "paired": paired["overall"],
+            "paired": overall,
+            "pick_tasks": paired["overall_tasks"] if not paired["no_task_above_chance"] else [],
+            "chance_tasks": paired["chance_tasks"],
             "paired_tasks": {n: {k: t[k] for k in ("points", "stderr", "items")} for n, t in paired["tasks"].items()},
             "choice_kl": paired["choice_kl"],
             "split": suite.split,
             "eval_s": round(time.perf_counter() - t0, 3),
         }
+
+    def chance_tests(self) -> dict[str, Any]:
+        """Per task, the full model's score against the task's chance rate (`hwnas.accuracy.chance`)
+        on the split the pick rule pairs on (the report suite given to `report`, else the search
+        suite), decided once and applied to every split, so every record leaves out the same tasks.
+        Tasks where it is not above chance leave the pick rule's paired mean unless
+        `include_chance_tasks`. (The full model's per-item results are cached: no extra scoring.)"""
+        if self._chance is None:
+            from hwnas.accuracy.chance import chance_tests
+            from hwnas.accuracy.paired import full_model_items
+
+            suite = self._chance_suite or self.suite
+            self._chance = chance_tests(full_model_items(suite, self.supernet, self.reference_key), self.metric)
+            for t in self._chance.values():
+                if not t.above:
+                    log.warning("%s; %s", t.describe(), "kept in the pick rule (--include-chance-tasks)"
+                                if self.include_chance_tasks else "left out of the pick rule")
+        return self._chance
 
     def _full_from_cache(self, suite: Any) -> dict[str, Any]:
         """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
@@ -219,6 +248,8 @@ class SubnetValidator:
 
     def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
         """A `report(cfg)` callable for run_search: paired accuracy on another split (select / holdout)."""
+        if self._chance is None:
+            self._chance_suite = suite  # the pick rule pairs on this split: chance is judged on it too
 
         def report(cfg: SubnetConfig) -> dict[str, Any]:
             self.status(f"{suite.split} split {cfg.describe()}")
