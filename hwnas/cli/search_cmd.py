@@ -64,6 +64,9 @@ def register(main: click.Group) -> None:
 @click.option("--report-limit", type=click.IntRange(min=0), default=DEFAULT_REPORT_LIMIT, show_default=True,
               help="Items per task of the report split's select part, scored (paired with the full model) for the "
                    "Pareto front, fastest first, to decide the pick; 0 = skip.")
+@click.option("--include-chance-tasks", is_flag=True,
+              help="Keep tasks on which the full model is not above chance (one-sided 95%) in the pick rule's paired "
+                   "mean; by default they are left out, as agreeing with a guessing model shows nothing.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Score each subnet after training-free recovery (down_proj refit to the full model), as it ships.")
 @click.option("--profile", "profile_path", type=click.Path(), default=None,
@@ -94,7 +97,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
            data_dir: str | None, no_progress: bool, recovery: bool = True, search_dir: str | None = None,
            drafts: tuple[str, ...] = (), max_draft_tokens: int = 8, prompts: int = 8, new_tokens: int = 64,
-           calibration: str | None = None) -> None:
+           calibration: str | None = None, include_chance_tasks: bool = False) -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -141,7 +144,8 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     out = out or f"search-{setup['target'].name}"
     identity = {**setup["identity"], "objectives": list(config.objectives),
                 "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,
-                "seed": config.seed, "population": config.population, "recovery": recovery}
+                "seed": config.seed, "population": config.population, "recovery": recovery,
+                "include_chance_tasks": include_chance_tasks}
     SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
     if resume and not (Path(out) / "config.json").is_file():
         raise SearchError(f"--resume: {out} holds no search to continue (no config.json); drop --resume to start a new one")
@@ -153,7 +157,8 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     with display:
         display.status("loading model and tasks")
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
-                                                                 recovery=recovery)
+                                                                 recovery=recovery,
+                                                                 include_chance_tasks=include_chance_tasks)
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
                             remeasure=getattr(validator, "remeasure", None))
@@ -197,7 +202,7 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
 
 
 def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status, *,
-                     recovery: bool = True) -> tuple:
+                     recovery: bool = True, include_chance_tasks: bool = False) -> tuple:
     """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
     from hwnas.accuracy.evaluate import TaskSuite
     from hwnas.hardware.host import detect_host
@@ -232,7 +237,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
         latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
-        reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity,
+        reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity, include_chance_tasks=include_chance_tasks,
     )
     run_info = {
         "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
@@ -240,6 +245,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "target": setup["target"].to_dict(),
         "host": host.to_dict(),
         "tasks": setup["tasks"], "limit": setup["limit"], "report_limit": report_limit, "metric": setup["metric"],
+        "include_chance_tasks": include_chance_tasks,
         "token_fidelity": None if fidelity is None else {"task": "wikitext2", "split": "search",
                                                          "windows": FIDELITY_WINDOWS, "window": FIDELITY_WINDOW,
                                                          "tokens": fidelity.tokens},

@@ -67,7 +67,10 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
                  f"{len(recs)} subnets validated", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    note = chance_plot_note(result)
+    fig.tight_layout(rect=(0, 0.05, 1, 1) if note else None)
+    if note:
+        fig.text(0.01, 0.012, note, fontsize=8, color="#b00000", ha="left", va="bottom")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
@@ -132,19 +135,27 @@ def _paired_cell(paired: Mapping[str, Any] | None, fallback: float | None) -> st
 
 
 def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = None) -> str:
+    """summary.md: the run, the front with paired differences, chance-level tasks, picks, iterations, notes."""
+    info = dict(info or {})
+    lines = ["# hwnas search", ""]
+    lines += _run_lines(result, info)
+    lines += _front_table(result)
+    lines += _chance_lines(result)
+    lines += _pick_lines(result)
+    lines += _iteration_lines(result)
+    lines += _notes(result, info)
+    return "\n".join(lines) + "\n"
+
+
+def _run_lines(result: "SearchResult", info: Mapping[str, Any]) -> list[str]:
+    """What was searched, how, on what (model, target, host, tasks) and how far the search got."""
     from hwnas.search.pareto import HV_REFERENCE
-    from hwnas.search.picking import PICK_POINTS, pick_claim, speed_of
 
     cfg = result.config
-    info = dict(info or {})
-    cols = list(dict.fromkeys(["accuracy", *cfg.objectives, "tpot_ms", "ttft_ms"]))
-    cols = [c for c in cols if any(r.get(c) is not None for r in result.records)]
-    has_report = any(r.get("report") for r in result.pareto)
-    lines = ["# hwnas search", ""]
-    lines.append(f"- strategy: **{cfg.strategy}**, objectives: {', '.join(cfg.objectives)}"
-                 + (f", constraints: {', '.join(c.describe() for c in cfg.constraints)}" if cfg.constraints else ""))
-    lines.append(f"- accuracy objective ranked by: {ranked_by(cfg)}")
-    lines.append(f"- validated subnets: {len(result.records)} (budget {cfg.evaluations}, population {cfg.population}, seed {cfg.seed})")
+    lines = [f"- strategy: **{cfg.strategy}**, objectives: {', '.join(cfg.objectives)}"
+             + (f", constraints: {', '.join(c.describe() for c in cfg.constraints)}" if cfg.constraints else ""),
+             f"- accuracy objective ranked by: {ranked_by(cfg)}",
+             f"- validated subnets: {len(result.records)} (budget {cfg.evaluations}, population {cfg.population}, seed {cfg.seed})"]
     for k in ("model", "target", "host", "tasks", "limit", "latency_source"):
         if info.get(k) is not None:
             v = info[k]
@@ -164,13 +175,22 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             lines.append("- hypervolume: the share of objective space dominated by the validated front, with each "
                          "objective normalised so that 0 is the better and 1 the worse of (full model, smallest subnet), "
                          f"reference point {HV_REFERENCE:g} in every objective; higher is better")
+    return lines
+
+
+def _front_table(result: "SearchResult") -> list[str]:
+    """The Pareto front and the full model: objectives, paired differences on both splits, speed-ups."""
+    cfg = result.config
+    cols = list(dict.fromkeys(["accuracy", *cfg.objectives, "tpot_ms", "ttft_ms"]))
+    cols = [c for c in cols if any(r.get(c) is not None for r in result.records)]
+    has_report = any(r.get("report") for r in result.pareto)
     metric = next((r.get("accuracy_metric") for r in result.records if r.get("accuracy_metric")), "accuracy")
     n_search = next((r.get("items") for r in result.records if r.get("items")), None)
     n_report = next(((r.get("report") or {}).get("items") for r in rows_of(result) if (r.get("report") or {}).get("items")), None)
-    lines += ["", f"Accuracy: mean {metric} over the tasks, in %, on the search split"
-              + (f" ({n_search} items)" if n_search else "")
-              + (f"; the report split (select part, {n_report} items the search never saw) in brackets" if has_report else "")
-              + ". Δ: the subnet minus the full model **on the same items** (paired), in points ± standard error.", ""]
+    lines = ["", f"Accuracy: mean {metric} over the tasks, in %, on the search split"
+             + (f" ({n_search} items)" if n_search else "")
+             + (f"; the report split (select part, {n_report} items the search never saw) in brackets" if has_report else "")
+             + ". Δ: the subnet minus the full model **on the same items** (paired), in points ± standard error.", ""]
     remeasured = any(r.get("remeasured") for r in result.pareto)
     kl_col = cfg.metric if any(fidelity_kl(r, cfg.metric) is not None for r in result.records) else None
     if kl_col:
@@ -179,31 +199,8 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
             + ["Δ search (pts)", "Δ report (pts)", "TPOT speed-up"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    full = result.full_model
     for r in rows_of(result):
-        w = r["subnet"]["mlp_widths"]
-        widths = f"{min(w)}-{max(w)}" if min(w) != max(w) else str(w[0])
-        cells = [r["key"] + (" (full model)" if r.get("full_model") else ""), str(len(w)), widths]
-        for c in cols:
-            s = _fmt(r.get(c), c)
-            if c == "accuracy" and r.get("report"):
-                s += f" [{_fmt(r['report'].get('accuracy'), c)}]"
-            cells.append(s)
-        if kl_col:
-            kl = fidelity_kl(r, cfg.metric)
-            cells.append("-" if kl is None else f"{kl:.4f}")
-        if remeasured:
-            cells.append(f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-")
-        vs = r.get("vs_full") or {}
-        cells.append(_paired_cell(r.get("paired"), vs.get("accuracy_points")))
-        if r.get("report_skipped"):
-            cells.append("not scored¹")
-        else:
-            cells.append(_paired_cell((r.get("report") or {}).get("paired"), vs.get("report_accuracy_points")))
-        ci = vs.get("tpot_speedup_ci95")
-        cells.append((f"{vs['tpot_speedup']:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
-                      + (" !" if vs.get("speed_unstable") else "")) if vs.get("tpot_speedup") else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_front_row(r, cols, kl_col, cfg.metric, remeasured)) + " |")
     skipped = [r for r in result.pareto if r.get("report_skipped")]
     if skipped:
         from hwnas.search.objectives import FIDELITY_METRICS
@@ -212,40 +209,139 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                  else "fastest first")
         lines += ["", f"¹ The report split is scored {order}, only as far as a pick rule needs it: "
                   + "; ".join(f"`{r['key']}`: {r['report_skipped']}" for r in skipped) + "."]
-    if full and "accuracy" in full:
-        lines += ["", "## Picks", "",
-                  "What `hwnas export --pick 'fastest-within X'` takes: the fastest subnet whose paired drop on the "
-                  "report (select) split is at most X points (point estimate); the full model when none is. "
-                  "'Shown' means the one-sided 95% upper bound of the drop is within X too. The number to quote for "
-                  "a pick is its holdout-split figure (items that took no part in choosing it), which `hwnas export` "
-                  "measures and writes into the bundle manifest.", ""]
-        for pts in PICK_POINTS:
-            p = result.pick_fastest_within(pts)
-            if p is None:
-                lines.append(f"- fastest within {pts:g} pt of the full model: none")
-                continue
-            if p.get("full_model") or p["key"] == full["key"]:
-                lines.append(f"- fastest within {pts:g} pt of the full model: no subnet qualifies; the full model")
-                continue
-            vs = p.get("vs_full") or {}
-            sp = f", TPOT {speed_of(p):.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if speed_of(p) else ""
-            lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}){sp}; "
-                         f"report split: {pick_claim(p, pts)}")
-        lines.append("")
-        lines.append("Export one with `hwnas export --from DIR --pick 'fastest-within 1.0'`.")
-    if result.history:
-        lines += ["", "## Iterations", "", "| iteration | validated | hypervolume | front | predictors (chosen, CV MAE) | seconds |",
-                  "|---|---|---|---|---|---|"]
-        for h in result.history:
-            preds = "; ".join(
-                f"{m}: {p['chosen']} {p['cv_mae']:.4g}" if p.get("cv_mae") is not None else f"{m}: {p['chosen']}"
-                for m, p in (h.get("predictors") or {}).items()
-            ) or "-"
-            hv = h.get("hypervolume")
-            lines.append(f"| {h['iteration']} | {h['validated']} | {hv:.4f} | {h['front_size']} | {preds} | "
-                         f"{h['seconds']['total']:.1f} |" if hv is not None else
-                         f"| {h['iteration']} | {h['validated']} | - | {h['front_size']} | {preds} | {h['seconds']['total']:.1f} |")
+    return lines
+
+
+def _front_row(r: Mapping[str, Any], cols: Sequence[str], kl_col: str | None, metric: str, remeasured: bool) -> list[str]:
+    w = r["subnet"]["mlp_widths"]
+    widths = f"{min(w)}-{max(w)}" if min(w) != max(w) else str(w[0])
+    cells = [r["key"] + (" (full model)" if r.get("full_model") else ""), str(len(w)), widths]
+    for c in cols:
+        s = _fmt(r.get(c), c)
+        if c == "accuracy" and r.get("report"):
+            s += f" [{_fmt(r['report'].get('accuracy'), c)}]"
+        cells.append(s)
+    if kl_col:
+        kl = fidelity_kl(r, metric)
+        cells.append("-" if kl is None else f"{kl:.4f}")
     if remeasured:
+        cells.append(f"{r['remeasured']['tpot_ms']:.2f}" if r.get("remeasured") else "-")
+    vs = r.get("vs_full") or {}
+    cells.append(_paired_cell(r.get("paired"), vs.get("accuracy_points")))
+    if r.get("report_skipped"):
+        cells.append("not scored¹")
+    else:
+        cells.append(_paired_cell((r.get("report") or {}).get("paired"), vs.get("report_accuracy_points")))
+    ci = vs.get("tpot_speedup_ci95")
+    cells.append((f"{vs['tpot_speedup']:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
+                  + (" !" if vs.get("speed_unstable") else "")) if vs.get("tpot_speedup") else "-")
+    return cells
+
+
+def chance_note(result: "SearchResult") -> tuple[list[str], bool] | None:
+    """(tasks at chance, whether they were kept in the pick rule) from the full model's record; None
+    when the search recorded no chance test (folders written before it existed) or every task is above chance."""
+    full = result.full_model or {}
+    tests = full.get("chance") or {}
+    at = [n for n, t in tests.items() if not t.get("above_chance")]
+    if not at:
+        return None
+    return at, bool(full.get("include_chance_tasks"))
+
+
+def chance_plot_note(result: "SearchResult") -> str:
+    """One line under pareto.png naming the tasks the full model is not above chance on."""
+    note = chance_note(result)
+    if note is None:
+        return ""
+    at, kept = note
+    tests = (result.full_model or {}).get("chance") or {}
+    what = ", ".join(f"{n} ({100 * tests[n]['score']:.1f}% vs chance {100 * tests[n]['chance']:.1f}%)" for n in at)
+    if kept:
+        return f"Full model not above chance on {what}; kept in the pick rule (--include-chance-tasks)."
+    if len(at) == len(tests):
+        return f"Full model not above chance on any task ({what}): no equal-accuracy claim; picks fall back to the full model."
+    return f"Full model not above chance on {what}: left out of the pick rule and of the paired Δ (right panel)."
+
+
+def _chance_lines(result: "SearchResult") -> list[str]:
+    """Which tasks the full model is not above chance on, and what the pick rule does with them."""
+    from hwnas.accuracy.chance import ChanceTest
+
+    note = chance_note(result)
+    if note is None:
+        return []
+    at, kept = note
+    tests = result.full_model["chance"]
+    lines = ["", "## Chance level", "",
+             "A task on which the full model is not significantly above chance cannot support an \"equal accuracy\" "
+             "claim: a subnet that guesses agrees with a full model that guesses. Full model vs the task's chance rate "
+             "(1 / choices per item; true answers / choices for TruthfulQA MC2), paired per item, one-sided 95%:", ""]
+    lines += [f"- {ChanceTest.from_dict(t).describe()}" for t in tests.values()]
+    lines.append("")
+    if kept:
+        lines.append(f"Kept in the pick rule on request (--include-chance-tasks): {', '.join(at)}.")
+    elif len(at) == len(tests):
+        lines.append("The full model is above chance on no task, so no subnet can be shown to keep its accuracy: "
+                     "the pick rules fall back to the full model (pass --include-chance-tasks to pick on these tasks "
+                     "anyway).")
+    else:
+        lines.append(f"Left out of the pick rule's paired mean: {', '.join(at)} (pass --include-chance-tasks to keep "
+                     "them). The Δ columns above are over the other tasks.")
+    return lines
+
+
+def _pick_lines(result: "SearchResult") -> list[str]:
+    """The fastest-within rules and what each picks."""
+    from hwnas.search.picking import PICK_POINTS, pick_claim, speed_of
+
+    full = result.full_model
+    if not (full and "accuracy" in full):
+        return []
+    lines = ["", "## Picks", "",
+             "What `hwnas export --pick 'fastest-within X'` takes: the fastest subnet whose paired drop on the "
+             "report (select) split is at most X points (point estimate); the full model when none is. "
+             "'Shown' means the one-sided 95% upper bound of the drop is within X too. The number to quote for "
+             "a pick is its holdout-split figure (items that took no part in choosing it), which `hwnas export` "
+             "measures and writes into the bundle manifest.", ""]
+    for pts in PICK_POINTS:
+        p = result.pick_fastest_within(pts)
+        if p is None:
+            lines.append(f"- fastest within {pts:g} pt of the full model: none")
+            continue
+        if p.get("full_model") or p["key"] == full["key"]:
+            lines.append(f"- fastest within {pts:g} pt of the full model: no subnet qualifies; the full model")
+            continue
+        vs = p.get("vs_full") or {}
+        sp = f", TPOT {speed_of(p):.2f} ms ({vs.get('tpot_speedup', 1):.2f}x)" if speed_of(p) else ""
+        lines.append(f"- fastest within {pts:g} pt of the full model: `{p['key']}` ({p['description']}){sp}; "
+                     f"report split: {pick_claim(p, pts)}")
+    lines.append("")
+    lines.append("Export one with `hwnas export --from DIR --pick 'fastest-within 1.0'`.")
+    return lines
+
+
+def _iteration_lines(result: "SearchResult") -> list[str]:
+    if not result.history:
+        return []
+    lines = ["", "## Iterations", "", "| iteration | validated | hypervolume | front | predictors (chosen, CV MAE) | seconds |",
+             "|---|---|---|---|---|---|"]
+    for h in result.history:
+        preds = "; ".join(
+            f"{m}: {p['chosen']} {p['cv_mae']:.4g}" if p.get("cv_mae") is not None else f"{m}: {p['chosen']}"
+            for m, p in (h.get("predictors") or {}).items()
+        ) or "-"
+        hv = h.get("hypervolume")
+        lines.append(f"| {h['iteration']} | {h['validated']} | {hv:.4f} | {h['front_size']} | {preds} | "
+                     f"{h['seconds']['total']:.1f} |" if hv is not None else
+                     f"| {h['iteration']} | {h['validated']} | - | {h['front_size']} | {preds} | {h['seconds']['total']:.1f} |")
+    return lines
+
+
+def _notes(result: "SearchResult", info: Mapping[str, Any]) -> list[str]:
+    """Where the speed figures come from: re-measurement, prediction, and what exactly was timed."""
+    lines: list[str] = []
+    if any(r.get("remeasured") for r in result.pareto):
         lines += ["", "TPOT final: the Pareto subnets and the full model timed again in one session with interleaved "
                   "repeats; speed-ups use these (paired ratios; 95% bootstrap interval over rounds in brackets; "
                   "! = a figure stayed uncertain, e.g. the host was busy)."]
@@ -261,7 +357,7 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                   "decode ms per token. A bundle's manifest times the *quantized* bundle (int8 weights decode faster), "
                   "and `hwnas verify --measure` times it again on the machine it runs on, so the three figures differ "
                   "by design."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_report(result: "SearchResult", out: str | Path, info: Mapping[str, Any] | None = None) -> None:

@@ -113,6 +113,8 @@ class SubnetValidator:
             "paired": overall,
             "pick_tasks": paired["overall_tasks"] if not paired["no_task_above_chance"] else [],
             "chance_tasks": paired["chance_tasks"],
+            **({"chance": {n: t.to_dict() for n, t in chance.items()},
+                "include_chance_tasks": self.include_chance_tasks} if is_full else {}),
             "paired_tasks": {n: {k: t[k] for k in ("points", "stderr", "items")} for n, t in paired["tasks"].items()},
             "choice_kl": paired["choice_kl"],
             "split": suite.split,

@@ -1,0 +1,96 @@
+"""Chance-level tasks in the search: records, the pick rule, summary.md and pareto.png."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hwnas.accuracy.evaluate import TaskSuite
+from hwnas.model.space import SubnetConfig
+from hwnas.model.supernet import Supernet
+from hwnas.search.config import SearchConfig
+from hwnas.search.picking import pick_fastest_within
+from hwnas.search.report import chance_plot_note, plot_pareto, summary_markdown
+from hwnas.search.result import SearchResult
+from hwnas.search.validation import SubnetValidator
+from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+
+
+class _Latency:
+    def predict(self, cfg):
+        return {"tpot_ms": 1.0 + cfg.num_layers, "ttft_ms": 10.0, "throughput_tok_s": 100.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """A random tiny model on a 3-choice task: it is at chance, as a 135M model is on MMLU."""
+    path = tmp_path_factory.mktemp("task") / "guess.jsonl"
+    with open(path, "w") as f:
+        for i in range(30):
+            f.write(json.dumps({"id": str(i), "question": f"which is {i}?", "choices": ["a", "b", "c"],
+                                "answer": i % 3}) + "\n")
+    return Supernet(make_tiny_llama(layers=4)), TaskSuite(make_tiny_tokenizer(), str(path), split="all",
+                                                          data_dir=path.parent)
+
+
+def test_validator_flags_a_search_where_no_task_is_above_chance(tiny_setup):
+    sn, suite = tiny_setup
+    v = SubnetValidator(sn, suite, model_id="tiny", metric="acc_norm", latency_model=_Latency())
+    full, sub = v(sn.full_config()), v(SubnetConfig((0, 3), (64, 64)))
+    assert full["chance"]["guess"]["above_chance"] is False and full["chance"]["guess"]["chance"] == pytest.approx(1 / 3)
+    assert sub["chance_tasks"] == ["guess"] and sub["pick_tasks"] == []
+    assert sub["paired"]["at_chance"] is True
+    # asked for, the task stays in the pick rule and nothing is flagged
+    keep = SubnetValidator(sn, suite, model_id="tiny", metric="acc_norm", latency_model=_Latency(),
+                           include_chance_tasks=True)
+    r = keep(SubnetConfig((0, 3), (64, 64)))
+    assert "at_chance" not in r["paired"] and r["pick_tasks"] == ["guess"]
+    assert r["paired"]["points"] == sub["paired"]["points"]
+
+
+def _rec(key, tpot, paired, report=None, **kw):
+    return {"key": key, "tpot_ms": tpot, "accuracy": 0.5, "paired": paired, "report": report,
+            "subnet": {"layers": [0, 1], "mlp_widths": [64, 64]}, "description": key, **kw}
+
+
+def test_pick_rule_skips_records_whose_tasks_are_all_at_chance():
+    full = _rec("full", 10.0, {"points": 0.0, "stderr": 0.0, "items": 60}, full_model=True)
+    fast = _rec("fast", 5.0, {"points": 0.0, "stderr": 1.0, "items": 60, "at_chance": True},
+                {"accuracy": 0.5, "paired": {"points": 0.5, "stderr": 1.0, "items": 60, "at_chance": True}})
+    assert pick_fastest_within([full, fast], 1.0)["key"] == "full"
+    # the same record with a task above chance (its paired mean over that task) qualifies
+    ok = dict(fast, report={"accuracy": 0.5, "paired": {"points": -0.5, "stderr": 0.4, "items": 60}})
+    assert pick_fastest_within([full, ok], 1.0)["key"] == "fast"
+
+
+def _result(include: bool = False, all_at_chance: bool = False) -> SearchResult:
+    chance = {"arc_easy": {"task": "arc_easy", "metric": "acc_norm", "score": 0.46, "chance": 0.25, "stderr": 0.02,
+                           "items": 600, "points_above": 21.0, "lower_bound_points": 17.7, "above_chance": True},
+              "mmlu": {"task": "mmlu", "metric": "acc_norm", "score": 0.262, "chance": 0.25, "stderr": 0.018,
+                       "items": 600, "points_above": 1.2, "lower_bound_points": -1.8, "above_chance": False}}
+    if all_at_chance:
+        chance.pop("arc_easy")
+    full = _rec("full", 10.0, {"points": 0.0, "stderr": 0.0, "items": 600}, full_model=True, chance=chance,
+                include_chance_tasks=include, chance_tasks=["mmlu"], accuracy_metric="acc_norm")
+    sub = _rec("l1-x", 5.0, {"points": -0.4, "stderr": 0.5, "items": 300},
+               {"accuracy": 0.49, "paired": {"points": -0.3, "stderr": 0.4, "items": 600}},
+               vs_full={"tpot_speedup": 2.0}, chance_tasks=["mmlu"])
+    return SearchResult(SearchConfig(objectives=("accuracy", "tpot_ms")), [full, sub], [sub, full], [], full, None)
+
+
+def test_summary_and_plot_say_which_tasks_are_at_chance(tmp_path):
+    md = summary_markdown(_result())
+    assert "## Chance level" in md
+    assert "mmlu: full model 26.2% acc_norm vs chance 25.0% (+1.2 ± 1.8 points, 600 items): not above chance at 95%" in md
+    assert "arc_easy: full model 46.0% acc_norm vs chance 25.0%" in md and "above chance" in md
+    assert "Left out of the pick rule's paired mean: mmlu" in md
+    assert "on request (--include-chance-tasks): mmlu" in summary_markdown(_result(include=True))
+    assert "above chance on no task" in summary_markdown(_result(all_at_chance=True))
+    note = chance_plot_note(_result())
+    assert note.startswith("Full model not above chance on mmlu (26.2% vs chance 25.0%)") and "left out" in note
+    png = plot_pareto(_result(), tmp_path / "pareto.png")
+    assert png.stat().st_size > 10_000
+    # a search where every task is above chance has no such section or note
+    r = _result()
+    r.full_model["chance"]["mmlu"]["above_chance"] = True
+    assert "## Chance level" not in summary_markdown(r) and chance_plot_note(r) == ""
