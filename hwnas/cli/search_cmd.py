@@ -156,9 +156,9 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     display = LiveDisplay(config, enabled=not no_progress)
     with display:
         display.status("loading model and tasks")
+        chance_kw = {"include_chance_tasks": True} if include_chance_tasks else {}
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
-                                                                 recovery=recovery,
-                                                                 include_chance_tasks=include_chance_tasks)
+                                                                 recovery=recovery, **chance_kw)
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
                             remeasure=getattr(validator, "remeasure", None))
