@@ -293,6 +293,16 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
     full_key = None if full is None else full["key"]
     if full is not None:
         full["report"] = run(full)
+        if ((full["report"] or {}).get("paired") or {}).get("at_chance"):
+            for r in front:  # no pick rule can take a subnet: scoring them would decide nothing
+                if r["key"] == full_key:
+                    r["report"] = full["report"]
+                elif r["key"] not in known:
+                    r["report_skipped"] = ("the full model is not above chance on any task, so no subnet can be "
+                                           "shown to keep its accuracy (summary.md: Chance level)")
+                else:
+                    r["report"] = known[r["key"]]
+            return
     by_kl = metric in FIDELITY_METRICS
     order = report_order(front, speed)
     if by_kl:

@@ -94,3 +94,25 @@ def test_summary_and_plot_say_which_tasks_are_at_chance(tmp_path):
     r = _result()
     r.full_model["chance"]["mmlu"]["above_chance"] = True
     assert "## Chance level" not in summary_markdown(r) and chance_plot_note(r) == ""
+
+
+def test_report_split_is_not_scored_when_no_task_is_above_chance():
+    from hwnas.search.picking import evaluate_reports
+
+    full = _rec("full", 10.0, {"points": 0.0, "stderr": 0.0, "items": 60}, full_model=True)
+    front = [_rec("a", 5.0, {"points": 0.0, "stderr": 1.0, "items": 60}), _rec("b", 7.0, {"points": 0.0, "stderr": 1.0, "items": 60})]
+    scored = []
+
+    def report(cfg):
+        scored.append(cfg)
+        return {"accuracy": 0.5, "paired": {"points": 0.0, "stderr": 0.0, "items": 60, "at_chance": True}}
+
+    evaluate_reports(front, full, report, known={})
+    assert len(scored) == 1  # the full model only
+    assert all("not above chance on any task" in r["report_skipped"] for r in front)
+    # with a task above chance, the front is scored as before
+    scored.clear()
+    front = [_rec("a", 5.0, {"points": -0.2, "stderr": 1.0, "items": 60})]
+    evaluate_reports(front, dict(full), lambda cfg: (scored.append(cfg), {"accuracy": 0.5, "paired": {
+        "points": -0.1, "stderr": 0.5, "items": 60}})[1], known={})
+    assert len(scored) == 2 and front[0]["report"]["paired"]["points"] == -0.1
