@@ -261,3 +261,23 @@ def test_real_data_counts_and_splits():
     ids = [x.id for x in get_task("winogrande").docs(d)]
     n = {s: len(select("winogrande", ids, s)) for s in ("search", "select", "holdout")}
     assert sum(n.values()) == 1267 and 500 < n["search"] < 760 and n["select"] > n["holdout"] > 100
+
+
+def test_bundle_ir_scores_partial_and_mc2_items_as_torch(tiny, data_dir, tmp_path):
+    """deploy/ir_accuracy (a bundle's holdout accuracy) feeds each WinoGrande option as context
+    and scores MC2 as probability mass, as TaskSuite does."""
+    from hwnas.deploy.ir_accuracy import ir_accuracy
+    from hwnas.hardware.irexport import export_ir
+
+    model, tok = tiny
+    export_ir(model, tmp_path / "ir")
+    tasks = ["winogrande", "truthfulqa_mc2"]
+    suite = TaskSuite(tok, tasks, split="all", data_dir=data_dir)
+    got = ir_accuracy(tmp_path / "ir", tok, tasks, suite=suite, keep_items=True,
+                      properties={"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"})
+    ref = suite.items(model, precision="fp32")
+    for t in tasks:
+        for a, b in zip(got["_items"][t].lls, ref[t].lls):
+            np.testing.assert_allclose(a, b, atol=2e-3, rtol=0)
+        assert got["tasks"][t]["acc"] == pytest.approx(float(ref[t].correct("acc").mean()), abs=1e-3)
+        assert got["tasks"][t]["acc_norm"] == pytest.approx(float(ref[t].correct("acc_norm").mean()), abs=1e-3)
