@@ -53,6 +53,8 @@ def pick_fastest_within(
     accuracy is biased upwards). When any record has a report, a record without one does not
     qualify; with no reports at all, the search split decides. The full model's accuracy is taken from
     `full_accuracy` / `full_report_accuracy`, else from a record flagged ``full_model``.
+    The paired differences leave out tasks on which the full model is not above chance; a record
+    whose paired mean is flagged ``at_chance`` (no task above chance) does not qualify.
     Returns None when no record qualifies."""
     if points < 0:
         raise SearchError(f"--pick fastest-within needs a non-negative number of points, got {points}")

@@ -15,7 +15,10 @@
   answer-choice distributions on the same search-split items, free with the accuracy) and
   ``token_kl`` (next-token KL on WikiText-2 search-split windows, a `TokenFidelity` given to the
   validator; the full model's reference pass is made once and kept). ``accuracy`` is then still
-  ``acc_norm``, for display and the pick rule.
+  ``acc_norm``, for display and the pick rule;
+- ``paired``: the paired difference from the full model over the tasks on which the full model is
+  above chance (``pick_tasks``; decided once, see `SubnetValidator.chance_tests`), flagged
+  ``at_chance`` when there is none, unless ``include_chance_tasks``.
 """
 from __future__ import annotations
 
