@@ -1,0 +1,82 @@
+"""`hwnas export` as a user runs it, in a real process: the default path (holdout accuracy paired with
+the full model, generation check, speed) prints its comparison, and stderr stays free of third-party
+warnings unless -v asks for them."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_TARGET
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What Neural Compressor, NNCF, transformers, torch and torchao print when nobody quietens them.
+THIRD_PARTY = re.compile(r"\[WARNING\]|^WARNING:nncf|^INFO:nncf|torchao|_pytree|Numba is not installed|"
+                         r"has already been set|loss_type=None|cache_position|FutureWarning|DeprecationWarning|"
+                         r"UserWarning", re.M)
+
+
+def write_task(folder: Path, n: int = 60) -> Path:
+    """A local multiple-choice task file (enough items that its holdout split is not empty)."""
+    path = folder / "tinyqa.jsonl"
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": str(i), "question": f"what is {i} plus one?",
+                                "choices": [str(i + 1), str(i + 7), "blue"], "answer": i % 3}) + "\n")
+    return path
+
+
+def hwnas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default")
+    for var in ("LOGLEVEL", "TRANSFORMERS_VERBOSITY"):  # the process decides these itself
+        env.pop(var, None)
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_dir):
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    return tiny_model_dir, target, write_task(tmp_path)
+
+
+def test_default_export_prints_the_paired_holdout_comparison_and_stays_quiet(tmp_path, setup):
+    """No --no-accuracy: the bundle's IR is scored on the holdout split paired with the full model
+    (`_paired_ir_accuracy`), and what export prints is what the manifest holds."""
+    model, target, task = setup
+    out = tmp_path / "bundle"
+    r = hwnas("export", "--model", str(model), "--target", str(target), "--tasks", str(task), "--data-dir", str(tmp_path),
+              "--out", str(out), "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not THIRD_PARTY.search(r.stderr), r.stderr
+    m = json.loads((out / "hwnas_manifest.json").read_text())
+    acc = m["accuracy"]
+    assert acc["split"] == "holdout" and acc["scored_with"] == "openvino"
+    o = acc["vs_full"]["acc_norm"]["overall"]
+    t = acc["vs_full"]["acc_norm"]["tasks"]["tinyqa"]
+    assert o["items"] == acc["tasks"]["tinyqa"]["n"] > 0
+    assert t["subnet"] == pytest.approx(100 * acc["tasks"]["tinyqa"]["acc_norm"], abs=1e-3)
+    line = next(x for x in r.stdout.splitlines() if "acc_norm on the holdout split" in x)
+    assert f"({o['items']} items no pick rule saw, mean of 1 tasks)" in line
+    assert f"bundle {t['subnet']:.1f}%, full model {t['full']:.1f}%" in line
+    assert f"paired difference {o['points']:+.2f} ± {o['stderr']:.2f} points" in line
+    assert acc["verdict_1pt"] in r.stdout
+    assert m["generation"]["report"] and "generation check:" in r.stdout and "(pass)" in r.stdout
+    assert m["measurement"]["tpot_ms"] > 0 and f"TPOT {m['measurement']['tpot_ms']:.2f} ms" in r.stdout
+
+
+def test_verbose_shows_the_third_party_warnings(tmp_path, setup):
+    model, target, _ = setup
+    quiet_args = ("--no-accuracy", "--no-measure", "--no-generation-check", "-q")
+    r = hwnas("-v", "export", "--model", str(model), "--target", str(target), "--out", str(tmp_path / "b"), *quiet_args,
+              cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "[WARNING]" in r.stderr  # Neural Compressor's own handler, quiet without -v
+    assert "INFO hwnas.deploy.export: bundle" in r.stderr
