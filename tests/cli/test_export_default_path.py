@@ -22,14 +22,16 @@ THIRD_PARTY = re.compile(r"\[WARNING\]|^WARNING:nncf|^INFO:nncf|torchao|_pytree|
                          r"UserWarning", re.M)
 
 
-def write_task(folder: Path, n: int = 60) -> Path:
-    """A local multiple-choice task file (enough items that its holdout split is not empty)."""
-    path = folder / "tinyqa.jsonl"
-    with open(path, "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"id": str(i), "question": f"what is {i} plus one?",
-                                "choices": [str(i + 1), str(i + 7), "blue"], "answer": i % 3}) + "\n")
-    return path
+def write_tasks(folder: Path, n: int = 60) -> str:
+    """Two local multiple-choice task files (enough items that their holdout splits are not empty), as --tasks."""
+    paths = []
+    for name, offset in (("qa_a", 1), ("qa_b", 2)):
+        paths.append(folder / f"{name}.jsonl")
+        with open(paths[-1], "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"id": str(i), "question": f"what is {i} plus {offset}?",
+                                    "choices": [str(i + offset), str(i + 7), "blue"], "answer": i % 3}) + "\n")
+    return ",".join(map(str, paths))
 
 
 def hwnas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -44,15 +46,15 @@ def hwnas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def setup(tmp_path, tiny_model_dir):
     target = tmp_path / "tiny.toml"
     target.write_text(TINY_TARGET)
-    return tiny_model_dir, target, write_task(tmp_path)
+    return tiny_model_dir, target, write_tasks(tmp_path)
 
 
 def test_default_export_prints_the_paired_holdout_comparison_and_stays_quiet(tmp_path, setup):
     """No --no-accuracy: the bundle's IR is scored on the holdout split paired with the full model
     (`_paired_ir_accuracy`), and what export prints is what the manifest holds."""
-    model, target, task = setup
+    model, target, tasks = setup
     out = tmp_path / "bundle"
-    r = hwnas("export", "--model", str(model), "--target", str(target), "--tasks", str(task), "--data-dir", str(tmp_path),
+    r = hwnas("export", "--model", str(model), "--target", str(target), "--tasks", tasks, "--data-dir", str(tmp_path),
               "--out", str(out), "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not THIRD_PARTY.search(r.stderr), r.stderr
@@ -60,12 +62,15 @@ def test_default_export_prints_the_paired_holdout_comparison_and_stays_quiet(tmp
     acc = m["accuracy"]
     assert acc["split"] == "holdout" and acc["scored_with"] == "openvino"
     o = acc["vs_full"]["acc_norm"]["overall"]
-    t = acc["vs_full"]["acc_norm"]["tasks"]["tinyqa"]
-    assert o["items"] == acc["tasks"]["tinyqa"]["n"] > 0
-    assert t["subnet"] == pytest.approx(100 * acc["tasks"]["tinyqa"]["acc_norm"], abs=1e-3)
+    per_task = acc["vs_full"]["acc_norm"]["tasks"]
+    assert set(per_task) == set(acc["tasks"]) == {"qa_a", "qa_b"}
+    assert o["items"] == sum(acc["tasks"][n]["n"] for n in per_task) and min(t["items"] for t in per_task.values()) > 0
+    for name, t in per_task.items():
+        assert t["subnet"] == pytest.approx(100 * acc["tasks"][name]["acc_norm"], abs=1e-3)
     line = next(x for x in r.stdout.splitlines() if "acc_norm on the holdout split" in x)
-    assert f"({o['items']} items no pick rule saw, mean of 1 tasks)" in line
-    assert f"bundle {t['subnet']:.1f}%, full model {t['full']:.1f}%" in line
+    assert f"({o['items']} items no pick rule saw, mean of 2 tasks)" in line
+    bundle, full = (sum(t[k] for t in per_task.values()) / 2 for k in ("subnet", "full"))
+    assert f"bundle {bundle:.1f}%, full model {full:.1f}%" in line
     assert f"paired difference {o['points']:+.2f} ± {o['stderr']:.2f} points" in line
     assert acc["verdict_1pt"] in r.stdout
     assert m["generation"]["report"] and "generation check:" in r.stdout and "(pass)" in r.stdout
