@@ -352,3 +352,38 @@ def test_readme_drops_the_unbacked_figures():
     for stale in ("**160 s**", "6.4 / 4.5 / 4.2", "took **13 min**", "9 min 26 s", "3–300×",
                   "met on speed and size", "this host's profile latency model"):
         assert stale not in FLAT, stale
+
+
+# ---------------------------------------------------------------------------- links between the pages
+FUTURE_PAGES = {"search-genes.md", "frontier.md", "larger-models.md", "tasks.md", "cluster.md"}  # other issues add these
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for h in re.findall(r"^#+\s+(.*)$", re.sub(r"```.*?```", "", text, flags=re.S), re.M):
+        out.add(re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-"))
+    return out
+
+
+def _local_links(page: str) -> list[tuple[Path, str]]:
+    base = (ROOT / page).parent
+    text = re.sub(r"```.*?```", "", PAGES[page], flags=re.S)
+    links = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        links.append(((base / path).resolve() if path else ROOT / page, anchor))
+    return links
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_links_between_pages_resolve(page):
+    """Every relative link names a file that exists and, for a markdown page, a heading it has."""
+    for path, anchor in _local_links(page):
+        if path.name in FUTURE_PAGES and path.parent == ROOT / "docs":
+            continue
+        assert path.exists(), f"{page}: link to missing {path.relative_to(ROOT)}"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path.read_text(encoding="utf-8")), f"{page}: no heading #{anchor} in {path.name}"
