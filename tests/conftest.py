@@ -205,6 +205,7 @@ STAGE_OF_MODULE = {
     "test_bundle": "deploy", "test_bundle_manifest": "deploy", "test_quantize_ir": "deploy",
     "test_export_cli": "deploy", "test_deploy_bench": "deploy", "test_deploy_bench_tiny": "deploy",
     "test_serve": "deploy", "test_serve_cli": "deploy", "test_speculative": "deploy", "test_speculative_cli": "deploy",
+    "test_export_default_path": "deploy", "test_export_from_search": "deploy", "test_task_mixes": "accuracy",
 }
 
 
