@@ -103,3 +103,22 @@ def test_verify_an_archive_and_refuse_a_tampered_one(shipped, tmp_path):
             dst.addfile(member, io.BytesIO(data) if data is not None else None)
     r = CliRunner().invoke(main, ["verify", str(bad)])
     assert r.exit_code == 1 and "FAIL  openvino_model.bin checksum mismatch" in r.output, r.output
+
+
+def test_bench_default_path_times_both_baselines(shipped, tmp_path):
+    """`hwnas bench BUNDLE` without --no-torch: the bundle against optimum-intel's NNCF int8 and PyTorch fp32."""
+    _, bundle, _, _ = shipped
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(main, ["bench", str(bundle), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = {x["kind"]: x for x in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"openvino-nncf-int8", "pytorch-fp32", "bundle"}
+    base = rows["openvino-nncf-int8"]
+    assert base["decode_speedup"] == pytest.approx(1.0)
+    torch_row = rows["pytorch-fp32"]  # timed on its own: a plain ratio of TPOTs, said to carry no interval
+    assert torch_row["decode_speedup"] == pytest.approx(base["tpot_ms"] / torch_row["tpot_ms"])
+    assert "not interleaved" in torch_row["ratio_note"]
+    b = rows["bundle"]  # interleaved with the baseline: a paired ratio inside its own interval
+    lo, hi = b["decode_speedup_ci95"]
+    assert b["tpot_ms"] > 0 and 0 < lo <= b["decode_speedup"] <= hi, b
+    assert "speed-up = TPOT of the NNCF int8 full model / TPOT" in r.output
