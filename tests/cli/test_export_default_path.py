@@ -21,6 +21,8 @@ THIRD_PARTY = re.compile(r"\[WARNING\]|^WARNING:nncf|^INFO:nncf|torchao|_pytree|
                          r"has already been set|loss_type=None|cache_position|FutureWarning|DeprecationWarning|"
                          r"UserWarning", re.M)
 
+pytestmark = pytest.mark.precision_free  # OpenVINO paths or explicit --precision: one pass of make test
+
 
 def write_tasks(folder: Path, n: int = 60) -> str:
     """Two local multiple-choice task files (enough items that their holdout splits are not empty), as --tasks."""

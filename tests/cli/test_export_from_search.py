@@ -15,6 +15,8 @@ from tests.conftest import TINY_TARGET, make_tiny_llama, make_tiny_tokenizer
 
 PICK = "fastest-within 1.0"
 
+pytestmark = pytest.mark.precision_free  # OpenVINO paths or explicit --precision: one pass of make test
+
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):

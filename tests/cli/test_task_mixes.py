@@ -17,6 +17,8 @@ SUBNET = '{"layers": [0, 2], "mlp_widths": [128, 64]}'
 MIXES = {"perplexity only": "wikitext2", "one multiple-choice": "qa_a.jsonl", "several multiple-choice": "qa_a.jsonl,qa_b.jsonl",
          "mixed": "qa_a.jsonl,wikitext2,qa_b.jsonl"}
 
+pytestmark = pytest.mark.precision_free  # OpenVINO paths or explicit --precision: one pass of make test
+
 
 @pytest.fixture
 def data(tmp_path):

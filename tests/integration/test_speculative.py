@@ -151,6 +151,7 @@ def test_bench_reports_a_speculative_bundle_as_speculative_with_its_k(spec_bundl
     assert "speculative k=3" in r.output and "x the same bundle without its draft" in r.output
 
 
+@pytest.mark.precision_free  # OpenVINO only: one pass of make test
 def test_hwnas_serve_a_speculative_bundle_with_api_key_and_model_name(spec_bundle):
     """`hwnas serve` as a user starts it: a speculative bundle, --api-key and --model-name given as flags. The
     server answers under the given name only, behind the key, with the full model's greedy tokens (f32 target)."""
