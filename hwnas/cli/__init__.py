@@ -108,7 +108,7 @@ def setup_output(verbose: int) -> None:
             handler.addFilter(OncePerMessage())
     else:
         for name in NOISY_LOGGERS:  # a CliRunner test may have quietened them earlier in this process
-            lg = logging.getLogger(name)
+            lg = _third_party_logger(name)
             lg.filters = [f for f in lg.filters if not isinstance(f, ErrorsOnly)]
             lg.setLevel(logging.NOTSET)
 
