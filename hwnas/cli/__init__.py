@@ -123,14 +123,20 @@ class ErrorsOnly(logging.Filter):
 class _OnceLogger(logging.Logger):
     """NNCF's logger class's extra methods (it calls `nncf_logger.info_once`), for a logger made before NNCF is imported."""
 
+    def _once(self, level: int, msg: str) -> None:
+        seen = self.__dict__.setdefault("_hwnas_once", set())
+        if (level, msg) not in seen:
+            seen.add((level, msg))
+            self.log(level, msg)
+
     def debug_once(self, msg: str) -> None:
-        self.debug(msg)
+        self._once(logging.DEBUG, msg)
 
     def info_once(self, msg: str) -> None:
-        self.info(msg)
+        self._once(logging.INFO, msg)
 
     def warning_once(self, msg: str) -> None:
-        self.warning(msg)
+        self._once(logging.WARNING, msg)
 
 
 def _third_party_logger(name: str) -> logging.Logger:
