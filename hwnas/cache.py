@@ -130,7 +130,8 @@ def remove(entry: Entry) -> None:
         os.rename(p, trash)
     except FileNotFoundError:
         return
-    for root, dirs, _ in os.walk(trash):  # read-only folders (the tests' shared model) must be deletable
+    os.chmod(trash, 0o755)  # read-only folders (the tests' shared model), the entry's own included, must be deletable
+    for root, dirs, _ in os.walk(trash):
         for d in dirs:
             os.chmod(os.path.join(root, d), 0o755)
     shutil.rmtree(trash, ignore_errors=True)

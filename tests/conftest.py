@@ -206,6 +206,7 @@ STAGE_OF_MODULE = {
     "test_export_cli": "deploy", "test_deploy_bench": "deploy", "test_deploy_bench_tiny": "deploy",
     "test_serve": "deploy", "test_serve_cli": "deploy", "test_speculative": "deploy", "test_speculative_cli": "deploy",
     "test_paper_tasks": "accuracy", "test_paper_tasks_cli": "accuracy", "test_search_chance": "search",
+    "test_export_default_path": "deploy", "test_export_from_search": "deploy", "test_task_mixes": "accuracy",
 }
 
 

@@ -76,11 +76,14 @@ def main(verbose: int) -> None:
 def setup_output(verbose: int) -> None:
     """What reaches the terminal: our warnings once each, third-party chatter only with -v.
 
-    Without -v: transformers and Neural Compressor log errors only (their start-up notices, numba,
-    loss_type/cache_position are not for the user to act on), Python warnings raised outside hwnas
-    (deprecations, setuptools' license table) are hidden, and a warning hwnas logs repeatedly
-    (e.g. a noisy timing per subnet) appears once, with a note that -v shows every one. When
-    output is not a terminal (logs, CI) rich tables get the full width instead of 80 columns.
+    Without -v no third-party library talks to the console below ERROR: Neural Compressor and NNCF
+    print through handlers of their own and reset their levels when first imported (inside the
+    commands), so besides their levels and environment switches each of their loggers gets a filter
+    that lets errors only through (a filter stays when a library clears its handlers or sets its
+    level). transformers logs errors only, Python warnings raised outside hwnas (deprecations,
+    setuptools' license table) are hidden, and a warning hwnas logs repeatedly (e.g. a noisy timing
+    per subnet) appears once, with a note that -v shows every one. -v shows them all. When output
+    is not a terminal (logs, CI) rich tables get the full width instead of 80 columns.
     """
     import os
     import warnings
@@ -91,17 +94,62 @@ def setup_output(verbose: int) -> None:
     ours = [h for h in logging.getLogger().handlers if h not in had]  # never filter a host's handlers (pytest)
     if not sys.stdout.isatty():
         os.environ.setdefault("COLUMNS", str(WIDE_COLUMNS))  # rich reads it: full-width tables in logs
-    if verbose < 2:
-        # Third-party import-time chatter (optional torchao kernels, torch pytree notices) is not ours to show.
-        for name in NOISY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
     if verbose == 0:
         # These libraries set their own levels when first imported (inside commands); their env switches win.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("LOGLEVEL", "ERROR")  # Neural Compressor's logger
+        for name in NOISY_LOGGERS:
+            lg = _third_party_logger(name)
+            lg.setLevel(logging.ERROR)
+            if not any(isinstance(f, ErrorsOnly) for f in lg.filters):
+                lg.addFilter(ErrorsOnly())
         warnings.filterwarnings("ignore", module=r"(?!hwnas)")  # third-party Python warnings
         for handler in ours:
             handler.addFilter(OncePerMessage())
+    else:
+        for name in NOISY_LOGGERS:  # a CliRunner test may have quietened them earlier in this process
+            lg = _third_party_logger(name)
+            lg.filters = [f for f in lg.filters if not isinstance(f, ErrorsOnly)]
+            lg.setLevel(logging.NOTSET)
+
+
+class ErrorsOnly(logging.Filter):
+    """Lets a third-party logger's errors through, nothing below (attached without -v)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+class _OnceLogger(logging.Logger):
+    """NNCF's logger class's extra methods (it calls `nncf_logger.info_once`), for a logger made before NNCF is imported."""
+
+    def _once(self, level: int, msg: str) -> None:
+        seen = self.__dict__.setdefault("_hwnas_once", set())
+        if (level, msg) not in seen:
+            seen.add((level, msg))
+            self.log(level, msg)
+
+    def debug_once(self, msg: str) -> None:
+        self._once(logging.DEBUG, msg)
+
+    def info_once(self, msg: str) -> None:
+        self._once(logging.INFO, msg)
+
+    def warning_once(self, msg: str) -> None:
+        self._once(logging.WARNING, msg)
+
+
+def _third_party_logger(name: str) -> logging.Logger:
+    """The named logger; made with NNCF's extra methods when it does not exist yet, since a library whose
+    module later does `logging.getLogger(name)` gets this object, not one of its own logger class."""
+    if name in logging.Logger.manager.loggerDict and isinstance(logging.Logger.manager.loggerDict[name], logging.Logger):
+        return logging.getLogger(name)
+    before = logging.getLoggerClass()
+    logging.setLoggerClass(_OnceLogger)
+    try:
+        return logging.getLogger(name)
+    finally:
+        logging.setLoggerClass(before)
 
 
 WIDE_COLUMNS = 400

@@ -75,6 +75,24 @@ def comma_choices(allowed: tuple[str, ...], aliases: tuple[str, ...] = ()):
     return callback
 
 
+def check_multiple_choice_tasks(tasks: str, command: str, instead: str) -> None:
+    """Refuse --tasks, in one line, unless every task is multiple-choice (unknown names fail here too).
+
+    `search` and `export` judge subnets by paired multiple-choice accuracy (the pick rule, the
+    holdout figure), so a perplexity task there would be silently unused; `instead` says what to
+    run for it."""
+    from hwnas.accuracy.tasks import parse_tasks
+    from hwnas.errors import DataError
+
+    parsed = parse_tasks(tasks)  # unknown names fail here, before any model is loaded
+    ppl = [t.name for t in parsed if t.kind == "perplexity"]
+    if ppl:
+        mc = [t.name for t in parsed if t.kind != "perplexity"]
+        rest = f"; keep only {','.join(mc)}" if mc else "; give at least one multiple-choice task"
+        raise DataError(f"--tasks {tasks}: {', '.join(ppl)} is a perplexity task, which `hwnas {command}` does not "
+                        f"score (it compares multiple-choice accuracy){rest}, and {instead}")
+
+
 def check_nonempty_text(ctx, param, value):
     if value is not None and not value.strip():
         raise click.BadParameter("is empty; give some text", ctx=ctx, param=param)

@@ -73,6 +73,8 @@ def _table(result: dict) -> None:
     if result.get("subnet_key"):
         title += f" · subnet {result['subnet_key']}"
     vs = result.get("vs_full")
+    if vs and "acc_norm" not in vs:  # perplexity tasks only: paired as perplexity ratios, no multiple-choice columns
+        vs = None
     t = Table(title=title)
     cols = ["task", "split", "n", "acc %", "acc_norm %"]
     if vs:
@@ -89,8 +91,9 @@ def _table(result: dict) -> None:
         if "perplexity" in r:
             extra = ["-", "-", "-"] if vs else []
             ppl = _fmt(r["perplexity"], pct=False)
-            if vs and name in vs.get("perplexity_ratio", {}):
-                ppl += f" (x{vs['perplexity_ratio'][name]:.3f} full)"
+            ratios = (result.get("vs_full") or {}).get("perplexity_ratio", {})
+            if name in ratios:
+                ppl += f" (x{ratios[name]:.3f} full)"
             t.add_row(name, result["split"], str(r["windows"]), "-", "-", *extra, ppl, str(r["tokens"]))
         else:
             shots = f" ({r['shots']}-shot)" if r.get("shots") else ""
@@ -106,6 +109,8 @@ def _table(result: dict) -> None:
     if vs:
         c.print("Δ = subnet minus full model on the same items (paired), ± standard error; "
                 f"full model's per-item results cached. {vs['verdict']}")
+    elif result.get("vs_full"):
+        c.print("x = the subnet's perplexity / the full model's, on the same windows")
     speed = f"{result['seconds']:.1f} s, {result['precision']}"
     if result.get("items_per_second"):
         speed += f", {result['items_per_second']:.2f} items/s"

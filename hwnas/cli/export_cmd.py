@@ -12,6 +12,7 @@ from hwnas.cli.common import (
     HEAD_CHOICES,
     QUANT_CHOICES,
     Choice,
+    check_multiple_choice_tasks,
     check_nonempty_text,
     check_subnet_early,
     data_dir_option,
@@ -166,6 +167,8 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
             raise InvalidSubnetError(f"--heal {heal_dir} was made for subnet {healed_for.key}, not {subnet.key}")
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
+        check_multiple_choice_tasks(tasks, "export", "`hwnas eval --subnet ... --tasks wikitext2` gives a subnet's "
+                                    "perplexity paired with the full model")
         from hwnas.datadir import resolve_data_dir
 
         resolve_data_dir(data_dir)  # DataError now rather than after quantizing

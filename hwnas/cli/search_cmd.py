@@ -12,6 +12,7 @@ from hwnas.cli.common import (
     OBJECTIVE_CHOICES,
     STRATEGY_CHOICES,
     Choice,
+    check_multiple_choice_tasks,
     comma_choices,
     data_dir_option,
     model_option,
@@ -179,6 +180,8 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
 
     target = load_target(target_spec)
     check_metric(metric)
+    check_multiple_choice_tasks(tasks, "search", "--metric token_kl ranks subnets by next-token fidelity on "
+                                "WikiText-2 instead")
     task_objs = parse_tasks(tasks)  # unknown names fail here; local .jsonl paths stay paths
     task_list = [t.name for t in task_objs]
     data = resolve_data_dir(data_dir)

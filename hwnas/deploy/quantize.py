@@ -292,11 +292,13 @@ class QuantResult:
 
 @contextlib.contextmanager
 def _quiet_inc():
-    """INC logs every step at INFO on its own handler; keep that out of the CLI unless hwnas logs at DEBUG."""
+    """INC logs every step at INFO on its own handler; keep that out of the CLI unless hwnas logs at DEBUG.
+
+    Only ever raises INC's threshold: the CLI may have set it higher still (ERROR without -v)."""
     inc_log = logging.getLogger("neural_compressor")
     before = inc_log.level
     if not log.isEnabledFor(logging.DEBUG):
-        inc_log.setLevel(logging.WARNING)
+        inc_log.setLevel(max(inc_log.getEffectiveLevel(), logging.WARNING))
     try:
         yield
     finally:

@@ -15,14 +15,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def _real_cache(monkeypatch):
-    """Use the shared model cache (the default model is converted once); writes there are atomic."""
+def _temp_cache(tmp_path_factory):
+    """These tests write the ordered supernet and the full model's reference generations to the cache: the
+    session's temporary cache (tests/conftest.py, which links the shared converted default model into it
+    read-only), never the user's ~/.cache/hwnas. Checked, so a fixture that re-points it fails here."""
     import os
+    from pathlib import Path
 
-    from hwnas.model.loading import CACHE_ENV
+    from hwnas.model.loading import cache_dir
 
     if "HWNAS_TEST_KEEP_CACHE" not in os.environ:
-        monkeypatch.delenv(CACHE_ENV, raising=False)
+        assert cache_dir().resolve().is_relative_to(Path(tmp_path_factory.getbasetemp()).resolve()), cache_dir()
+        assert cache_dir() != Path.home() / ".cache" / "hwnas"
 
 
 def test_full_model_int8_bundle_passes(tmp_path):

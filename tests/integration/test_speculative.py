@@ -149,3 +149,35 @@ def test_bench_reports_a_speculative_bundle_as_speculative_with_its_k(spec_bundl
     assert "without its draft" in spec["ratio_note"] and spec["identical_greedy_tokens"].startswith(str(spec["repeats"]))
     assert spec["weight_bytes"] > rows[1]["weight_bytes"]  # full model + draft
     assert "speculative k=3" in r.output and "x the same bundle without its draft" in r.output
+
+
+@pytest.mark.precision_free  # OpenVINO only: one pass of make test
+def test_hwnas_serve_a_speculative_bundle_with_api_key_and_model_name(spec_bundle):
+    """`hwnas serve` as a user starts it: a speculative bundle, --api-key and --model-name given as flags. The
+    server answers under the given name only, behind the key, with the full model's greedy tokens (f32 target)."""
+    import httpx
+    import openai
+    import openvino_genai
+
+    from tests.integration.test_serve import Server, ref_greedy_text
+
+    b = spec_bundle.path
+    target = b.parent / "t.toml"
+    s = Server(b, target, "--api-key", "s3cret", "--model-name", "my-model", "--max-active", "2")
+    try:
+        assert httpx.get(s.url + "/v1/models").status_code == 401
+        assert httpx.get(s.url + "/health").json()["model"] == "my-model"
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="s3cret", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list().data] == ["my-model"]
+        tok = openvino_genai.Tokenizer(str(b))
+        for prompt in PROMPTS[:3]:
+            ref, ids = ref_greedy_text(b, tok, prompt, 12)  # the full model's IR alone, no draft
+            r = client.completions.create(model="my-model", prompt=prompt, max_tokens=12, temperature=0,
+                                          extra_body={"ignore_eos": True})
+            assert r.choices[0].text == ref and r.usage.completion_tokens == 12, prompt
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model=b.name, prompt="hi", max_tokens=2)  # the bundle's own name is replaced
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0).models.list()
+    finally:
+        assert s.stop() == 0

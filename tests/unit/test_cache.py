@@ -107,9 +107,60 @@ def test_cli_show_clear_prune(root):
     assert CliRunner().invoke(main, ["cache", "clear"]).exit_code == 0 and cache.entries() == []
 
 
-def test_read_only_entries_are_deletable(root):
-    d = _entry(root, "test-models", "ro", 10, 0)
-    (d / "blob.bin").chmod(0o444)
-    d.chmod(0o555)
-    cache.clear(["test-models"])
-    assert not d.exists()
+NOBODY = 65534
+
+
+def _clear_as(uid, root) -> tuple[int, int]:
+    """cache.clear(["test-models"]) run as `uid` in a forked child (its result through a pipe), or here when None.
+
+    Forked, not a new interpreter: the interpreter may live where `nobody` cannot read it (/root)."""
+    if uid is None:
+        return cache.clear(["test-models"], root=root)
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(wr, repr(cache.clear(["test-models"], root=root)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wr)
+    out = os.read(rd, 1000).decode()
+    os.close(rd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and out, "clear failed in the child"
+    return eval(out)  # noqa: S307 - a tuple of two ints from our own child
+
+
+def test_read_only_entries_are_deletable(tmp_path):
+    """A read-only entry (the tests' shared model folder) is deleted whole, trash included.
+
+    Permission bits do not bind root, and CI runs as root: there the clear runs in a child process as
+    user nobody, owner of the entry, for whom a read-only folder's files cannot be unlinked until
+    `cache.remove` makes the folder writable again."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="hwnas-ro-cache-")) if as_root else tmp_path  # tmp_path is root-only
+    try:
+        r = base / "cache"
+        d = _entry(r, "test-models", "ro", 10, 0)
+        (d / "sub").mkdir()
+        (d / "sub" / "more.bin").write_bytes(b"y")
+        if as_root:
+            for p in [base, *base.rglob("*")]:
+                os.chown(p, NOBODY, NOBODY)
+        for f in d.rglob("*.bin"):
+            f.chmod(0o444)
+        (d / "sub").chmod(0o555)
+        d.chmod(0o555)
+        assert _clear_as(NOBODY if as_root else None, r) == (1, 11)
+        assert list((r / "test-models").iterdir()) == []  # no entry, and no `.deleting-*` trash left behind
+    finally:
+        if as_root:
+            shutil.rmtree(base, ignore_errors=True)

@@ -1,8 +1,12 @@
-"""README's numbers that cite a committed results file agree with that file (part of `make test`).
+"""The figures README.md and docs/*.md quote agree with the committed results files (part of `make test`).
 
-Each claim recomputes a figure from `bench/results/...` and checks that README states it as
-written; a number edited in README, or a results file regenerated without updating README,
-fails here. Every results path README names must exist.
+Two kinds of check, both reading every figure from its results file (nothing here hard-codes a result):
+- a figure written as a link to a value, `[1.45](bench/results/deploy_bench.json#/rows/2/decode_speedup)`,
+  must equal the value at that JSON pointer after the rounding the page shows (its decimals);
+- each claim below recomputes a figure, in the page's own wording, from `bench/results/...` and checks
+  that some page states it; a number edited on a page, or a results file regenerated without updating
+  the pages, fails here.
+Every results path a page names must exist.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 RESULTS = ROOT / "bench" / "results"
+PAGES = {"README.md": (ROOT / "README.md").read_text(encoding="utf-8")}
+PAGES.update({f"docs/{p.name}": p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))})
 
 
 def load(name: str):
@@ -26,14 +31,87 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-FLAT = flat(README)
+FLAT = flat("\n\n".join(PAGES.values()))  # claims may sit on any page (README or the user guide)
+
+# ---------------------------------------------------------------------------- figures linked to their value
+FIGURE_LINK = re.compile(r"\[([^\]]+)\]\((?:\.\./)?(bench/results/[^)#\s]+\.json)#(/[^)\s]*)\)")
+NUMBER = re.compile(r"^[+\-]?(\d+(?:,\d{3})*)(?:\.(\d+))?$")
 
 
-def test_every_cited_results_file_exists():
-    cited = set(re.findall(r"bench/results/[\w./-]+", README))
-    assert cited, "README cites no results file"
+def figure_links(text: str) -> list[tuple[str, str, str]]:
+    """(shown text, results file, JSON pointer) of every figure linked to its value."""
+    return FIGURE_LINK.findall(text)
+
+
+def resolve_pointer(doc, pointer: str):
+    """RFC 6901 JSON pointer into a loaded JSON document (KeyError/IndexError/TypeError when absent)."""
+    for raw in pointer.split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    return doc
+
+
+def check_figure(shown: str, file: str, pointer: str, root: Path = ROOT) -> str | None:
+    """None when `shown` is the value at `file#pointer` rounded to as many decimals as `shown` has; else why not."""
+    path = root / file
+    if not path.is_file():
+        return f"{file} does not exist"
+    try:
+        value = resolve_pointer(json.loads(path.read_text(encoding="utf-8")), pointer)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return f"{file}#{pointer}: no such value"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{file}#{pointer} is {value!r}, not a number"
+    text = shown.strip().replace("\u2212", "-").replace("**", "")
+    m = NUMBER.match(text)
+    if not m:
+        return f"link text {shown!r} is not a plain number (units go outside the link)"
+    decimals = len(m.group(2) or "")
+    number = float(text.replace(",", ""))
+    if abs(number - value) > 0.5 * 10 ** -decimals + 1e-9:
+        return f"{shown!r} is not {file}#{pointer} = {value!r} rounded to {decimals} decimals"
+    return None
+
+
+LINKED = [(page, *link) for page, text in PAGES.items() for link in figure_links(text)]
+
+
+def test_readme_headline_figures_are_linked_to_their_values():
+    assert sum(page == "README.md" for page, *_ in LINKED) >= 12, "README's headline figures should link to their values"
+
+
+@pytest.mark.parametrize("page, shown, file, pointer", LINKED, ids=[f"{p}:{s}@{f}#{q}" for p, s, f, q in LINKED])
+def test_linked_figure_equals_its_value(page, shown, file, pointer):
+    problem = check_figure(shown, file, pointer)
+    assert problem is None, f"{page}: {problem}"
+
+
+def test_a_wrong_figure_is_caught(tmp_path):
+    """The checks can fail: a mistyped, mis-rounded or dangling figure is reported, a right one passes."""
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "r.json").write_text(json.dumps({"rows": [{"x": 1.4477, "n": 2374, "s": "a/b"}]}))
+    page = ("speed [1.45](bench/results/r.json#/rows/0/x)×, [1.4](../bench/results/r.json#/rows/0/x), "
+            "[1.46](bench/results/r.json#/rows/0/x), [1.447](bench/results/r.json#/rows/0/x), [2,374](bench/results/r.json#/rows/0/n), "
+            "[2375](bench/results/r.json#/rows/0/n), [1.45](bench/results/r.json#/rows/1/x), [1.45×](bench/results/r.json#/rows/0/x), "
+            "[1.45](bench/results/gone.json#/rows/0/x), [1](bench/results/r.json#/rows/0/s)")
+    verdicts = [check_figure(s, f, q, root=tmp_path) for s, f, q in figure_links(page)]
+    assert [v is None for v in verdicts] == [True, True, False, False, True, False, False, False, False, False], verdicts
+    assert "rounded to 2 decimals" in verdicts[2] and "no such value" in verdicts[6] and "not a plain number" in verdicts[7]
+    assert "does not exist" in verdicts[8] and "not a number" in verdicts[9]
+    # a recomputed claim is not found once a page misstates one digit of it
+    for section, claim in CLAIMS[:: max(1, len(CLAIMS) // 12)]:
+        digit = next(i for i, ch in enumerate(claim) if ch.isdigit())
+        wrong = claim[:digit] + str((int(claim[digit]) + 1) % 10) + claim[digit + 1:]
+        assert states(FLAT, claim, section) and not states(FLAT.replace(flat(claim), flat(wrong)), claim, section), claim
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_cited_results_file_exists(page):
+    cited = set(re.findall(r"bench/results/[\w./-]+", PAGES[page]))
+    if page in ("README.md", "docs/benchmarks.md"):
+        assert cited, f"{page} cites no results file"
     missing = sorted(c.rstrip("./") for c in cited if not (ROOT / c.rstrip("./")).exists())
-    assert not missing, missing
+    assert not missing, f"{page}: {missing}"
 
 
 def _profile_claims():
@@ -107,18 +185,20 @@ def test_deploy_bench_accuracy_rests_on_enough_paired_items():
             assert acc["vs_b"]["acc_norm"]["overall"]["items"] == DEPLOY["items_total"], r["name"]
 
 
-def test_unstable_rows_named_in_readme_are_the_unstable_rows():
-    def unstable(name):
-        rows = load(name)["rows"]
-        labels = {"pytorch-fp32": "PyTorch baseline", "openvino-nncf-int8": "NNCF int8 baseline (b)"}
-        return {labels.get(r["kind"], r["name"]) for r in rows if not r["stable"]}
+def _unstable_phrase(name: str) -> str:
+    """How the pages name a run's rows whose spread stayed above the re-measure threshold, from the file."""
+    rows = [r for r in load(name)["rows"] if not r["stable"]]
+    parts = ["the NNCF int8 baseline (b)" for r in rows if r["kind"] == "openvino-nncf-int8"]
+    subnets = [r["name"].removeprefix("subnet ") for r in rows if r["name"].startswith("subnet")]
+    if subnets:
+        parts.append(f"the {' and '.join(subnets)} subnet{'s' if len(subnets) > 1 else ''}")
+    return " and ".join(parts)
 
-    assert unstable("deploy_bench_run1.json") == {"subnet int8", "subnet int4"}
-    assert "in run 1 the int8 and int4 subnets" in FLAT
+
+def test_unstable_rows_named_on_the_pages_are_the_unstable_rows():
+    assert f"in run 1 {_unstable_phrase('deploy_bench_run1.json')}" in FLAT
     older = "deploy_bench_run2_unpaired.json" if DEPLOY_PAIRED else "deploy_bench.json"
-    assert unstable(older) == {"NNCF int8 baseline (b)", "subnet int4"}
-    assert ("in run 2 the NNCF int8 baseline (b) and the int4 subnet" if DEPLOY_PAIRED
-            else "in the run above the NNCF int8 baseline (b) and the int4 subnet") in FLAT
+    assert (f"in run 2 {_unstable_phrase(older)}" if DEPLOY_PAIRED else f"in the run above {_unstable_phrase(older)}") in FLAT
 
 
 def _search_claims():
@@ -129,8 +209,13 @@ def _search_claims():
     for key, r in pareto.items():
         claims.append(f"| {key}")
         claims.append(f"| {rm[key]['tpot_ms']:.2f} | {r['vs_full']['tpot_speedup']:.2f}× |")
-    full = next(v for k, v in rm.items() if k not in pareto)
-    claims.append(f"| full model (30 layers) | 38.5 | 41.0 | {full['tpot_ms']:.2f} | — |")
+    full_key = next(k for k in rm if k not in pareto)
+    full = next(r for r in map(json.loads, (RESULTS / "search_untrained/candidates.jsonl").read_text().splitlines())
+                if r["key"] == full_key)
+    full_report = next(r["report"] for r in map(json.loads, (RESULTS / "search_untrained/report.jsonl").read_text().splitlines())
+                       if r["key"] == full_key)
+    claims.append(f"| full model ({full['num_layers']} layers) | {100 * full['accuracy']:.1f} | {100 * full_report['accuracy']:.1f} "
+                  f"| {rm[full_key]['tpot_ms']:.2f} | — |")
     return claims
 
 
@@ -222,7 +307,7 @@ def _noisy_host_claims():
         f"leave-one-out TPOT MAPE was {p3['latency_model_error']['tpot_ms_mape_pct']:.1f}% "
         f"(TTFT {p3['latency_model_error']['ttft_ms_mape_pct']:.1f}%) in {p3['wall_s']:.1f} s",
         f"**TPOT {e6['tpot_ms_mape_pct']:.1f}%, TTFT {e6['ttft_ms_mape_pct']:.1f}%** leave-one-out and TPOT "
-        f"{h6['tpot_ms_mape_pct']:.1f}%, TTFT {h6['ttft_ms_mape_pct']:.1f}% on 4 held-out subnets, in **{p6['wall_s']:.1f} s**",
+        f"{h6['tpot_ms_mape_pct']:.1f}%, TTFT {h6['ttft_ms_mape_pct']:.1f}% on {h6['n_subnets']} held-out subnets, in **{p6['wall_s']:.1f} s**",
     ]
 
 
@@ -252,9 +337,14 @@ CLAIMS = [("signal", c) for c in _signal_claims()] + [("genquality", c) for c in
 
 
 @pytest.mark.parametrize("section, claim", CLAIMS, ids=[f"{s}:{c[:50]}" for s, c in CLAIMS])
-def test_readme_states_what_the_results_file_says(section, claim):
-    text = FLAT.replace("−", "-") if section == "deploy" else FLAT  # the table may print minus as U+2212
-    assert flat(claim) in text, f"README ({section}) should say {claim!r}, as its results file does"
+def test_the_pages_state_what_the_results_file_says(section, claim):
+    assert states(FLAT, claim, section), f"README or docs/ ({section}) should say {claim!r}, as its results file does"
+
+
+def states(text: str, claim: str, section: str = "") -> bool:
+    if section == "deploy":
+        text = text.replace("\u2212", "-")  # the table may print minus as U+2212
+    return flat(claim) in text
 
 
 def test_readme_drops_the_unbacked_figures():
@@ -262,3 +352,38 @@ def test_readme_drops_the_unbacked_figures():
     for stale in ("**160 s**", "6.4 / 4.5 / 4.2", "took **13 min**", "9 min 26 s", "3–300×",
                   "met on speed and size", "this host's profile latency model"):
         assert stale not in FLAT, stale
+
+
+# ---------------------------------------------------------------------------- links between the pages
+FUTURE_PAGES = {"search-genes.md", "frontier.md", "larger-models.md", "tasks.md", "cluster.md"}  # other issues add these
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for h in re.findall(r"^#+\s+(.*)$", re.sub(r"```.*?```", "", text, flags=re.S), re.M):
+        out.add(re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-"))
+    return out
+
+
+def _local_links(page: str) -> list[tuple[Path, str]]:
+    base = (ROOT / page).parent
+    text = re.sub(r"```.*?```", "", PAGES[page], flags=re.S)
+    links = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        links.append(((base / path).resolve() if path else ROOT / page, anchor))
+    return links
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_links_between_pages_resolve(page):
+    """Every relative link names a file that exists and, for a markdown page, a heading it has."""
+    for path, anchor in _local_links(page):
+        if path.name in FUTURE_PAGES and path.parent == ROOT / "docs":
+            continue
+        assert path.exists(), f"{page}: link to missing {path.relative_to(ROOT)}"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path.read_text(encoding="utf-8")), f"{page}: no heading #{anchor} in {path.name}"

@@ -1,0 +1,126 @@
+"""The path from a search to a checked archive, through the CLI as a user runs it, on a tiny model:
+`hwnas export --from SEARCH --pick "fastest-within 1.0" --archive`, then `hwnas verify` with
+--json / --no-generate / --measure, on the folder and on the archive (a tampered archive fails)."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from hwnas.cli import main
+from tests.conftest import TINY_TARGET, make_tiny_llama, make_tiny_tokenizer
+
+PICK = "fastest-within 1.0"
+
+pytestmark = pytest.mark.precision_free  # OpenVINO paths or explicit --precision: one pass of make test
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """(search folder, bundle, archive, export output): a stubbed-latency search of a tiny model, then the export."""
+    from hwnas.search.validation import SubnetValidator
+
+    root = tmp_path_factory.mktemp("from-search")
+    model = root / "tiny"
+    make_tiny_llama().save_pretrained(model)
+    make_tiny_tokenizer().save_pretrained(model)
+    target = root / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    with open(root / "qa.jsonl", "w") as f:
+        for i in range(60):
+            f.write(json.dumps({"id": str(i), "question": f"what is {i} plus one?",
+                                "choices": [str(i + 1), str(i + 7), "blue"], "answer": i % 3}) + "\n")
+
+    def latency(self, cfg):  # the search's timing is not what this test is about: fewer layers, faster
+        return {"tpot_ms": 1.0 + cfg.num_layers + sum(cfg.mlp_widths) / 1000, "ttft_ms": 10.0,
+                "throughput_tok_s": 100.0, "latency_source": "measured", "n_params": 1, "weight_bytes": 1}
+
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: conftest's per-test cache isolation is not active yet
+        mp.setenv("HWNAS_CACHE_DIR", str(root / "cache"))
+        mp.setattr(SubnetValidator, "latency", latency)
+        mp.setattr(SubnetValidator, "remeasure", lambda self, cfgs: {})
+        search = root / "search"
+        r = CliRunner().invoke(main, ["search", "--target", str(target), "--model", str(model), "--tasks",
+                                      str(root / "qa.jsonl"), "--data-dir", str(root), "--evaluations", "4",
+                                      "--population", "2", "--limit", "8", "--report-limit", "8", "--no-recovery",
+                                      "--out", str(search), "--no-progress"])
+        assert r.exit_code == 0, r.output
+        bundle = root / "bundle"
+        r = CliRunner().invoke(main, ["export", "--model", str(model), "--from", str(search), "--pick", PICK,
+                                      "--target", str(target), "--out", str(bundle), "--archive", "--no-recovery",
+                                      "--no-accuracy", "--no-generation-check", "-q"])
+        assert r.exit_code == 0, r.output
+    return search, bundle, bundle.parent / "bundle.tar.gz", r.output
+
+
+def test_export_ships_the_subnet_the_pick_rule_names(shipped):
+    from hwnas.deploy.manifest import read_manifest
+    from hwnas.search.picking import pick_from_search
+
+    search, bundle, archive, output = shipped
+    want = pick_from_search(search, PICK)
+    m = read_manifest(bundle)
+    full = next(x for x in map(json.loads, (search / "candidates.jsonl").read_text().splitlines()) if x["full_model"])
+    if want.record["key"] == full["key"]:
+        assert m.subnet is None or m.subnet["key"] == full["key"]
+    else:
+        assert m.subnet["key"] == want.record["key"] and f"subnet {want.record['key']}" in output
+    assert m.search["dir"] == str(search) and m.search["pick"] == want.rule
+    assert m.search["record"]["key"] == want.record["key"]
+    assert f"pick ({want.rule}): select split" in " ".join(output.split())
+    assert f"archive {archive}" in output and archive.is_file()
+
+
+def test_verify_json_no_generate_measure(shipped):
+    from hwnas.deploy.manifest import read_manifest
+
+    _, bundle, _, _ = shipped
+    recorded = read_manifest(bundle).measurement["tpot_ms"]
+    r = CliRunner().invoke(main, ["verify", str(bundle), "--json", "--no-generate", "--measure", "--tolerance", "50"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)  # nothing but the JSON on stdout
+    assert rep["ok"] and rep["problems"] == [] and rep["generated"] is None
+    assert not any("greedy generation" in c for c in rep["checks"])  # --no-generate
+    assert rep["measurement"]["tpot_ms"] > 0
+    assert any(c.startswith(f"TPOT {rep['measurement']['tpot_ms']:.2f} ms vs {recorded:.2f} ms in the manifest")
+               for c in rep["checks"]), rep["checks"]
+
+
+def test_verify_an_archive_and_refuse_a_tampered_one(shipped, tmp_path):
+    _, _, archive, _ = shipped
+    r = CliRunner().invoke(main, ["verify", str(archive)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "ok    archive members are plain files inside one folder"
+    assert any(x.startswith("ok    greedy generation of") and x.endswith("matches the manifest") for x in lines)
+    bad = tmp_path / "tampered.tar.gz"
+    with tarfile.open(archive) as src, tarfile.open(bad, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("openvino_model.bin"):
+                data = data[:-1] + bytes([data[-1] ^ 0xFF])
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    r = CliRunner().invoke(main, ["verify", str(bad)])
+    assert r.exit_code == 1 and "FAIL  openvino_model.bin checksum mismatch" in r.output, r.output
+
+
+def test_bench_default_path_times_both_baselines(shipped, tmp_path):
+    """`hwnas bench BUNDLE` without --no-torch: the bundle against optimum-intel's NNCF int8 and PyTorch fp32."""
+    _, bundle, _, _ = shipped
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(main, ["bench", str(bundle), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = {x["kind"]: x for x in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"openvino-nncf-int8", "pytorch-fp32", "bundle"}
+    base = rows["openvino-nncf-int8"]
+    assert base["decode_speedup"] == pytest.approx(1.0)
+    torch_row = rows["pytorch-fp32"]  # timed on its own: a plain ratio of TPOTs, said to carry no interval
+    assert torch_row["decode_speedup"] == pytest.approx(base["tpot_ms"] / torch_row["tpot_ms"])
+    assert "not interleaved" in torch_row["ratio_note"]
+    b = rows["bundle"]  # interleaved with the baseline: a paired ratio inside its own interval
+    lo, hi = b["decode_speedup_ci95"]
+    assert b["tpot_ms"] > 0 and 0 < lo <= b["decode_speedup"] <= hi, b
+    assert "speed-up = TPOT of the NNCF int8 full model / TPOT" in r.output
