@@ -148,7 +148,9 @@ def peek_space(model: str):
                 f = reader.fields.get(name)
                 return None if f is None else int(f.parts[f.data[0]][0])
 
-            n, width = field("llama.block_count"), field("llama.feed_forward_length")
+            f = reader.fields.get("general.architecture")
+            arch = bytes(f.parts[f.data[0]]).decode("utf-8") if f is not None else "llama"
+            n, width = field(f"{arch}.block_count"), field(f"{arch}.feed_forward_length")
         except Exception:  # noqa: BLE001 - the full load reports a bad file properly
             return None
     if not isinstance(n, int) or not isinstance(width, int):

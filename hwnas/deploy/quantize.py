@@ -303,7 +303,7 @@ def _quiet_inc():
         inc_log.setLevel(before)
 
 
-def _inc_config(recipe: QuantRecipe, tmp: str):
+def _inc_config(recipe: QuantRecipe, tmp: str, model: Any):
     from neural_compressor.torch.quantization import AWQConfig, GPTQConfig, RTNConfig
 
     common = dict(bits=recipe.bits, use_sym=recipe.sym, group_size=recipe.group_size)
@@ -314,20 +314,18 @@ def _inc_config(recipe: QuantRecipe, tmp: str):
     if recipe.algorithm == "gptq":
         return GPTQConfig(**common, act_order=False, use_layer_wise=False, model_path=tmp)
     if recipe.algorithm == "awq":
-        # INC's automatic absorb-layer detection (a jit trace) fails on transformers 5 Llama and
-        # silently degrades AWQ to RTN; name the LLaMA absorb pairs explicitly. Scales fold into
-        # the RMSNorm weights and up_proj (v_proj -> o_proj is skipped: with grouped KV heads the
-        # shapes do not line up).
-        absorb = {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-                  "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
-                  "mlp.up_proj": "mlp.down_proj"}
+        # INC's automatic absorb-layer detection (a jit trace) fails on transformers 5 models and
+        # silently degrades AWQ to RTN; name the family's absorb pairs explicitly (hwnas.model.arch).
+        from hwnas.model.arch import adapter_for
+
+        absorb = adapter_for(model.config).awq_absorb()
         return AWQConfig(**common, folding=True, use_layer_wise=False, absorb_layer_dict=absorb)
     raise ExportError(f"no INC algorithm for recipe {recipe.name!r}")
 
 
 def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | None = None, *,
                    inplace: bool = False, progress: Progress | None = None) -> QuantResult:
-    """Quantize the decoder linears of a dense LlamaForCausalLM with INC and collect their integer weights.
+    """Quantize the decoder linears of a dense LLaMA-like CausalLM with INC and collect their integer weights.
 
     The recipe's group size is resolved against the model first (ExportError when invalid). GPTQ
     and AWQ need `calibration`. Embeddings and lm_head are quantized per `recipe.head` here (INC
@@ -351,7 +349,7 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
 
         tick(0, 3, f"INC {recipe.algorithm} prepare")
         with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
-            conf = _inc_config(recipe, tmp)
+            conf = _inc_config(recipe, tmp, model)
             try:
                 if recipe.algorithm == "awq":
                     model = prepare(model, conf, example_inputs=calibration.input_ids[0])
