@@ -181,3 +181,20 @@ def describe_kept_layers(cfg, space, layers: int | None) -> str | None:
     mode = {"ranked": "the most important by block influence", "skip": "the always-kept first/last, then the first",
             "prefix": "the first"}.get(space.layer_mode, space.layer_mode)
     return f"--layers {layers} kept layers {list(cfg.layers)} ({mode}; layer mode {space.layer_mode!r})"
+
+
+def check_resources(stage: str, model: str, *, subnet_spec: str | None = None, layers: int | None = None,
+                    mlp_width: int | None = None, out: str | None = None, subnet=None, **options):
+    """Refuse `stage` in one line (exit 2) when its memory or disk estimate does not fit this machine,
+    before anything heavy is loaded (hwnas.model.memory). Returns the estimate."""
+    from hwnas.model.memory import check_stage
+    from hwnas.model.supernet import resolve_subnet_option
+
+    if subnet is None and (subnet_spec or layers is not None):
+        space = peek_space(model)
+        full = space.full_width if space is not None else 1
+        try:
+            subnet = resolve_subnet_option(subnet_spec, layers, mlp_width, full, space=space)
+        except Exception:  # noqa: BLE001 - malformed subnets are reported by the stage's own checks
+            subnet = None
+    return check_stage(stage, model, subnet=subnet, out=out, **options)

@@ -155,7 +155,11 @@ def export_bundle(
 
     result = quantize_model(dense, recipe, calib, inplace=dense is not loaded.model)
     recipe = result.recipe
-    qmodel = materialize(result)
+    # RTN leaves the model untouched: its float weights are traced as placeholders that `compress_ir`
+    # replaces by the integer ones, so no dequantized float32 copy is made. GPTQ/AWQ change weights
+    # (AWQ folds scales into the norms), so their dequantized model is what gets traced.
+    qmodel = dense if result.recipe.algorithm in ("rtn", "none") else materialize(result)
+    result.model = dense = None
     out = Path(out)
     with atomic_dir(out, force=force) as tmp:
         tick(2, steps, "exporting OpenVINO IR")

@@ -28,7 +28,7 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUBNET_FILE = "hwnas_subnet.json"
 SUPERNET_FILE = "hwnas_supernet.json"
 CACHE_ENV = "HWNAS_CACHE_DIR"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cache_dir() -> Path:
@@ -155,15 +155,40 @@ def gguf_architecture(path: Path) -> str:
         raise ModelError(f"cannot read GGUF file {path}: {e}") from None
 
 
-def load_model(spec: str | ModelSource, dtype: str = "float32") -> LoadedModel:
-    """Load model + tokenizer in eval mode. Non-uniform hwnas subnets are rebuilt with narrow MLPs."""
+def stored_dtype(source: ModelSource) -> str:
+    """The dtype a model's weights are stored in ("float32" for a GGUF: it is dequantized to float32)."""
+    if source.kind != "hf":
+        return "float32"
+    try:
+        cfg = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "float32"
+    return str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32").replace("torch.", "")
+
+
+def resolve_dtype(source: ModelSource, dtype: str = "auto") -> str:
+    """`auto` = bfloat16 for a checkpoint stored in 16 bits (bf16 or f16: a float32 copy would double
+    every stage's memory, 28 GB for a 7B model), float32 otherwise or when $HWNAS_PRECISION=fp32."""
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    from hwnas.precision import forced_precision
+
+    if forced_precision() == "fp32":
+        return "float32"
+    return "bfloat16" if stored_dtype(source) in ("bfloat16", "float16") else "float32"
+
+
+def load_model(spec: str | ModelSource, dtype: str = "auto") -> LoadedModel:
+    """Load model + tokenizer in eval mode (dtype `auto`: see `resolve_dtype`). Non-uniform hwnas
+    subnets are rebuilt with narrow MLPs."""
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars are noise on stderr; we log instead
-    if dtype not in DTYPES:
-        raise ModelError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
     folder = source.path if source.kind == "hf" else gguf_cache_folder(source)
+    dtype = resolve_dtype(ModelSource(source.spec, "hf", folder), dtype)
     loaded = _load_hf_folder(folder, dtype, source)
     log.info("loaded %s (%s) from %s", source.name, source.kind, folder)
     return loaded

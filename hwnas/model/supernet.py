@@ -305,7 +305,7 @@ class Supernet:
         return Path(out_dir)
 
 
-def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", calib_texts: Sequence[str] | None = None):
+def load_supernet(spec: str, *, order: bool = True, dtype: str = "auto", calib_texts: Sequence[str] | None = None):
     """Load --model and wrap it as an (importance-ordered) supernet. Returns (LoadedModel, Supernet).
 
     Ordering a model costs a calibration pass; the ordered weights are cached (keyed by the
@@ -316,9 +316,10 @@ def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", cali
     import dataclasses
 
     from hwnas.model.calibration import load_texts, texts_sha256
-    from hwnas.model.loading import cache_dir, load_model, resolve_model
+    from hwnas.model.loading import cache_dir, load_model, resolve_dtype, resolve_model
 
     source = resolve_model(spec)
+    dtype = resolve_dtype(source, dtype)  # before keying the cache: auto and its value are one entry
     if not order:
         loaded = load_model(source, dtype=dtype)
         return loaded, Supernet.from_loaded(loaded, order=False)
