@@ -214,7 +214,7 @@ def check_fits(est: ResourceEstimate, *, disk_path: str | os.PathLike[str] | Non
         if est.disk_bytes > free:
             raise ResourceError(
                 f"{est.stage} of {est.model} writes ~{est.disk_gb:.1f} GB, {disk_path or 'the disk'} has "
-                f"{free / GB:.1f} GB free; free disk (`hwnas cache --max-gb`) or write elsewhere")
+                f"{free / GB:.1f} GB free; free disk (`hwnas cache prune --max-gb N`) or write elsewhere")
 
 
 def model_config(spec: str) -> tuple[Any, dict[str, Any], str]:
