@@ -32,8 +32,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # Resident memory of a stage's process before it loads a model (Python, torch, transformers, and
 # for the OpenVINO stages openvino + optimum-intel + Neural Compressor), measured on this stack.
-BASE_TORCH = 0.75 * GB
-BASE_OV = 1.25 * GB
+BASE_TORCH = 0.6 * GB
+BASE_OV = 0.9 * GB
 
 
 class ResourceError(HwnasError):
@@ -118,14 +118,15 @@ class ResourceEstimate:
 
 def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloat16", model: str = "model",
              subnet_fraction: float = 1.0, quant_bits: int = 8, samples: int = 2, batch_tokens: int = 512,
-             ordered_cached: bool = False, ir_bytes: int | None = None) -> ResourceEstimate:
+             ordered_cached: bool = False, ir_bytes: int | None = None, train_mode: str = "cheap") -> ResourceEstimate:
     """Peak memory and disk of `stage` for a model with this config loaded in `dtype`.
 
     subnet_fraction: the subnet's share of the decoder (extract/export/heal of a subnet);
     quant_bits: export weight bits (8, 4, or 16/32 for --quant none); samples: subnets profiled;
     batch_tokens: tokens per forward pass (eval / heal / calibration); ordered_cached: the
     importance-ordered supernet is already in the cache (no ordering pass, no cache write);
-    ir_bytes: serve only, the bundle's openvino_model.bin size.
+    ir_bytes: serve only, the bundle's openvino_model.bin size; train_mode: heal's --train
+    (cheap: norms and down_proj, all: every decoder tensor).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
@@ -154,8 +155,9 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
              "recovery_stats": _recovery_stats(s), "ir_conversion": int(W * 0.5 * sub)}
         disk = order_disk + int(samples * sub_linear * 1.1)
     elif stage == "profile":
-        t = {"base": BASE_OV, "weights": W, "ir_conversion": W, "compiled_ir": int(s.linear_params() * 1.1)}
-        disk = int((samples + 1) * s.linear_params() * 1.1 * (0.75 if samples else 1))
+        # timing IRs hold the weights in the loaded dtype (bf16 for a bf16 checkpoint); the full model's is largest
+        t = {"base": BASE_OV, "weights": W, "ir_conversion": W, "compiled_ir": W}
+        disk = int((samples + 1) * W * 0.85)
     elif stage == "export":
         int_bytes = int(sub_linear * quant_bits / 8) + s.head_params()
         t = {"base": BASE_OV, "weights": W, "integer_codes": int_bytes,
@@ -163,10 +165,12 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
         stage_ir = sub_W
         disk = (0 if sub >= 1.0 else order_disk) + stage_ir + int_bytes
     elif stage == "heal":
-        t = {"base": BASE_TORCH, "weights": W, "student_fp32": int(s.layers * s.layer_params() * sub) * 4 * 4,
+        per_layer = s.layer_params() if train_mode == "all" else s.hidden * s.intermediate + 2 * s.hidden
+        trained = int(s.layers * per_layer * sub)   # float32 copy + gradient + two AdamW moments
+        t = {"base": BASE_TORCH, "weights": W, "student_fp32": trained * 4 * 4,
              "teacher_logits": 2 * batch_tokens * s.vocab * 4, "activations": 6 * act,
              "recovery_stats": _recovery_stats(s)}
-        disk = order_disk + int(s.layers * s.layer_params() * sub) * 4
+        disk = order_disk + trained * 4 * 2
     elif stage == "train":
         t = {"base": BASE_TORCH, "weights_fp32": P * 4, "grads_and_adam": P * 4 * 3, "activations": 8 * act}
         disk = P * 4 * 4
