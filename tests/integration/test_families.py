@@ -136,3 +136,30 @@ def test_bundle_logits_match_sliced_supernet(family_dir, ids, tmp_path, quant, h
     gc.max_new_tokens, gc.do_sample, gc.ignore_eos = 4, False, True
     out = pipe.generate(["Hello world"], gc)
     assert len(out.texts) == 1
+
+
+def test_bf16_checkpoint_loads_bf16_and_exports_int8_from_the_16bit_trace(tmp_path, ids):
+    """A bf16 checkpoint stays bf16 (dtype auto) and its int8 bundle is traced with the 16-bit patch
+    (ov_ext:: weight sites, bf16 constants read correctly); logits match the bf16 torch model."""
+    from optimum.intel import OVModelForCausalLM
+
+    from hwnas.deploy.export import export_bundle
+    from hwnas.deploy.quantize import make_recipe
+    from hwnas.model.loading import load_model
+
+    d = tmp_path / "bf16"
+    m = make_tiny_model("qwen2-untied").to(torch.bfloat16)
+    m.config.dtype = "bfloat16"
+    m.save_pretrained(d)
+    make_tiny_tokenizer().save_pretrained(d)
+    loaded = load_model(str(d))
+    assert loaded.model.dtype == torch.bfloat16
+    ref = _logits(loaded.model, ids).float()
+    target = tmp_path / "tiny.toml"
+    target.write_text(TARGET)
+    res = export_bundle(str(d), tmp_path / "b", recipe=make_recipe("int8"), target=str(target), measure=False,
+                        generation_check=False)
+    assert res.manifest.ir["compressed"] == {"i8": 4 * 7 + 2} and res.manifest.ir["max_rel_error"] < 0.02
+    ov = OVModelForCausalLM.from_pretrained(str(res.path), ov_config=OV_EXACT)
+    got = ov(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert (got - ref).abs().max().item() < 5e-2
