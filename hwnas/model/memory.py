@@ -118,7 +118,8 @@ class ResourceEstimate:
 
 def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloat16", model: str = "model",
              subnet_fraction: float = 1.0, quant_bits: int = 8, samples: int = 2, batch_tokens: int = 512,
-             ordered_cached: bool = False, ir_bytes: int | None = None, train_mode: str = "cheap") -> ResourceEstimate:
+             ordered_cached: bool = False, ir_bytes: int | None = None, train_mode: str = "cheap",
+             calibrated_quant: bool = False) -> ResourceEstimate:
     """Peak memory and disk of `stage` for a model with this config loaded in `dtype`.
 
     subnet_fraction: the subnet's share of the decoder (extract/export/heal of a subnet);
@@ -126,7 +127,8 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
     batch_tokens: tokens per forward pass (eval / heal / calibration); ordered_cached: the
     importance-ordered supernet is already in the cache (no ordering pass, no cache write);
     ir_bytes: serve only, the bundle's openvino_model.bin size; train_mode: heal's --train
-    (cheap: norms and down_proj, all: every decoder tensor).
+    (cheap: norms and down_proj, all: every decoder tensor); calibrated_quant: export with GPTQ/AWQ,
+    which quantize a copy of the whole model and trace its dequantized float32 version.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
@@ -162,6 +164,8 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
         int_bytes = int(sub_linear * quant_bits / 8) + s.head_params()
         t = {"base": BASE_OV, "weights": W, "integer_codes": int_bytes,
              "ir_conversion": int(0.5 * sub_W), "layer_fp32": s.layer_params() * 4 * 2}
+        if calibrated_quant:
+            t.update(model_copy=sub_W, dequantized_fp32=int(sub_linear * 4))
         stage_ir = sub_W
         disk = (0 if sub >= 1.0 else order_disk) + stage_ir + int_bytes
     elif stage == "heal":
