@@ -126,6 +126,40 @@ def make_tiny_llama(layers: int = 4, hidden: int = 64, mlp: int = 128, vocab: in
     return model
 
 
+FAMILIES = ("llama", "qwen2", "qwen2-untied", "mistral")
+
+
+def make_tiny_model(family: str = "llama", layers: int = 4, hidden: int = 64, mlp: int = 128, vocab: int = 300,
+                    seed: int = 0):
+    """A tiny random model of one supported family (hwnas.model.arch): llama, qwen2 (tied embeddings,
+    q/k/v biases, sliding window above layer 2), qwen2-untied, mistral (sliding window)."""
+    import torch
+    import transformers
+
+    if family == "llama":
+        return make_tiny_llama(layers, hidden, mlp, vocab, seed)
+    torch.manual_seed(seed)
+    common = dict(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=256,
+                  bos_token_id=None, eos_token_id=2, pad_token_id=0)
+    if family.startswith("qwen2"):
+        cfg = transformers.Qwen2Config(**common, tie_word_embeddings=family == "qwen2", use_sliding_window=True,
+                                       sliding_window=64, max_window_layers=2)
+        model = transformers.Qwen2ForCausalLM(cfg).eval()
+    elif family == "mistral":
+        cfg = transformers.MistralConfig(**common, tie_word_embeddings=False, sliding_window=64)
+        model = transformers.MistralForCausalLM(cfg).eval()
+    else:
+        raise ValueError(f"unknown tiny family {family!r}; one of {FAMILIES}")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.up_proj.weight.mul_((torch.rand(mlp) * 3)[:, None])
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                if proj.bias is not None:  # random init leaves biases at zero; make them matter
+                    proj.bias.normal_(0, 0.5)
+    return model
+
+
 def make_tiny_tokenizer(vocab: int = 300):
     """A byte-level tokenizer over 256 bytes + specials, vocab fits the tiny model."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

@@ -166,7 +166,9 @@ def peek_space(model: str):
                 f = reader.fields.get(name)
                 return None if f is None else int(f.parts[f.data[0]][0])
 
-            n, width = field("llama.block_count"), field("llama.feed_forward_length")
+            f = reader.fields.get("general.architecture")
+            arch = bytes(f.parts[f.data[0]]).decode("utf-8") if f is not None else "llama"
+            n, width = field(f"{arch}.block_count"), field(f"{arch}.feed_forward_length")
         except Exception:  # noqa: BLE001 - the full load reports a bad file properly
             return None
     if not isinstance(n, int) or not isinstance(width, int):
@@ -197,3 +199,20 @@ def describe_kept_layers(cfg, space, layers: int | None) -> str | None:
     mode = {"ranked": "the most important by block influence", "skip": "the always-kept first/last, then the first",
             "prefix": "the first"}.get(space.layer_mode, space.layer_mode)
     return f"--layers {layers} kept layers {list(cfg.layers)} ({mode}; layer mode {space.layer_mode!r})"
+
+
+def check_resources(stage: str, model: str, *, subnet_spec: str | None = None, layers: int | None = None,
+                    mlp_width: int | None = None, out: str | None = None, subnet=None, **options):
+    """Refuse `stage` in one line (exit 2) when its memory or disk estimate does not fit this machine,
+    before anything heavy is loaded (hwnas.model.memory). Returns the estimate."""
+    from hwnas.model.memory import check_stage
+    from hwnas.model.supernet import resolve_subnet_option
+
+    if subnet is None and (subnet_spec or layers is not None):
+        space = peek_space(model)
+        full = space.full_width if space is not None else 1
+        try:
+            subnet = resolve_subnet_option(subnet_spec, layers, mlp_width, full, space=space)
+        except Exception:  # noqa: BLE001 - malformed subnets are reported by the stage's own checks
+            subnet = None
+    return check_stage(stage, model, subnet=subnet, out=out, **options)

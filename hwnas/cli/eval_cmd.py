@@ -181,6 +181,10 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
     from hwnas.datadir import resolve_data_dir
 
     resolve_data_dir(data_dir)
+    from hwnas.cli.common import check_resources
+
+    check_resources("eval", model, subnet_spec=subnet_spec, layers=layers, mlp_width=mlp_width,
+                    batch_tokens=(batch_size or 4) * (row_tokens or 128))
 
     # OpenMP threads that spin while waiting are up to 7x slower on a shared, oversubscribed CPU
     # (measured on the 2-core dev box); sleeping waiters cost a few percent when the CPU is idle.

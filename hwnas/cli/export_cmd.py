@@ -108,6 +108,11 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
     if sum(map(bool, (subnet_spec, search_dir, layers is not None or mlp_width is not None))) > 1:
         raise InvalidSubnetError("give one of --subnet, --layers/--mlp-width or --from/--pick")
     check_subnet_early(model, subnet_spec, layers, mlp_width)
+    from hwnas.cli.common import check_resources
+
+    if not search_dir and not speculative:  # --from/--speculative resolve their subnets later; checked there by size
+        check_resources("export", model, subnet_spec=subnet_spec, layers=layers, mlp_width=mlp_width, out=out,
+                        quant_bits={"int8": 8, "none": 16}.get(quant, 4), calibrated_quant=quant in ("gptq-int4", "awq-int4"))
     from hwnas.search.speculative import is_draft_search, read_draft_search
 
     draft_search = bool(search_dir) and is_draft_search(search_dir)

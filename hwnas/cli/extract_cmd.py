@@ -5,6 +5,7 @@ import click
 
 from hwnas.cli.common import (
     Choice,
+    check_resources,
     check_subnet_early,
     describe_kept_layers,
     model_option,
@@ -21,7 +22,8 @@ def register(main: click.Group) -> None:
 @model_option
 @subnet_options
 @click.option("--out", "out", required=True, type=click.Path(), help="New folder for the extracted model.")
-@click.option("--dtype", type=Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--dtype", type=Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True,
+              help="auto: the dtype the model is loaded in (its checkpoint's: bf16 for a bf16 or f16 checkpoint).")
 @no_order_option
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
@@ -41,6 +43,7 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
     if not subnet_spec and layers is None and mlp_width is None:
         raise InvalidSubnetError("give the subnet: --subnet SPEC or --layers N [--mlp-width W]")
     check_subnet_early(model, subnet_spec, layers, mlp_width)  # input errors before the model loads
+    check_resources("extract", model, subnet_spec=subnet_spec, layers=layers, mlp_width=mlp_width, out=out)
     loaded, sn = load_supernet(model, order=not no_order)
     cfg = resolve_subnet_option(subnet_spec, layers, mlp_width, sn.full_width, space=sn.space)
     sn.space.validate(cfg, structure=False)
@@ -48,7 +51,7 @@ def extract(model: str, subnet_spec: str | None, layers: int | None, mlp_width: 
         from hwnas.model.recovery import make_recoverer
 
         sn.recoverer = make_recoverer(sn, loaded.tokenizer)
-    path = sn.save_subnet(cfg, out, loaded.tokenizer, dtype=dtype, force=force,
+    path = sn.save_subnet(cfg, out, loaded.tokenizer, dtype=None if dtype == "auto" else dtype, force=force,
                           provenance={"model": loaded.source.to_dict(), "model_sha256": loaded.source.sha256(),
                                       "channel_order": not no_order, "recovery": sn.recovery_record(cfg)})
     click.echo(f"extracted {cfg.key} ({cfg.describe()}, {cfg.n_params(sn.config):,} parameters) to {path}")

@@ -94,8 +94,11 @@ def heal(model, subnet_spec, layers, mlp_width, search_dir, pick, out, mode, ste
 
         texts = load_texts(data)  # a bad --data fails before the model loads
 
+    from hwnas.cli.common import check_resources
     from hwnas.model.supernet import load_supernet, resolve_subnet_option
 
+    check_resources("heal", model, subnet=subnet,
+                    layers=layers, mlp_width=mlp_width, out=out, batch_tokens=batch_size * seq_len, train_mode=mode)
     loaded, sn = load_supernet(model, order=not no_order)
     if subnet is None:
         subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width, space=sn.space)

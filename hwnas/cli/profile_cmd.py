@@ -56,6 +56,9 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
         raise MeasurementError(f"--probe-layers must be 0 (no probes) or >= 2, got {probe_layers}")
     out = out or f"profile-{target.name}"
     check_writable_dir_target(out, force=force)
+    from hwnas.cli.common import check_resources
+
+    check_resources("profile", model, samples=samples)
 
     from hwnas.hardware.host import detect_host
     from hwnas.hardware.profile import PROFILE_FILE, run_profile

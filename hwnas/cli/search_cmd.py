@@ -142,6 +142,9 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     if report_limit < 0:
         raise SearchError(f"--report-limit must be >= 0 (0 skips the report split), got {report_limit}")
     setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir)
+    from hwnas.cli.common import check_resources
+
+    check_resources("search", model, samples=evaluations)
     out = out or f"search-{setup['target'].name}"
     identity = {**setup["identity"], "objectives": list(config.objectives),
                 "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,

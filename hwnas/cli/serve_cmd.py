@@ -37,6 +37,9 @@ def serve(bundle, host, port, api_key, model_name, target, max_active, max_queue
 
     if target:
         load_target(target)  # an unknown target fails before the bundle is checked
+    from hwnas.model.memory import check_bundle
+
+    check_bundle(bundle)  # a bundle that cannot fit in memory is refused before it is compiled
     prep = prepare(bundle, target=target, model_id=model_name, verify=not no_verify)
 
     def ready(url: str) -> None:

@@ -72,6 +72,9 @@ def train(model: str, data: str, steps: int, out: str, strategy: str, k: int, di
 
     if not Path(data).is_file():
         raise DataError(f"--data {data} is not a file; give an Alpaca .json, a .jsonl or a .txt file")
+    from hwnas.cli.common import check_resources
+
+    check_resources("train", model, out=out, batch_tokens=batch_size * seq_len)
     with progress_bar("training", enabled=not quiet) as progress:
         result = run_train(model, data, out, cfg, resume=resume, progress=progress)
     click.echo(f"trained {result.steps_done} steps ({result.tokens:,} tokens, {result.wall_s:.0f} s, "

@@ -155,11 +155,19 @@ def export_bundle(
 
     result = quantize_model(dense, recipe, calib, inplace=dense is not loaded.model)
     recipe = result.recipe
-    qmodel = materialize(result)
+    # RTN leaves the model untouched: its float weights are traced as placeholders that `compress_ir`
+    # replaces by the integer ones, so no dequantized float32 copy is made. GPTQ/AWQ change weights
+    # (AWQ folds scales into the norms), so their dequantized model is what gets traced.
+    qmodel = dense if result.recipe.algorithm in ("rtn", "none") else materialize(result)
+    result.model = dense = None
     out = Path(out)
     with atomic_dir(out, force=force) as tmp:
         tick(2, steps, "exporting OpenVINO IR")
-        summary = _write_ir(qmodel, tokenizer, result, tmp)
+        # After tracing, the torch weights are dead weight unless the generation check scores NLL with
+        # the full model: a model this call loaded itself is released before the IR is compressed.
+        owned = isinstance(model, (str, Path))
+        release = _releaser(loaded, qmodel) if owned and not (generation_check and subnet is None) else None
+        summary = _write_ir(qmodel, tokenizer, result, tmp, release=release)
         del qmodel
         tick(3, steps, "smoke generation")
         prompt_ids = [int(i) for i in tokenizer(SMOKE_PROMPT, add_special_tokens=False)["input_ids"]][:32] or [0]
@@ -297,8 +305,20 @@ def _model_record(loaded: Any) -> dict:
     return {**src.to_dict(), "sha256": src.sha256()}
 
 
-def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path) -> dict:
-    """Export the dequantized model, swap in the integer weights, save into `folder` (f32/int, no f16 pass)."""
+def _releaser(loaded: Any, qmodel: Any):
+    """A function that frees the torch weights of the loaded model and the traced one (moved to meta)."""
+    def release() -> None:
+        import gc
+
+        for m in {id(x): x for x in (qmodel, loaded.model) if x is not None}.values():
+            m.to("meta")
+        gc.collect()
+    return release
+
+
+def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path, *, release: Any = None) -> dict:
+    """Export the model (the float model whose weights `compress_ir` replaces), swap in the integer
+    weights, save into `folder` (no f16 pass). `release` runs once the torch model has been traced."""
     import gc
 
     import openvino as ov
@@ -308,6 +328,8 @@ def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path) -> dict:
 
     stage = folder / ".stage"
     export_ir(qmodel, stage, tokenizer, force=True)
+    if release is not None:
+        release()
     core = ov.Core()
     ov_model = core.read_model(str(stage / IR_XML))
     try:

@@ -285,6 +285,9 @@ class QuantResult:
     model: Any
     weights: dict[str, QuantizedLinear]
     head_f16: tuple[str, ...] = ()     # module names whose weight is stored as f16
+    # True when `model` is the caller's float model, untouched (RTN quantizes layer by layer on
+    # float32 copies): its weights stand in for the integer ones until `compress_ir` swaps them in.
+    float_model: bool = False
 
     def nbytes(self) -> int:
         return sum(q.nbytes() for q in self.weights.values())
@@ -305,7 +308,7 @@ def _quiet_inc():
         inc_log.setLevel(before)
 
 
-def _inc_config(recipe: QuantRecipe, tmp: str):
+def _inc_config(recipe: QuantRecipe, tmp: str, model: Any):
     from neural_compressor.torch.quantization import AWQConfig, GPTQConfig, RTNConfig
 
     common = dict(bits=recipe.bits, use_sym=recipe.sym, group_size=recipe.group_size)
@@ -316,20 +319,18 @@ def _inc_config(recipe: QuantRecipe, tmp: str):
     if recipe.algorithm == "gptq":
         return GPTQConfig(**common, act_order=False, use_layer_wise=False, model_path=tmp)
     if recipe.algorithm == "awq":
-        # INC's automatic absorb-layer detection (a jit trace) fails on transformers 5 Llama and
-        # silently degrades AWQ to RTN; name the LLaMA absorb pairs explicitly. Scales fold into
-        # the RMSNorm weights and up_proj (v_proj -> o_proj is skipped: with grouped KV heads the
-        # shapes do not line up).
-        absorb = {"input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-                  "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
-                  "mlp.up_proj": "mlp.down_proj"}
+        # INC's automatic absorb-layer detection (a jit trace) fails on transformers 5 models and
+        # silently degrades AWQ to RTN; name the family's absorb pairs explicitly (hwnas.model.arch).
+        from hwnas.model.arch import adapter_for
+
+        absorb = adapter_for(model.config).awq_absorb()
         return AWQConfig(**common, folding=True, use_layer_wise=False, absorb_layer_dict=absorb)
     raise ExportError(f"no INC algorithm for recipe {recipe.name!r}")
 
 
 def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | None = None, *,
                    inplace: bool = False, progress: Progress | None = None) -> QuantResult:
-    """Quantize the decoder linears of a dense LlamaForCausalLM with INC and collect their integer weights.
+    """Quantize the decoder linears of a dense LLaMA-like CausalLM with INC and collect their integer weights.
 
     The recipe's group size is resolved against the model first (ExportError when invalid). GPTQ
     and AWQ need `calibration`. Embeddings and lm_head are quantized per `recipe.head` here (INC
@@ -343,17 +344,22 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
         raise ExportError(f"quantization {recipe.name!r} needs calibration data (calibration/ or --calibration PATH)")
     if recipe.needs_calibration:
         recipe = dataclasses.replace(recipe, calibration=calibration.info)
-    if not inplace:
-        model = copy.deepcopy(model)
-    model.eval()
     tick = progress or (lambda done, total, label="": None)
     weights: dict[str, QuantizedLinear] = {}
-    if recipe.algorithm != "none":
+    streamed = recipe.algorithm in ("rtn", "none")
+    if streamed:  # no copy of the model: RTN needs no calibration, so it runs one layer at a time
+        if recipe.algorithm == "rtn":
+            weights.update(_rtn_by_layer(model, recipe, tick))
+    else:
+        if not inplace:
+            model = copy.deepcopy(model)
+        model.eval()
+    if not streamed:
         from neural_compressor.torch.quantization import convert, prepare
 
         tick(0, 3, f"INC {recipe.algorithm} prepare")
         with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
-            conf = _inc_config(recipe, tmp)
+            conf = _inc_config(recipe, tmp, model)
             try:
                 if recipe.algorithm == "awq":
                     model = prepare(model, conf, example_inputs=calibration.input_ids[0])
@@ -393,7 +399,43 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
     tick(3, 3, "quantized")
     n_int = sum(1 for n in weights)
     log.info("quantized %d weight matrices with %s", n_int, recipe.describe())
-    return QuantResult(recipe=recipe, model=model, weights=weights, head_f16=tuple(head_f16))
+    return QuantResult(recipe=recipe, model=model, weights=weights, head_f16=tuple(head_f16),
+                       float_model=streamed and not inplace)
+
+
+def _rtn_by_layer(model: Any, recipe: QuantRecipe, tick: Progress) -> dict[str, QuantizedLinear]:
+    """INC RTN on a float32 copy of one decoder layer at a time; the model itself is not touched.
+
+    RTN sees each weight alone, so layer by layer gives the same codes as the whole model at once,
+    while memory holds one layer in float32 instead of a float32 copy of the model (the copy and
+    fp32 upcast made `hwnas export --quant int8` of a 1.1B bf16 model peak at 18 GB)."""
+    import torch
+    from neural_compressor.torch.quantization import convert, prepare
+
+    from hwnas.model.arch import adapter_for
+
+    arch = adapter_for(model.config)
+    layers = arch.decoder_layers(model)
+    weights: dict[str, QuantizedLinear] = {}
+    with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
+        for j, layer in enumerate(layers):
+            work = copy.deepcopy(layer).float().eval()
+            try:
+                work = convert(prepare(work, _inc_config(recipe, tmp, model)))
+            except Exception as e:  # INC raises assorted errors; name the recipe in one line
+                raise ExportError(f"Neural Compressor failed on recipe {recipe.describe()}: {type(e).__name__}: {e}") from e
+            for name, mod in work.named_modules():
+                if type(mod).__name__.endswith("WeightOnlyLinear"):
+                    rel = name[: -len(".linear")] if name.endswith(".linear") else name
+                    qname = f"{arch.layers}.{j}.{rel}"
+                    weights[qname] = from_inc_module(qname, mod)
+            del work
+            tick(1, 3, f"INC rtn layer {j + 1}/{len(layers)}")
+    leftover = [n for n in linear_in_features(model) if n not in weights]
+    if leftover:
+        raise ExportError(f"INC left {len(leftover)} linear layers unquantized (e.g. {leftover[0]}); "
+                          "recipe cannot be exported as integer weights")
+    return weights
 
 
 def materialize(result: QuantResult) -> Any:
@@ -407,7 +449,7 @@ def materialize(result: QuantResult) -> Any:
     import torch
     import torch.nn as nn
 
-    model = result.model
+    model = copy.deepcopy(result.model) if result.float_model else result.model
     for name, q in result.weights.items():
         if name in ("model.embed_tokens", "lm_head"):
             continue
@@ -415,7 +457,7 @@ def materialize(result: QuantResult) -> Any:
         parent = model.get_submodule(parent_name)
         old = getattr(parent, child)
         bias = getattr(old, "bias", None)
-        lin = nn.Linear(q.shape[1], q.shape[0], bias=bias is not None)
+        lin = nn.Linear(q.shape[1], q.shape[0], bias=bias is not None)  # float32: the dequantized values
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(q.dequantize()))
             if bias is not None:

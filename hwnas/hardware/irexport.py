@@ -127,7 +127,10 @@ def _export_into(model: Any, folder: Path, tokenizer: Any, stateful: bool, compr
     torch.set_num_threads(1)
     try:
         with torch.no_grad(), _no_trace_check(), _quiet_export():
-            export_from_model(model, folder, task=task, stateful=stateful, ov_config=ov_config)
+            # A bf16/f16 model is traced with OpenVINO's 16-bit patch (what optimum-cli does for a 16-bit
+            # checkpoint): weights stay 16-bit constants, no float32 copy of the model is made.
+            export_from_model(model, folder, task=task, stateful=stateful, ov_config=ov_config,
+                              patch_16bit_model=model.dtype in (torch.bfloat16, torch.float16))
     finally:
         torch.set_num_threads(threads)
         gc.unfreeze()

@@ -30,9 +30,10 @@ from hwnas.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-_MATMUL_RE = re.compile(r"^__module\.(.+?)/aten::linear/MatMul")
-_GATHER_RE = re.compile(r"^__module\.(.+?)/aten::embedding/Gather")
-_CONST_RE = re.compile(r"^self\.(.+)\.weight$")
+# aten:: for a float32 trace; ov_ext:: when a bf16/f16 model is traced with OpenVINO's 16-bit patch
+_MATMUL_RE = re.compile(r"^__module\.(.+?)/(?:aten|ov_ext)::linear/MatMul")
+_GATHER_RE = re.compile(r"^__module\.(.+?)/(?:aten|ov_ext)::embedding/Gather")
+_CONST_RE = re.compile(r"^self\.(.+)\.(?:weight|_openvino_orig_weight)$")
 MAX_REL_ERROR = 0.3  # a wrong layer gives ~1.4; int4 quantization noise ~0.1
 
 
@@ -150,7 +151,11 @@ def find_weight_sites(model: Any) -> dict[str, _WeightSite]:
 
 
 def _float_data(const: Any) -> np.ndarray:
-    return np.asarray(const.get_data(), dtype=np.float32)
+    data = np.asarray(const.get_data())
+    if str(const.get_output_element_type(0)) in ("<Type: 'bfloat16'>", "bf16"):
+        # OpenVINO hands bf16 constants out as float16 arrays of the same bits: reinterpret them
+        return (np.ascontiguousarray(data).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return data.astype(np.float32)
 
 
 def compress_ir(model: Any, weights: Mapping[str, QuantizedLinear], *, head_f16: Sequence[str] = (),

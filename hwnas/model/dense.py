@@ -1,7 +1,8 @@
-"""Dense LLaMA models with a different MLP width per layer.
+"""Dense LLaMA-like models (LLaMA, Qwen2, Mistral) with a different MLP width per layer.
 
-Transformers' ``LlamaConfig`` has one ``intermediate_size``. A dense subnet is kept a stock
-``LlamaForCausalLM`` (so it traces and exports to OpenVINO like any Llama, with no
+Transformers' configs have one ``intermediate_size``. A dense subnet is kept a stock
+``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` / ``MistralForCausalLM`` (the family's class from
+`hwnas.model.arch`; so it traces and exports to OpenVINO like the base model, with no
 ``trust_remote_code``) whose ``intermediate_size`` is the largest kept width and whose
 per-layer MLP ``nn.Linear`` modules are narrower. The per-layer widths are stored in the
 config as ``hwnas_mlp_widths``; a uniform subnet needs no such field and is a plain Llama
@@ -26,11 +27,14 @@ def narrow_mlps(model: Any, widths: Sequence[int]) -> None:
     """Replace each layer's MLP projections by nn.Linear modules of the given width (same device/dtype)."""
     import torch.nn as nn
 
-    layers = model.model.layers
+    from hwnas.model.arch import adapter_for
+
+    arch = adapter_for(model.config)
+    layers = arch.decoder_layers(model)
     if len(widths) != len(layers):
         raise ValueError(f"{len(widths)} widths for {len(layers)} layers")
     for layer, w in zip(layers, widths):
-        mlp = layer.mlp
+        mlp = layer.get_submodule(arch.mlp_module)
         if mlp.gate_proj.out_features == w:
             continue
         ref = mlp.gate_proj.weight
@@ -44,16 +48,14 @@ def narrow_mlps(model: Any, widths: Sequence[int]) -> None:
             mlp.intermediate_size = w
 
 
-def dense_config(base_config: Any, num_layers: int, widths: Sequence[int]) -> Any:
-    """A LlamaConfig for a dense subnet: fewer layers, max width, per-layer widths when not uniform."""
-    import copy
+def dense_config(base_config: Any, layers: int | Sequence[int], widths: Sequence[int]) -> Any:
+    """The config of a dense subnet: the kept layers (base indices, or a count = the first N), max
+    width, per-layer widths when not uniform; per-layer fields follow the family's adapter."""
+    from hwnas.model.arch import adapter_for
 
-    cfg = copy.deepcopy(base_config)
+    kept = list(range(layers)) if isinstance(layers, int) else [int(i) for i in layers]
     widths = [int(w) for w in widths]
-    cfg.num_hidden_layers = num_layers
-    cfg.intermediate_size = max(widths)
-    if getattr(cfg, "layer_types", None) is not None:
-        cfg.layer_types = list(cfg.layer_types)[:num_layers]
+    cfg = adapter_for(base_config).subnet_config(base_config, kept, widths)
     if len(set(widths)) > 1:
         setattr(cfg, WIDTHS_KEY, widths)
     elif hasattr(cfg, WIDTHS_KEY):
@@ -62,12 +64,13 @@ def dense_config(base_config: Any, num_layers: int, widths: Sequence[int]) -> An
 
 
 def empty_dense_model(config: Any, dtype: Any = None) -> Any:
-    """Build a LlamaForCausalLM skeleton on the meta device (no memory) with per-layer MLP widths."""
+    """Build the family's CausalLM skeleton on the meta device (no memory) with per-layer MLP widths."""
     import torch
-    from transformers import LlamaForCausalLM
+
+    from hwnas.model.arch import adapter_for
 
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = adapter_for(config).model_class()(config)
     if dtype is not None:
         model = model.to(dtype=dtype)
     narrow_mlps(model, mlp_widths_of(config))

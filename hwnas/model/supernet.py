@@ -1,4 +1,4 @@
-"""Elastic LLaMA supernet: any subnet of the search space computed from one set of weights.
+"""Elastic supernet of a LLaMA-like model (families in `hwnas.model.arch`): any subnet of the search space computed from one set of weights.
 
 `set_subnet(cfg)` keeps the chosen decoder layers (renumbering their KV-cache slots) and makes
 each kept MLP use its first `w` intermediate channels by *slicing* the shared weights at
@@ -33,7 +33,7 @@ def _elastic_mlp_class():
     import torch.nn.functional as F
 
     class ElasticMLP(nn.Module):
-        """A LlamaMLP that can run on its first `width` intermediate channels (weights sliced, not copied)."""
+        """A LlamaMLP / Qwen2MLP / MistralMLP that can run on its first `width` intermediate channels (weights sliced, not copied)."""
 
         def __init__(self, mlp: nn.Module):
             super().__init__()
@@ -60,19 +60,20 @@ def _elastic_mlp_class():
 
 
 class Supernet:
-    """Wraps a LlamaForCausalLM in place; one set of weights serves every subnet."""
+    """Wraps a LLaMA-like CausalLM in place; one set of weights serves every subnet."""
 
     def __init__(self, model: Any, *, space: SearchSpace | None = None, meta: dict[str, Any] | None = None):
         import torch.nn as nn
 
-        if getattr(model.config, "model_type", None) != "llama":
-            raise InvalidSubnetError(f"the supernet wraps LLaMA models; got {getattr(model.config, 'model_type', None)!r}")
+        from hwnas.model.arch import adapter_for
+
+        self.arch = adapter_for(model.config, what="the supernet's model")
         if getattr(model.config, "hwnas_mlp_widths", None):
             raise InvalidSubnetError("this model is an extracted subnet with per-layer widths; load the full model as the supernet")
         self.model = model
         self.config = model.config
         self.meta: dict[str, Any] = dict(meta or {})
-        self._all_layers: list[nn.Module] = list(model.model.layers)
+        self._all_layers: list[nn.Module] = list(self.arch.decoder_layers(model))
         self._full_num_layers = len(self._all_layers)
         self._layer_types = list(getattr(self.config, "layer_types", None) or []) or None
         ElasticMLP = _elastic_mlp_class()
@@ -133,7 +134,7 @@ class Supernet:
             layer.self_attn.layer_idx = j
             layer.mlp.width = int(w)
             layer.mlp.down_override = down.get(i)
-        self.model.model.layers = nn.ModuleList(layers)
+        self.arch.set_decoder_layers(self.model, nn.ModuleList(layers))
         self.config.num_hidden_layers = len(layers)
         if self._layer_types is not None:
             self.config.layer_types = [self._layer_types[i] for i in cfg.layers]
@@ -147,7 +148,7 @@ class Supernet:
             layer.self_attn.layer_idx = j
             layer.mlp.width = layer.mlp.full_width
             layer.mlp.down_override = None
-        self.model.model.layers = nn.ModuleList(self._all_layers)
+        self.arch.set_decoder_layers(self.model, nn.ModuleList(self._all_layers))
         self.config.num_hidden_layers = self._full_num_layers
         if self._layer_types is not None:
             self.config.layer_types = list(self._layer_types)
@@ -191,27 +192,28 @@ class Supernet:
 
     # ------------------------------------------------------------------ extraction
     def extract(self, cfg: SubnetConfig, dtype: Any = None) -> Any:
-        """A dense standalone LlamaForCausalLM of `cfg`.
+        """A dense standalone model of `cfg` (the base model's family class).
 
         Unsliced tensors (embeddings, attention, norms) share storage with the supernet and
         row slices are views, so extraction costs only the down_proj column slices; treat the
         result as read-only while the supernet lives (or save it with `save_subnet`).
         """
         from hwnas.model.dense import dense_config, empty_dense_model
+        from hwnas.model.loading import rebuild_rotary
 
         self.space.validate(cfg, structure=False)
         self.reset()
-        cfg_dense = dense_config(self.config, len(cfg.layers), cfg.mlp_widths)
+        cfg_dense = dense_config(self.config, cfg.layers, cfg.mlp_widths)
         dtype = dtype or self.model.dtype
         model = empty_dense_model(cfg_dense, dtype=dtype)
         state = dict(self._subnet_tensors(cfg, lambda t: t.to(dtype)))
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-        missing = [m for m in missing if m != "lm_head.weight"]
+        missing = [m for m in missing if m != f"{self.arch.lm_head}.weight"]
         if missing or unexpected:  # pragma: no cover - internal consistency
             raise RuntimeError(f"extraction mismatch: missing {missing[:3]} unexpected {unexpected[:3]}")
         if cfg_dense.tie_word_embeddings:
-            model.lm_head.weight = model.model.embed_tokens.weight
-        model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+            model.get_output_embeddings().weight = model.get_input_embeddings().weight
+        rebuild_rotary(model)
         model.generation_config = self.model.generation_config
         model.eval()
         return model
@@ -219,21 +221,23 @@ class Supernet:
     def _subnet_tensors(self, cfg: SubnetConfig, cast: Callable[[Any], Any]) -> Iterator[tuple[str, Any]]:
         """(name, tensor) of the dense subnet, layer by layer, so saving can stream shards."""
         down = self.recovered_down(cfg)
-        m = self.model
-        yield "model.embed_tokens.weight", cast(m.model.embed_tokens.weight.detach())
+        m, a = self.model, self.arch
+        yield f"{a.embed}.weight", cast(m.get_submodule(a.embed).weight.detach())
+        rows = (a.mlp["gate"] + ".", a.mlp["up"] + ".")  # weight and bias sliced by output channel
         for j, (i, w) in enumerate(zip(cfg.layers, cfg.mlp_widths)):
             layer = self._all_layers[i]
-            prefix = f"model.layers.{j}."
+            prefix = f"{a.layers}.{j}."
             for name, p in layer.named_parameters():
                 t = p.detach()
-                if name.startswith("mlp.gate_proj") or name.startswith("mlp.up_proj"):
+                if name.startswith(rows):
                     t = t[:w]
-                elif name == "mlp.down_proj.weight":
+                elif name == a.mlp["down"] + ".weight":
                     t = down[i] if i in down else t[:, :w].contiguous()
                 yield prefix + name, cast(t)
-        yield "model.norm.weight", cast(m.model.norm.weight.detach())
+        for pname, p in m.get_submodule(a.final_norm).named_parameters():
+            yield f"{a.final_norm}.{pname}", cast(p.detach())
         if not self.config.tie_word_embeddings:
-            yield "lm_head.weight", cast(m.lm_head.weight.detach())
+            yield f"{a.lm_head}.weight", cast(m.get_submodule(a.lm_head).weight.detach())
 
     def save_subnet(
         self, cfg: SubnetConfig, out_dir: str | Path, tokenizer: Any, *, dtype: str | None = None,
@@ -253,7 +257,7 @@ class Supernet:
         self.space.validate(cfg, structure=False)
         self.reset()
         torch_dtype = getattr(torch, dtype) if dtype else self.model.dtype
-        cfg_dense = dense_config(self.config, len(cfg.layers), cfg.mlp_widths)
+        cfg_dense = dense_config(self.config, cfg.layers, cfg.mlp_widths)
         cfg_dense.dtype = str(torch_dtype).replace("torch.", "")
         with atomic_dir(out_dir, force=force) as tmp:
             shards: list[dict[str, Any]] = [{}]
@@ -301,7 +305,7 @@ class Supernet:
         return Path(out_dir)
 
 
-def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", calib_texts: Sequence[str] | None = None):
+def load_supernet(spec: str, *, order: bool = True, dtype: str = "auto", calib_texts: Sequence[str] | None = None):
     """Load --model and wrap it as an (importance-ordered) supernet. Returns (LoadedModel, Supernet).
 
     Ordering a model costs a calibration pass; the ordered weights are cached (keyed by the
@@ -312,9 +316,10 @@ def load_supernet(spec: str, *, order: bool = True, dtype: str = "float32", cali
     import dataclasses
 
     from hwnas.model.calibration import load_texts, texts_sha256
-    from hwnas.model.loading import cache_dir, load_model, resolve_model
+    from hwnas.model.loading import cache_dir, load_model, resolve_dtype, resolve_model
 
     source = resolve_model(spec)
+    dtype = resolve_dtype(source, dtype)  # before keying the cache: auto and its value are one entry
     if not order:
         loaded = load_model(source, dtype=dtype)
         return loaded, Supernet.from_loaded(loaded, order=False)

@@ -119,11 +119,16 @@ class HealResult:
 # --------------------------------------------------------------------------- which tensors train
 def trainable_names(dense: Any, mode: str) -> list[str]:
     """Names of the dense subnet's parameters that `mode` trains (never the shared embeddings / head)."""
+    from hwnas.model.arch import adapter_for
+
+    a = adapter_for(dense.config)
+    final_norm = f"{a.final_norm}.weight"
+    cheap = tuple(f".{n}." for n in a.norms.values()) + (f".{a.mlp['down']}.",)
     names = []
     for name, _ in dense.named_parameters():
-        if not name.startswith("model.layers.") and name != "model.norm.weight":
+        if not name.startswith(a.layers + ".") and name != final_norm:
             continue
-        if mode == "all" or "layernorm" in name or name == "model.norm.weight" or ".mlp.down_proj." in name:
+        if mode == "all" or name == final_norm or any(c in name for c in cheap):
             names.append(name)
     return names
 

@@ -498,14 +498,14 @@ def _load_supernet(model: Any, source: Any, state: dict[str, Any] | None, space:
     from hwnas.model.supernet import Supernet, load_supernet
 
     if state is not None:  # the checkpoint holds the ordered weights and the supernet metadata
-        loaded = model if isinstance(model, LoadedModel) else load_model(source)
+        loaded = model if isinstance(model, LoadedModel) else load_model(source, dtype="float32")  # trained in fp32
         sn = Supernet(loaded.model, space=SearchSpace.from_dict(state["space"]), meta=state["supernet_meta"])
         sn.model.load_state_dict(state["model"])
     elif isinstance(model, LoadedModel):
         loaded = model
         sn = Supernet.from_loaded(loaded, calib_texts, space=space)
     else:
-        loaded, sn = load_supernet(source.spec, calib_texts=calib_texts)  # ordered weights are cached
+        loaded, sn = load_supernet(source.spec, calib_texts=calib_texts, dtype="float32")  # ordered weights are cached
         if space is not None:
             sn.space = space
     return loaded, sn

@@ -81,8 +81,20 @@ def _quantize_into_ir(float_ir, recipe, tmp_path, calibration=None):
     from hwnas.deploy.quantize import materialize, quantize_model
 
     model, ir_dir = float_ir
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     res = quantize_model(model, recipe, calibration)
-    inc_model = copy.deepcopy(res.model)
+    if res.float_model:  # RTN ran layer by layer on copies: the caller's model is untouched, and
+        # INC run on the whole model at once gives the model its forward is compared with below
+        import torch
+        from neural_compressor.torch.quantization import convert, prepare
+
+        from hwnas.deploy.quantize import _inc_config
+
+        assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+        with torch.no_grad():
+            inc_model = convert(prepare(copy.deepcopy(model), _inc_config(res.recipe, str(tmp_path), model)))
+    else:
+        inc_model = copy.deepcopy(res.model)
     mat = materialize(res)
     ov_model = ov.Core().read_model(str(ir_dir / "openvino_model.xml"))
     summary = compress_ir(ov_model, res.weights, head_f16=res.head_f16)
