@@ -24,6 +24,7 @@ DEFAULT_POPULATION = 8
 DEFAULT_LIMIT = 50
 FIDELITY_WINDOWS, FIDELITY_WINDOW = 8, 256  # --metric token_kl: 8 x 255 next-token positions of WikiText-2
 DEFAULT_REPORT_LIMIT = 600  # select-split items per task: >= 2,000 paired items over the 4 default tasks
+QUANT_MODES = ("int8", "auto")
 
 
 def register(main: click.Group) -> None:
@@ -70,7 +71,14 @@ def register(main: click.Group) -> None:
               help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here "
                    "(--objective speculative: its measured subnets are also tried as drafts).")
 @click.option("--space", "space_file", type=click.Path(), default=None,
-              help="TOML/JSON overrides of the model's default search space.")
+              help="TOML/JSON overrides of the model's default search space (with --quant auto its deploy table "
+                   "can pin any gene, e.g. formats = ['int8'] or runtime.KV_CACHE_PRECISION = ['u8']).")
+@click.option("--quant", type=Choice(QUANT_MODES), default="int8", show_default=True,
+              help="int8: search depth and MLP widths only; the bundle is int8 (as before). auto: also search the "
+                   "deployment genes: each kept layer's attention and MLP weight format (int8, int4 sym/asym), the "
+                   "embeddings/lm_head format (int8, f16) and OpenVINO runtime settings this CPU supports (KV-cache "
+                   "precision, dynamic quantization, bf16); each candidate is scored with its quantized weights and "
+                   "timed as its integer IR with its runtime settings.")
 @click.option("--out", "out", type=click.Path(), default=None, help="Output folder [default: search-TARGET].")
 @click.option("--resume", is_flag=True, help="Continue the search in --out without redoing validated subnets.")
 @click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
@@ -94,7 +102,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
            data_dir: str | None, no_progress: bool, recovery: bool = True, search_dir: str | None = None,
            drafts: tuple[str, ...] = (), max_draft_tokens: int = 8, prompts: int = 8, new_tokens: int = 64,
-           calibration: str | None = None) -> None:
+           calibration: str | None = None, quant: str = "int8") -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -137,7 +145,8 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
         raise SearchError(f"--limit must be >= 1 item per task, got {limit}")
     if report_limit < 0:
         raise SearchError(f"--report-limit must be >= 0 (0 skips the report split), got {report_limit}")
-    setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir)
+    check_space_file(space_file, quant)
+    setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir, quant=quant)
     out = out or f"search-{setup['target'].name}"
     identity = {**setup["identity"], "objectives": list(config.objectives),
                 "constraints": [c.to_dict() for c in config.constraints], "strategy": config.strategy,
@@ -153,7 +162,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     with display:
         display.status("loading model and tasks")
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
-                                                                 recovery=recovery)
+                                                                 recovery=recovery, quant=quant)
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
                             remeasure=getattr(validator, "remeasure", None))
@@ -163,7 +172,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
 
 # ---------------------------------------------------------------------------- setup
 def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit: int, profile_path: str | None,
-                   data_dir: str | None) -> dict[str, Any]:
+                   data_dir: str | None, quant: str = "int8") -> dict[str, Any]:
     """Resolve everything that can fail cheaply (target, tasks, profile, model file) before loading a model."""
     from hwnas.accuracy.tasks import parse_tasks
     from hwnas.datadir import resolve_data_dir
@@ -186,6 +195,9 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
         if profile.target.name != target.name:
             raise SearchError(f"--profile {profile_path} was made for target {profile.target.name!r}, not {target.name!r}")
         latency_source = f"predicted (profile from host {profile.host.fingerprint})"
+        if quant == "auto" and not getattr(profile.latency_model, "gene_aware", False):
+            raise SearchError(f"--profile {profile_path} was measured without weight-format/runtime variants, so it "
+                              "cannot predict --quant auto candidates; run `hwnas profile --quant auto` or drop --profile")
     source = resolve_model(model)
     sha = source.sha256()
     return {
@@ -196,8 +208,48 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
     }
 
 
+def check_space_file(space_file: str | None, quant: str) -> None:
+    """Cheap checks of a --space file before any model is loaded: it parses, and its deploy table (genes)
+    comes with --quant auto and names known formats and runtime settings."""
+    if not space_file:
+        return
+    from hwnas.errors import SearchError
+    from hwnas.model.deploy_space import DeploySpace
+    from hwnas.model.space import SearchSpace
+
+    data = SearchSpace.read_file(space_file)
+    deploy = data.get("deploy")
+    if deploy is None:
+        return
+    if quant != "auto":
+        raise SearchError(f"--space {space_file} has a deploy table (deployment genes); it applies with --quant auto only")
+    DeploySpace.from_dict(deploy, defaults=DeploySpace(("int8",), ("int8",)))
+
+
+def search_space(supernet: Any, space_file: str | None, quant: str, has_bf16: bool) -> Any:
+    """The space searched: the supernet's, with deployment genes for --quant auto, then the --space file's overrides."""
+    from hwnas.errors import SearchError
+    from hwnas.model.deploy_space import DeploySpace
+    from hwnas.model.space import SearchSpace
+
+    space = supernet.space
+    cfg = supernet.config
+    hidden = int(cfg.hidden_size)
+    heads = int(cfg.num_attention_heads)
+    attn_in = (hidden, heads * int(getattr(cfg, "head_dim", None) or hidden // heads))
+    if quant == "auto":
+        space = space.with_(deploy=DeploySpace.default(attn_in + space.widths, has_bf16=has_bf16))
+    if space_file:
+        space = SearchSpace.from_file(space_file, defaults=space)
+        if quant != "auto" and space.deploy is not None:
+            raise SearchError(f"--space {space_file} has a deploy table (deployment genes); it applies with --quant auto only")
+    if space.deploy is not None:
+        space.deploy.check_widths(attn_in, (hidden,) + space.widths)
+    return space
+
+
 def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status, *,
-                     recovery: bool = True) -> tuple:
+                     recovery: bool = True, quant: str = "int8") -> tuple:
     """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
     from hwnas.accuracy.evaluate import TaskSuite
     from hwnas.hardware.host import detect_host
@@ -206,8 +258,8 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     from hwnas.search.validation import SubnetValidator
 
     loaded, supernet = load_supernet(setup["source"].spec)  # importance-ordered (cached after the first time)
-    if space_file:
-        supernet.space = SearchSpace.from_file(space_file, defaults=supernet.space)
+    host = detect_host()
+    supernet.space = search_space(supernet, space_file, quant, host.has_bf16)
     if recovery:
         from hwnas.model.recovery import make_recoverer
 
@@ -227,7 +279,6 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
             raise SearchError(f"--profile {setup['profile_path']} describes a model with (layers, MLP width, hidden) = "
                               f"{got}, this model has {want}; profile this model first")
     fidelity = token_fidelity(loaded.tokenizer, setup["data_dir"], seed) if setup["metric"] == "token_kl" else None
-    host = detect_host()
     model_id = setup["identity"]["model_sha256"][:12]
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
@@ -246,6 +297,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "items": {"search": suite.describe(), "select": report_suite.describe() if report_suite else None},
         "recovery": supernet.recoverer.describe() if supernet.recoverer is not None else None,
         "latency_source": setup["identity"]["latency_source"],
+        "quant": quant,
         "profile": str(setup["profile_path"]) if setup["profile_path"] else None,
         "data_dir": str(setup["data_dir"]),
     }

@@ -87,6 +87,24 @@ def quantized_model(float_ir: str | Path, cfg: SubnetConfig, core: Any = None) -
     return model, summary
 
 
+_BITS = {"i8": 8, "u8": 8, "i4": 4, "u4": 4, "f16": 16}
+
+
+def shipped_bytes(summary: Any, float_ir: str | Path | None = None) -> int:
+    """Bytes of the weights as shipped: integer codes at their width plus f16 scales per group/row (and zero
+    points for unsigned codes), f16 weights at 2 bytes; float weights left (norms) at 4 bytes each."""
+    import numpy as np
+
+    total = 0
+    for w in summary.weights:
+        n = int(np.prod(w.shape))
+        total += n * _BITS.get(w.element_type, 32) // 8
+        if w.element_type in ("i8", "u8", "i4", "u4"):
+            rows = int(np.prod(w.shape[:-1]))        # [out, in] -> out scales; [out, G, gs] -> out*G
+            total += rows * 2 + (rows * _BITS[w.element_type] // 8 if w.element_type.startswith("u") else 0)
+    return int(total)
+
+
 def save_quantized_ir(float_ir: str | Path, cfg: SubnetConfig, out_dir: str | Path) -> Path:
     """Write `cfg`'s quantized IR next to copies of the float IR folder's other files (tests, benches)."""
     import shutil

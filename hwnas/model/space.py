@@ -238,6 +238,11 @@ class SearchSpace:
     @classmethod
     def from_file(cls, path: str | Path, defaults: "SearchSpace | None" = None) -> "SearchSpace":
         """Read a space (or overrides of the model's default space) from TOML or JSON."""
+        return cls.from_dict(cls.read_file(path), defaults=defaults)
+
+    @staticmethod
+    def read_file(path: str | Path) -> dict[str, Any]:
+        """The table/object a TOML or JSON space file holds (the ``[space]`` table of a TOML file)."""
         path = Path(path)
         if not path.is_file():
             raise SpaceError(f"search-space file {path} not found")
@@ -254,7 +259,7 @@ class SearchSpace:
             raise SpaceError(f"cannot parse search-space file {path}: {e}") from None
         if not isinstance(data, dict):
             raise SpaceError(f"search-space file {path} must hold a table/object")
-        return cls.from_dict(data, defaults=defaults)
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {

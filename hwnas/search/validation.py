@@ -10,6 +10,11 @@
   (``latency_source: "measured"``), or, when a profile from another machine is given, predicted
   by that profile's latency model (``latency_source: "predicted"``);
 - parameter count and weight bytes (size of the exported IR's weights; f32 bytes when predicted);
+- with deployment genes (`SubnetConfig.weight_formats`, `head_format`, `runtime`): accuracy of the
+  supernet slice with each weight fake-quantized in its format (`hwnas.model.fakequant`, after
+  recovery), and latency of the integer IR in those formats (`hwnas.hardware.quant_ir`, built in
+  memory from the architecture's cached float IR) compiled with the runtime settings over the
+  target's properties; weight bytes are then the shipped bytes (codes, scales, zero points);
 - ``signal``, what the search ranks the accuracy objective by (``metric``): the accuracy itself for
   ``acc_norm`` / ``acc``; -ln(1 + KL) to the full model for ``choice_kl`` (the mean KL of the
   answer-choice distributions on the same search-split items, free with the accuracy) and
@@ -150,13 +155,21 @@ class SubnetValidator:
         t0 = time.perf_counter()
         self.status(f"export {cfg.describe()}")
         ir, fresh = self._ir(cfg)
+        build, props, weight_bytes = None, None, None
+        if cfg.has_deploy_genes:
+            # timed as it ships: integer weights in its formats, its runtime settings over the target's
+            from hwnas.hardware.quant_ir import quantized_model, shipped_bytes
+
+            model, summary = quantized_model(ir, cfg)
+            build, props, weight_bytes = (lambda: model), dict(cfg.runtime), shipped_bytes(summary, ir)
         t1 = time.perf_counter()
         self.status(f"measure {cfg.describe()}")
         m = measure_ir(ir, self.target, host=self.host, subnet_key=cfg.key, subnet=cfg.to_dict(),
-                       mlp_widths=cfg.mlp_widths, n_params=n_params, seed=self.seed)
+                       mlp_widths=cfg.mlp_widths, n_params=n_params, seed=self.seed, properties=props, build=build)
         t2 = time.perf_counter()
         lat = m.batch(m.latency_batch_size)
-        weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
+        if weight_bytes is None:
+            weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
         return {
             "tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
             "throughput_tok_s": round(m.throughput_tok_s, 4), "latency_source": "measured",
@@ -164,13 +177,17 @@ class SubnetValidator:
             "host_fingerprint": m.host_fingerprint,
             "n_params": n_params, "weight_bytes": int(weight_bytes),
             "export_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3), "ir_cached": not fresh,
+            **({"timed_properties": {k: v for k, v in m.properties.items() if k in dict(cfg.runtime)}}
+               if cfg.runtime else {}),
         }
 
     def _ir(self, cfg: SubnetConfig) -> tuple[Path, bool]:
-        """The subnet's IR from the cache; extracted from the supernet and exported only on a miss."""
+        """The float IR of the subnet's architecture from the cache (one per architecture, shared by its
+        format variants); extracted from the supernet and exported only on a miss."""
         from hwnas.hardware.irexport import export_ir_cached
 
-        return export_ir_cached(key=f"{self.model_id}-{cfg.key}", build=lambda: self.supernet.extract(cfg),
+        arch = cfg.architecture()
+        return export_ir_cached(key=f"{self.model_id}-{arch.key}", build=lambda: self.supernet.extract(arch),
                                 cache_dir=self.cache_dir)
 
     def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
@@ -184,8 +201,14 @@ class SubnetValidator:
         for cfg in cfgs:
             self.status(f"export {cfg.describe()}")
             ir, _ = self._ir(cfg)
+            build = None
+            if cfg.has_deploy_genes:
+                from hwnas.hardware.quant_ir import quantized_model
+
+                build = (lambda ir=ir, cfg=cfg: quantized_model(ir, cfg)[0])   # compressed when compiled
             jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
-                                   cfg.n_params(self.supernet.config)))
+                                   cfg.n_params(self.supernet.config), properties=dict(cfg.runtime) or None,
+                                   build=build))
         self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
         from hwnas.hardware.measure import speedup
 
