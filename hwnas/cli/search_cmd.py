@@ -284,6 +284,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
         latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
         reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity,
+        ir_scorer=ir_scorer(loaded.tokenizer) if supernet.space.deploy is not None else None,
     )
     run_info = {
         "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
@@ -302,6 +303,18 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "data_dir": str(setup["data_dir"]),
     }
     return supernet.space, validator, (validator.report(report_suite) if report_suite else None), run_info
+
+
+def ir_scorer(tokenizer: Any):
+    """(IR folder, TaskSuite, properties) -> multiple-choice scoring with OpenVINO (hwnas.deploy.ir_accuracy)."""
+
+    def score(folder: Any, suite: Any, properties: dict[str, Any]) -> dict[str, Any]:
+        from hwnas.deploy.ir_accuracy import ir_accuracy
+
+        props = {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in properties.items()}
+        return ir_accuracy(folder, tokenizer, suite=suite, properties=props, keep_items=True)
+
+    return score
 
 
 def token_fidelity(tokenizer: Any, data_dir: Any, seed: int) -> Any:

@@ -14,7 +14,10 @@
   supernet slice with each weight fake-quantized in its format (`hwnas.model.fakequant`, after
   recovery), and latency of the integer IR in those formats (`hwnas.hardware.quant_ir`, built in
   memory from the architecture's cached float IR) compiled with the runtime settings over the
-  target's properties; weight bytes are then the shipped bytes (codes, scales, zero points);
+  target's properties; weight bytes are then the shipped bytes (codes, scales, zero points). Runtime
+  values that change numerics (KV-cache precision, dynamic quantization, bf16) add their choice-KL
+  effect measured once per model through the IR (`runtime_effects`), and the report split of such
+  candidates is scored through their IR with their runtime settings (`accuracy_ir`);
 - ``signal``, what the search ranks the accuracy objective by (``metric``): the accuracy itself for
   ``acc_norm`` / ``acc``; -ln(1 + KL) to the full model for ``choice_kl`` (the mean KL of the
   answer-choice distributions on the same search-split items, free with the accuracy) and
@@ -56,6 +59,7 @@ class SubnetValidator:
         status: Callable[[str], None] | None = None,
         reference_key: str | None = None,
         fidelity: Any = None,
+        ir_scorer: Callable[[Path, Any, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         if metric not in SEARCH_METRICS:
             raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(SEARCH_METRICS)}")
@@ -76,12 +80,16 @@ class SubnetValidator:
         self.seed = seed
         self.cache_dir = cache_dir
         self.status = status or (lambda msg: None)
+        # (IR folder, TaskSuite, compile properties) -> suite.evaluate-like result with "_items", scored with
+        # OpenVINO: what runtime genes do to accuracy cannot be seen in torch (see `runtime_effects`)
+        self.ir_scorer = ir_scorer
+        self._runtime_effects: dict[str, dict[str, float]] | None = None
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
         """Mean and per-task accuracy of `cfg` (None = the full model) on `suite` (default: the search split),
         with the paired difference from the full model on the same items (``vs_full``, points ± stderr)."""
-        from hwnas.accuracy.paired import compare_items, full_model_items
+        from hwnas.accuracy.paired import full_model_items
 
         suite = suite or self.suite
         t0 = time.perf_counter()
@@ -92,6 +100,12 @@ class SubnetValidator:
         else:
             ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
             full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
+        return self._record(ev, full_items, suite, t0)
+
+    def _record(self, ev: dict[str, Any], full_items: Any, suite: Any, t0: float) -> dict[str, Any]:
+        """The accuracy record of one scoring `ev`, paired with the full model's items on the same suite."""
+        from hwnas.accuracy.paired import compare_items
+
         tasks = {}
         for name, r in ev["tasks"].items():
             if r.get(self.metric) is not None:
@@ -112,6 +126,91 @@ class SubnetValidator:
             "split": suite.split,
             "eval_s": round(time.perf_counter() - t0, 3),
         }
+
+    def accuracy_ir(self, cfg: SubnetConfig, suite: Any = None) -> dict[str, Any]:
+        """Like `accuracy`, but scored through `cfg`'s integer IR (its weight formats) compiled with its runtime
+        settings over the target's properties: the accuracy of exactly what ships, runtime numerics included."""
+        import tempfile
+
+        from hwnas.accuracy.paired import full_model_items
+        from hwnas.hardware.quant_ir import runtime_properties, save_quantized_ir
+
+        if self.ir_scorer is None:
+            raise SearchError("scoring through the IR needs an ir_scorer")
+        suite = suite or self.suite
+        t0 = time.perf_counter()
+        ir, _ = self._ir(cfg)
+        props = runtime_properties(self.target.resolved_properties(self.host), cfg)
+        with tempfile.TemporaryDirectory(prefix="hwnas-qir-") as tmp:
+            folder = save_quantized_ir(ir, cfg, Path(tmp) / "ir")
+            ev = self.ir_scorer(folder, suite, props)
+        full_items = full_model_items(suite, self.supernet, self.reference_key)
+        rec = self._record(ev, full_items, suite, t0)
+        rec["scored_with"] = "openvino"
+        return rec
+
+    # ------------------------------------------------------------------ runtime genes' accuracy effect
+    def runtime_effects(self) -> dict[str, dict[str, float]]:
+        """Choice-KL added by each numeric runtime value, {property: {value: delta KL}}, measured once per model.
+
+        Torch cannot show what a u8 KV cache, dynamic activation quantization or bf16 arithmetic do to
+        the numbers, so the full model's int8 IR (int8 weights and head, as shipped today) is scored on
+        the search split through OpenVINO with every numeric runtime gene at its most precise allowed
+        value, then with one value changed at a time; a value's effect is its choice KL to the full
+        float model minus the baseline's (0 for the precise values). A candidate's search-split
+        choice KL is its fake-quantized torch KL plus the effects of its runtime values (first order:
+        effects are taken as additive). Cached on disk by model, items, host and OpenVINO version.
+        """
+        if self._runtime_effects is not None:
+            return self._runtime_effects
+        from hwnas.model.deploy_space import NUMERIC_RUNTIME, runtime_rank
+
+        dep = self.supernet.space.deploy
+        genes = [(p, v) for p, v in (dep.runtime if dep is not None else ()) if p in NUMERIC_RUNTIME and len(v) > 1]
+        if not genes or self.ir_scorer is None or self.target is None:
+            self._runtime_effects = {}
+            return self._runtime_effects
+        import hashlib
+        import json
+
+        from hwnas.cache import cache_root
+        from hwnas.io import write_json_atomic
+
+        precise = {p: min(v, key=lambda x, p=p: runtime_rank(p, x)) for p, v in genes}
+        host_fp = getattr(self.host, "fingerprint", "")
+        ov = getattr(self.host, "openvino_version", "")
+        canon = json.dumps([self.model_id, self.suite.describe(), genes, precise, host_fp, ov], sort_keys=True, default=str)
+        path = cache_root() / "ir" / f"runtime-effects-{hashlib.sha1(canon.encode()).hexdigest()[:16]}.json"
+        if path.is_file():
+            self._runtime_effects = json.loads(path.read_text())["effects"]
+            return self._runtime_effects
+        full = self.supernet.full_config()
+        n = len(full.layers)
+        base = full.with_deploy([("int8", "int8")] * n, "int8", precise)
+        self.status("runtime genes: choice KL of the int8 full model's IR per runtime value (once per model)")
+        kl0 = self.accuracy_ir(base)["choice_kl"]
+        effects: dict[str, dict[str, float]] = {}
+        measured = {"baseline": {"runtime": precise, "choice_kl": kl0}}
+        for prop, values in genes:
+            effects[prop] = {}
+            for v in values:
+                if v == precise[prop]:
+                    effects[prop][str(v)] = 0.0
+                    continue
+                cfg = base.with_deploy(base.weight_formats, "int8", {**precise, prop: v})
+                kl = self.accuracy_ir(cfg)["choice_kl"]
+                measured[f"{prop}={v}"] = {"choice_kl": kl}
+                effects[prop][str(v)] = round(float(kl - kl0), 6)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"effects": effects, "measured": measured, "items": self.suite.describe()})
+        log.info("runtime genes' choice-KL effects: %s", effects)
+        self._runtime_effects = effects
+        return effects
+
+    def runtime_kl(self, cfg: SubnetConfig) -> float:
+        """The summed choice-KL effect of `cfg`'s runtime values (`runtime_effects`)."""
+        eff = self.runtime_effects()
+        return float(sum(eff.get(p, {}).get(str(v), 0.0) for p, v in cfg.runtime))
 
     def _full_from_cache(self, suite: Any) -> dict[str, Any]:
         """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
@@ -236,6 +335,11 @@ class SubnetValidator:
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
         self.status(f"accuracy {cfg.describe()}")
         out = self.accuracy(cfg)
+        if cfg.runtime and out.get("choice_kl") is not None and self.runtime_effects():
+            extra = self.runtime_kl(cfg)
+            out["choice_kl_weights"] = out["choice_kl"]   # fake-quantized torch slice alone
+            out["runtime_kl"] = round(extra, 6)
+            out["choice_kl"] = round(max(0.0, out["choice_kl"] + extra), 6)
         out.update(self.signal(cfg, out))
         out.update(self.latency(cfg))
         return out
@@ -245,6 +349,8 @@ class SubnetValidator:
 
         def report(cfg: SubnetConfig) -> dict[str, Any]:
             self.status(f"{suite.split} split {cfg.describe()}")
+            if cfg.has_deploy_genes and self.ir_scorer is not None and self.target is not None:
+                return self.accuracy_ir(cfg, suite)   # the pick is made on what ships, runtime numerics included
             return self.accuracy(cfg, suite)
 
         return report

@@ -55,8 +55,16 @@ def test_quant_auto_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
         assert x["paired"]["items"] == 8 and x["choice_kl"] >= 0
     # the full model in int8 (f16 head) differs from the float reference only by quantization noise
     assert full["choice_kl"] < 0.05
+        # the KV-cache gene's numeric effect comes from the IR (measured once), added to the torch choice KL
+        kv = dict(sub.runtime)["KV_CACHE_PRECISION"]
+        assert x["choice_kl"] == pytest.approx(max(0.0, x["choice_kl_weights"] + x["runtime_kl"]), abs=2e-6)
+        if kv == "f32":
+            assert x["runtime_kl"] == 0.0
     pareto = json.loads((out / "pareto.json").read_text())
     assert all("weight_formats" in p["subnet"] for p in pareto)
+    # the report (select) split of quantized candidates is scored through their IR with their runtime settings
+    scored = [p for p in pareto if p.get("report")]
+    assert scored and all(p["report"]["scored_with"] == "openvino" and p["report"]["items"] == 4 for p in scored)
     assert "## Deployment genes" in (out / "summary.md").read_text()
     # resume with the same genes validates only what is new
     r = CliRunner().invoke(main, args + ["--evaluations", "4", "--resume"])
