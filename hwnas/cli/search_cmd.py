@@ -163,9 +163,12 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
         display.status("loading model and tasks")
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
                                                                  recovery=recovery, quant=quant)
+        from hwnas.model.space import SubnetConfig
+
+        seeds = [SubnetConfig.from_dict(d) for d in (run_info.get("seeds") or [])]
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
-                            remeasure=getattr(validator, "remeasure", None))
+                            remeasure=getattr(validator, "remeasure", None), seeds=seeds)
     print_result(result)
     click.echo(f"wrote {out}/ (candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json)")
 
@@ -279,6 +282,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
             raise SearchError(f"--profile {setup['profile_path']} describes a model with (layers, MLP width, hidden) = "
                               f"{got}, this model has {want}; profile this model first")
     fidelity = token_fidelity(loaded.tokenizer, setup["data_dir"], seed) if setup["metric"] == "token_kl" else None
+    sens_info, seeds = sensitivity_seeds(supernet, loaded.tokenizer, setup, seed, status)
     model_id = setup["identity"]["model_sha256"][:12]
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
@@ -299,10 +303,39 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "recovery": supernet.recoverer.describe() if supernet.recoverer is not None else None,
         "latency_source": setup["identity"]["latency_source"],
         "quant": quant,
+        "sensitivity": sens_info,
+        "seeds": [c.to_dict() for c in seeds],
         "profile": str(setup["profile_path"]) if setup["profile_path"] else None,
         "data_dir": str(setup["data_dir"]),
     }
     return supernet.space, validator, (validator.report(report_suite) if report_suite else None), run_info
+
+
+def sensitivity_seeds(supernet: Any, tokenizer: Any, setup: dict[str, Any], seed: int, status) -> tuple[Any, list]:
+    """--quant auto: per-layer int4 sensitivity (cached per model) as a predictor feature, and seed subnets
+    (int4 except the most sensitive parts) for the initial population. ({}, []) without genes or WikiText-2."""
+    import dataclasses
+    import logging
+
+    from hwnas.accuracy.fidelity import TokenFidelity
+    from hwnas.errors import HwnasError
+    from hwnas.search.sensitivity import SENSITIVITY_WINDOW, SENSITIVITY_WINDOWS, measure_sensitivity, seed_subnets
+
+    space = supernet.space
+    fmt = space.deploy.int4_probe_format() if space.deploy is not None else None
+    if fmt is None:
+        return None, []
+    try:
+        fid = TokenFidelity.from_task(tokenizer, "wikitext2", split="search", windows=SENSITIVITY_WINDOWS,
+                                      window=SENSITIVITY_WINDOW, data_dir=setup["data_dir"], seed=seed)
+    except (HwnasError, ValueError, OSError) as e:
+        logging.getLogger(__name__).warning("no per-layer sensitivity (WikiText-2 unavailable: %s); random initial population", e)
+        return None, []
+    status(f"per-layer {fmt} sensitivity (cached per model)")
+    sens = measure_sensitivity(supernet, fid, fmt, model_id=setup["identity"]["model_sha256"][:12],
+                               progress=lambda d, t, label: status(f"{label} ({d}/{t})"))
+    supernet.space = space.with_(deploy=dataclasses.replace(space.deploy, sensitivity=(sens.attention, sens.mlp)))
+    return sens.to_dict(), seed_subnets(supernet.space, sens)
 
 
 def ir_scorer(tokenizer: Any):

@@ -10,7 +10,7 @@ accurate corner (`SearchSpace.largest`) and fastest corner (`smallest`) are well
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from hwnas.errors import InvalidSubnetError, SpaceError
@@ -57,6 +57,9 @@ class DeploySpace:
     mlp_formats: tuple[str, ...]
     head_formats: tuple[str, ...] = HEAD_FORMATS
     runtime: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    # Measured, not chosen: per base layer the KL when its attention / MLP alone is int4 (`hwnas.search.sensitivity`),
+    # a predictor feature. Not part of the space's identity or its file.
+    sensitivity: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for field_name in ("attention_formats", "mlp_formats"):
@@ -162,6 +165,11 @@ class DeploySpace:
                 if bad:
                     raise SpaceError(f"deploy.{name}: {f} has group size {wf.group_size}, which does not divide the "
                                      f"input width {bad[0]}; use a group size dividing {sorted(set(widths))}")
+
+    def int4_probe_format(self) -> str | None:
+        """The most precise 4-bit format both attention and MLP may use (what sensitivity is measured in)."""
+        both = [f for f in self.attention_formats if f in self.mlp_formats and parse_weight_format(f).bits == 4]
+        return min(both, key=precision_rank) if both else None
 
     def precise_index(self) -> tuple[int, int, int, tuple[int, ...]]:
         """Gene indices of the most precise value of each kind (the accurate corner)."""

@@ -81,3 +81,37 @@ def apply_genes(supernet: Any, cfg: SubnetConfig) -> Callable[[], None]:
         swapped.clear()
 
     return restore
+
+
+def fake_quantize_part(supernet: Any, layer: int, part: str, fmt: str) -> Callable[[], None]:
+    """On the full model (supernet reset): one layer's attention (``part="attention"``) or MLP (``"mlp"``)
+    alone fake-quantized in `fmt`; returns the restore function. For per-layer sensitivity."""
+    import torch
+    import torch.nn as nn
+
+    if part not in ("attention", "mlp"):
+        raise ValueError(f"part must be 'attention' or 'mlp', got {part!r}")
+    swapped: list[tuple[Any, str, Any]] = []
+
+    def swap(module: Any, attr: str, value: Any) -> None:
+        swapped.append((module, attr, getattr(module, attr)))
+        setattr(module, attr, value)
+
+    blk = supernet._all_layers[layer]
+    with torch.no_grad():
+        if part == "attention":
+            for name in ATTENTION_PROJ:
+                lin = getattr(blk.self_attn, name)
+                swap(lin, "weight", nn.Parameter(_fq_tensor(lin.weight, fmt), requires_grad=False))
+        else:
+            mlp = blk.mlp
+            swap(mlp, "gate_override", _fq_tensor(mlp.gate_proj.weight, fmt))
+            swap(mlp, "up_override", _fq_tensor(mlp.up_proj.weight, fmt))
+            swap(mlp, "down_override", _fq_tensor(mlp.down_proj.weight, fmt))
+
+    def restore() -> None:
+        for module, attr, value in reversed(swapped):
+            setattr(module, attr, value)
+        swapped.clear()
+
+    return restore

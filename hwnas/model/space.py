@@ -495,7 +495,12 @@ class SearchSpace:
         head = np.array([1.0 if h == cfg.head_format else 0.0 for h in dep.head_formats])
         rt = dict(cfg.runtime)
         runtime = [1.0 if rt.get(p) == v else 0.0 for p, values in dep.runtime for v in values]
-        return np.concatenate([abits, mbits, ashare, mshare, head, runtime])
+        sens: list[float] = []
+        if dep.sensitivity is not None:  # summed int4 sensitivity of the parts this candidate puts in 4 bits
+            sa, sm = dep.sensitivity
+            sens = [sum(sa[i] for i, (a, _) in zip(cfg.layers, cfg.weight_formats) if parse_weight_format(a).bits == 4),
+                    sum(sm[i] for i, (_, m) in zip(cfg.layers, cfg.weight_formats) if parse_weight_format(m).bits == 4)]
+        return np.concatenate([abits, mbits, ashare, mshare, head, runtime, sens])
 
 
 def default_widths(full: int, steps: int = 8, lowest_step: int = 2, multiple: int = 64) -> tuple[int, ...]:

@@ -60,12 +60,15 @@ def _integer_operators():
 
 
 def initial_population(
-    space: SearchSpace, n: int, rng: np.random.Generator, pool: Sequence[SubnetConfig] | None = None
+    space: SearchSpace, n: int, rng: np.random.Generator, pool: Sequence[SubnetConfig] | None = None,
+    seeds: Sequence[SubnetConfig] = (),
 ) -> list[SubnetConfig]:
-    """Largest, smallest, then distinct uniform samples (from `pool` when the search is restricted to one)."""
+    """Largest, smallest, then `seeds` (e.g. sensitivity-guided format mixes), then distinct uniform samples
+    (from `pool` when the search is restricted to one)."""
     out: dict[str, SubnetConfig] = {}
-    for cfg in (space.largest(), space.smallest()):
-        out.setdefault(cfg.key, cfg)
+    for cfg in (space.largest(), space.smallest(), *seeds):
+        if len(out) < n:
+            out.setdefault(cfg.key, cfg)
     if pool is not None:
         rest = [c for c in pool if c.key not in out]
         for i in rng.permutation(len(rest))[: max(0, n - len(out))]:
@@ -107,10 +110,12 @@ class Strategy:
 
     name = ""
 
-    def __init__(self, space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None):
+    def __init__(self, space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None,
+                 seeds: Sequence[SubnetConfig] = ()):
         self.space = space
         self.config = config
         self.pool = list(pool) if pool is not None else None
+        self.seeds = list(seeds)
         self.last_predictors: dict[str, dict[str, Any]] = {}
 
     def rng(self, iteration: int) -> np.random.Generator:
@@ -145,7 +150,7 @@ class RandomStrategy(Strategy):
     def ask(self, n, validated, iteration):
         rng = self.rng(iteration)
         if iteration == 0:
-            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool)]
+            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool, self.seeds)]
         return self._fill_random([], n, {r["key"] for r in validated}, rng)
 
 
@@ -210,7 +215,7 @@ class LinasStrategy(Strategy):
     def ask(self, n, validated, iteration):
         rng = self.rng(iteration)
         if iteration == 0 or len(validated) < 2:
-            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool)]
+            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool, self.seeds)]
         from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.optimize import minimize
 
@@ -256,8 +261,8 @@ class Nsga2Strategy(Strategy):
 
     name = "nsga2"
 
-    def __init__(self, space, config, pool=None):
-        super().__init__(space, config, pool)
+    def __init__(self, space, config, pool=None, seeds=()):
+        super().__init__(space, config, pool, seeds)
         self.algorithm = None
         self.pending = None
 
@@ -274,7 +279,7 @@ class Nsga2Strategy(Strategy):
 
     def ask(self, n, validated, iteration):
         if self.algorithm is None:
-            self._setup(initial_population(self.space, self.config.population, self.rng(0), self.pool))
+            self._setup(initial_population(self.space, self.config.population, self.rng(0), self.pool, self.seeds))
         self.pending = self.algorithm.ask()
         cfgs = [self.space.decode(np.rint(ind.X).astype(int)) for ind in self.pending]
         return [Proposal(c, None, "init" if iteration == 0 else "nsga2") for c in cfgs]
@@ -298,8 +303,9 @@ class Nsga2Strategy(Strategy):
         self.pending = None
 
 
-def make_strategy(space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None) -> Strategy:
+def make_strategy(space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None,
+                  seeds: Sequence[SubnetConfig] = ()) -> Strategy:
     cls = {"linas": LinasStrategy, "nsga2": Nsga2Strategy, "random": RandomStrategy}[config.strategy]
-    return cls(space, config, pool)
+    return cls(space, config, pool, seeds)
 
 
