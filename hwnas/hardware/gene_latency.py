@@ -171,23 +171,26 @@ def gene_cross_validate(model: GeneLatencyModel, samples: Sequence[Sample]) -> d
             "cv_predictions_tpot_ms": [round(float(x), 4) for x in pred_a[:, 0]]}
 
 
-def design_variants(space: Any, architectures: Sequence[Any], rng: np.random.Generator) -> list[Any]:
-    """Format/runtime variants to measure so every gene value is seen in several contexts: per architecture,
-    uniform formats cycling through the attention and MLP formats (offset so attention and MLP differ),
-    head and runtime values cycling independently, plus one random mix per architecture."""
+def design_variants(space: Any, architectures: Sequence[Any], rng: np.random.Generator,
+                    max_variants: int | None = None) -> list[Any]:
+    """Format/runtime variants to measure so every gene value is seen in several contexts, in rounds: round j
+    gives each architecture k uniform formats (attention (k + j), MLP (k + 2j) modulo the counts, so the two
+    differ), head and runtime values cycling independently; a last round adds a random per-layer mix per
+    architecture. Truncated to `max_variants` (early rounds already cover every value)."""
     dep = space.deploy
     na, nm, nh, nr = dep.choices()
+    archs = [a.architecture() for a in architectures]
     out: dict[str, Any] = {}
-    k = 0
-    for arch in architectures:
-        arch = arch.architecture()
-        n = len(arch.layers)
-        for j in range(max(na, nm)):
-            a, m = (k + j) % na, (k + 2 * j) % nm
-            cfg = space.with_genes(arch, [a] * n, [m] * n, (k + j) % nh, [(k + j + r) % c for r, c in enumerate(nr)])
+    for j in range(max(na, nm, nh, *nr, 1)):
+        for k, arch in enumerate(archs):
+            n = len(arch.layers)
+            cfg = space.with_genes(arch, [(k + j) % na] * n, [(k + 2 * j) % nm] * n, (k + j) % nh,
+                                   [(k + j + r) % c for r, c in enumerate(nr)])
             out.setdefault(cfg.key, cfg)
+    for arch in archs:
+        n = len(arch.layers)
         mix = space.with_genes(arch, rng.integers(na, size=n), rng.integers(nm, size=n), int(rng.integers(nh)),
                                [int(rng.integers(c)) for c in nr])
         out.setdefault(mix.key, mix)
-        k += 1
-    return list(out.values())
+    cfgs = list(out.values())
+    return cfgs[:max_variants] if max_variants else cfgs

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PROFILE_FILE = "profile.json"
 DEFAULT_SAMPLES = 12
+MAX_VARIANTS = 12   # --quant auto: format/runtime variants measured besides the architectures (cold time)
 DEFAULT_PROBE_LAYERS = 0  # no probes: the table is fit on whole subnets (see latency_model.py)
 Progress = Callable[[int, int, str], None]
 
@@ -341,7 +342,7 @@ def run_profile(
         attn_in = (hidden, heads * int(getattr(sn.config, "head_dim", None) or hidden // heads))
         gene_space = space if space.deploy is not None else space.with_(
             deploy=DeploySpace.default(attn_in + space.widths, has_bf16=host.has_bf16))
-        for cfg in design_variants(gene_space, subnets, np.random.default_rng(seed + 7)):
+        for cfg in design_variants(gene_space, subnets, np.random.default_rng(seed + 7), max_variants=MAX_VARIANTS):
             ir = irs[cfg.architecture().key]
             jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), "variant",
                                    properties=dict(cfg.runtime) or None,
