@@ -264,6 +264,16 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
     if any(str(r.get("latency_source", "")).startswith("predicted") for r in result.records):
         lines += ["", "Latency figures are **predicted** by the profile's latency model (not measured on this host)."]
     tgt = info.get("target") if isinstance(info.get("target"), Mapping) else None
+    if tgt and any("weight_formats" in r.get("subnet", {}) for r in result.records):
+        ov, wl = tgt.get("openvino") or {}, tgt.get("workload") or {}
+        lines += ["", "What was timed (deployment genes searched): each candidate as it ships: its integer OpenVINO IR "
+                  "in its per-layer weight formats and head format, compiled with the target "
+                  f"`{tgt.get('name')}`'s properties overridden by the candidate's runtime settings, batch "
+                  f"{(wl.get('batch_sizes') or [1])[0]}, a {wl.get('prompt_tokens', '?')}-token prompt and "
+                  f"{wl.get('new_tokens', '?')} new tokens. The full model row is the space's most precise corner "
+                  "(int8 weights, f16 head, the most precise runtime values), so speed-ups against it include the "
+                  "runtime genes' own gains."]
+        tgt = None
     if tgt:
         ov, wl = tgt.get("openvino") or {}, tgt.get("workload") or {}
         lines += ["", "What was timed: each subnet's float OpenVINO IR (not quantized) on this CPU with the target "
