@@ -84,6 +84,7 @@ class SubnetValidator:
         # OpenVINO: what runtime genes do to accuracy cannot be seen in torch (see `runtime_effects`)
         self.ir_scorer = ir_scorer
         self._runtime_effects: dict[str, dict[str, float]] | None = None
+        self.seconds: dict[str, float] = {}   # wall seconds per stage, summed over the run (stage_seconds.json)
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
@@ -144,6 +145,7 @@ class SubnetValidator:
         with tempfile.TemporaryDirectory(prefix="hwnas-qir-") as tmp:
             folder = save_quantized_ir(ir, cfg, Path(tmp) / "ir")
             ev = self.ir_scorer(folder, suite, props)
+        ev.setdefault("items", suite.n_items)
         full_items = full_model_items(suite, self.supernet, self.reference_key)
         rec = self._record(ev, full_items, suite, t0)
         rec["scored_with"] = "openvino"
@@ -188,6 +190,7 @@ class SubnetValidator:
         n = len(full.layers)
         base = full.with_deploy([("int8", "int8")] * n, "int8", precise)
         self.status("runtime genes: choice KL of the int8 full model's IR per runtime value (once per model)")
+        t_eff = time.perf_counter()
         kl0 = self.accuracy_ir(base)["choice_kl"]
         effects: dict[str, dict[str, float]] = {}
         measured = {"baseline": {"runtime": precise, "choice_kl": kl0}}
@@ -203,6 +206,7 @@ class SubnetValidator:
                 effects[prop][str(v)] = round(float(kl - kl0), 6)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"effects": effects, "measured": measured, "items": self.suite.describe()})
+        self._tally("runtime_effects", t_eff)
         log.info("runtime genes' choice-KL effects: %s", effects)
         self._runtime_effects = effects
         return effects
@@ -211,6 +215,9 @@ class SubnetValidator:
         """The summed choice-KL effect of `cfg`'s runtime values (`runtime_effects`)."""
         eff = self.runtime_effects()
         return float(sum(eff.get(p, {}).get(str(v), 0.0) for p, v in cfg.runtime))
+
+    def _tally(self, stage: str, t0: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
 
     def _full_from_cache(self, suite: Any) -> dict[str, Any]:
         """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
@@ -311,7 +318,9 @@ class SubnetValidator:
         self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
         from hwnas.hardware.measure import speedup
 
+        t_re = time.perf_counter()
         ms = measure_many(jobs, self.target, host=self.host, seed=self.seed)
+        self._tally("remeasure_front", t_re)
         full_key = self.supernet.space.largest().key
         full = next((m for m in ms if m.subnet_key == full_key), None)
         out = {}
@@ -334,14 +343,21 @@ class SubnetValidator:
     # ------------------------------------------------------------------ the protocol
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
         self.status(f"accuracy {cfg.describe()}")
+        t0 = time.perf_counter()
         out = self.accuracy(cfg)
+        self._tally("search_accuracy", t0)
         if cfg.runtime and out.get("choice_kl") is not None and self.runtime_effects():
             extra = self.runtime_kl(cfg)
             out["choice_kl_weights"] = out["choice_kl"]   # fake-quantized torch slice alone
             out["runtime_kl"] = round(extra, 6)
             out["choice_kl"] = round(max(0.0, out["choice_kl"] + extra), 6)
         out.update(self.signal(cfg, out))
+        t1 = time.perf_counter()
         out.update(self.latency(cfg))
+        self._tally("search_latency", t1)
+        for k in ("export_s", "measure_s"):
+            if k in out:
+                self.seconds[f"search_latency_{k[:-2]}"] = round(self.seconds.get(f"search_latency_{k[:-2]}", 0) + out[k], 3)
         return out
 
     def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
@@ -349,8 +365,12 @@ class SubnetValidator:
 
         def report(cfg: SubnetConfig) -> dict[str, Any]:
             self.status(f"{suite.split} split {cfg.describe()}")
-            if cfg.has_deploy_genes and self.ir_scorer is not None and self.target is not None:
-                return self.accuracy_ir(cfg, suite)   # the pick is made on what ships, runtime numerics included
-            return self.accuracy(cfg, suite)
+            t0 = time.perf_counter()
+            try:
+                if cfg.has_deploy_genes and self.ir_scorer is not None and self.target is not None:
+                    return self.accuracy_ir(cfg, suite)   # the pick is made on what ships, runtime numerics included
+                return self.accuracy(cfg, suite)
+            finally:
+                self._tally("report_split", t0)
 
         return report
