@@ -241,6 +241,8 @@ STAGE_OF_MODULE = {
     "test_serve": "deploy", "test_serve_cli": "deploy", "test_speculative": "deploy", "test_speculative_cli": "deploy",
     "test_paper_tasks": "accuracy", "test_paper_tasks_cli": "accuracy", "test_search_chance": "search",
     "test_export_default_path": "deploy", "test_export_from_search": "deploy", "test_task_mixes": "accuracy",
+    "test_rtn": "model", "test_space_genes": "model", "test_genes_ir": "hardware", "test_gene_latency": "hardware",
+    "test_search_genes": "search", "test_search_quant_cli": "search", "test_sensitivity": "search",
 }
 
 

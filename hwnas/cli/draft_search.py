@@ -12,7 +12,7 @@ import click
 # Options of `hwnas search` that only the accuracy/speed (pareto) objective uses, and those only
 # the speculative objective uses; giving one to the other objective is an error, not silently ignored.
 PARETO_ONLY = ("tasks", "metric", "evaluations", "population", "strategy", "objectives", "max_tpot_ms", "min_accuracy",
-               "limit", "report_limit", "space_file", "data_dir", "include_chance_tasks")
+               "limit", "report_limit", "space_file", "data_dir", "include_chance_tasks", "quant")
 SPECULATIVE_ONLY = ("search_dir", "drafts", "max_draft_tokens", "prompts", "new_tokens", "calibration")
 OPTION_NAME = {"space_file": "--space", "search_dir": "--from", "drafts": "--draft", "max_tpot_ms": "--max-tpot-ms",
                "min_accuracy": "--min-accuracy", "report_limit": "--report-limit", "data_dir": "--data-dir",

@@ -25,6 +25,7 @@ DEFAULT_POPULATION = 8
 DEFAULT_LIMIT = 50
 FIDELITY_WINDOWS, FIDELITY_WINDOW = 8, 256  # --metric token_kl: 8 x 255 next-token positions of WikiText-2
 DEFAULT_REPORT_LIMIT = 600  # select-split items per task: >= 2,000 paired items over the 4 default tasks
+QUANT_MODES = ("int8", "auto")
 
 
 def register(main: click.Group) -> None:
@@ -74,7 +75,14 @@ def register(main: click.Group) -> None:
               help="profile.json (or its folder) from `hwnas profile`: latency predicted by its model, not measured here "
                    "(--objective speculative: its measured subnets are also tried as drafts).")
 @click.option("--space", "space_file", type=click.Path(), default=None,
-              help="TOML/JSON overrides of the model's default search space.")
+              help="TOML/JSON overrides of the model's default search space (with --quant auto its deploy table "
+                   "can pin any gene, e.g. formats = ['int8'] or runtime.KV_CACHE_PRECISION = ['u8']).")
+@click.option("--quant", type=Choice(QUANT_MODES), default="int8", show_default=True,
+              help="int8: search depth and MLP widths only; the bundle is int8 (as before). auto: also search the "
+                   "deployment genes: each kept layer's attention and MLP weight format (int8, int4 sym/asym), the "
+                   "embeddings/lm_head format (int8, f16) and OpenVINO runtime settings this CPU supports (KV-cache "
+                   "precision, dynamic quantization, bf16); each candidate is scored with its quantized weights and "
+                   "timed as its integer IR with its runtime settings.")
 @click.option("--out", "out", type=click.Path(), default=None, help="Output folder [default: search-TARGET].")
 @click.option("--resume", is_flag=True, help="Continue the search in --out without redoing validated subnets.")
 @click.option("--from", "search_dir", type=click.Path(file_okay=False), default=None,
@@ -98,7 +106,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
            data_dir: str | None, no_progress: bool, recovery: bool = True, search_dir: str | None = None,
            drafts: tuple[str, ...] = (), max_draft_tokens: int = 8, prompts: int = 8, new_tokens: int = 64,
-           calibration: str | None = None, include_chance_tasks: bool = False) -> None:
+           calibration: str | None = None, include_chance_tasks: bool = False, quant: str = "int8") -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -141,7 +149,8 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
         raise SearchError(f"--limit must be >= 1 item per task, got {limit}")
     if report_limit < 0:
         raise SearchError(f"--report-limit must be >= 0 (0 skips the report split), got {report_limit}")
-    setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir)
+    check_space_file(space_file, quant)
+    setup = prepare_search(target_spec, model, tasks, metric, limit, profile_path, data_dir, quant=quant)
     from hwnas.cli.common import check_resources
 
     check_resources("search", model, samples=evaluations)
@@ -158,21 +167,44 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     from hwnas.search.loop import run_search
 
     display = LiveDisplay(config, enabled=not no_progress)
+    t_start = time.monotonic()
     with display:
         display.status("loading model and tasks")
         chance_kw = {"include_chance_tasks": True} if include_chance_tasks else {}
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
-                                                                 recovery=recovery, **chance_kw)
+                                                                 recovery=recovery, quant=quant, **chance_kw)
+        t_setup = time.monotonic() - t_start
+        from hwnas.model.space import SubnetConfig
+
+        seeds = [SubnetConfig.from_dict(d) for d in (run_info.get("seeds") or [])]
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
-                            remeasure=getattr(validator, "remeasure", None))
+                            remeasure=getattr(validator, "remeasure", None), seeds=seeds)
+    write_stage_seconds(out, validator, run_info, t_setup, time.monotonic() - t_start)
     print_result(result)
     click.echo(f"wrote {out}/ (candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json)")
 
 
+def write_stage_seconds(out: str, validator: Any, run_info: dict[str, Any], setup_s: float, total_s: float) -> None:
+    """OUT/stage_seconds.json: where this run's wall time went (setup incl. model loading, sensitivity and
+    recovery set-up; per-candidate accuracy and latency; runtime effects; report split; final re-measurement)."""
+    import os
+
+    from hwnas.io import write_json_atomic
+
+    stages = dict(getattr(validator, "seconds", {}) or {})
+    sens = run_info.get("sensitivity") or {}
+    doc = {"total_s": round(total_s, 1), "setup_s": round(setup_s, 1), "stages_s": stages,
+           "sensitivity_table_s": sens.get("seconds"), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+           # the choice-KL effect of each numeric runtime value (measured through the IR, cached per model)
+           "runtime_effects": getattr(validator, "_runtime_effects", None),
+           "note": "wall seconds on this host; cached steps (sensitivity, runtime effects, IRs) cost ~0 on a rerun"}
+    write_json_atomic(Path(out) / "stage_seconds.json", doc)
+
+
 # ---------------------------------------------------------------------------- setup
 def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit: int, profile_path: str | None,
-                   data_dir: str | None) -> dict[str, Any]:
+                   data_dir: str | None, quant: str = "int8") -> dict[str, Any]:
     """Resolve everything that can fail cheaply (target, tasks, profile, model file) before loading a model."""
     from hwnas.accuracy.tasks import parse_tasks
     from hwnas.datadir import resolve_data_dir
@@ -197,6 +229,9 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
         if profile.target.name != target.name:
             raise SearchError(f"--profile {profile_path} was made for target {profile.target.name!r}, not {target.name!r}")
         latency_source = f"predicted (profile from host {profile.host.fingerprint})"
+        if quant == "auto" and profile.gene_model is None:
+            raise SearchError(f"--profile {profile_path} was measured without weight-format/runtime variants, so it "
+                              "cannot predict --quant auto candidates; run `hwnas profile --quant auto` or drop --profile")
     source = resolve_model(model)
     sha = source.sha256()
     return {
@@ -207,8 +242,48 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
     }
 
 
+def check_space_file(space_file: str | None, quant: str) -> None:
+    """Cheap checks of a --space file before any model is loaded: it parses, and its deploy table (genes)
+    comes with --quant auto and names known formats and runtime settings."""
+    if not space_file:
+        return
+    from hwnas.errors import SearchError
+    from hwnas.model.deploy_space import DeploySpace
+    from hwnas.model.space import SearchSpace
+
+    data = SearchSpace.read_file(space_file)
+    deploy = data.get("deploy")
+    if deploy is None:
+        return
+    if quant != "auto":
+        raise SearchError(f"--space {space_file} has a deploy table (deployment genes); it applies with --quant auto only")
+    DeploySpace.from_dict(deploy, defaults=DeploySpace(("int8",), ("int8",)))
+
+
+def search_space(supernet: Any, space_file: str | None, quant: str, has_bf16: bool) -> Any:
+    """The space searched: the supernet's, with deployment genes for --quant auto, then the --space file's overrides."""
+    from hwnas.errors import SearchError
+    from hwnas.model.deploy_space import DeploySpace
+    from hwnas.model.space import SearchSpace
+
+    space = supernet.space
+    cfg = supernet.config
+    hidden = int(cfg.hidden_size)
+    heads = int(cfg.num_attention_heads)
+    attn_in = (hidden, heads * int(getattr(cfg, "head_dim", None) or hidden // heads))
+    if quant == "auto":
+        space = space.with_(deploy=DeploySpace.default(attn_in + space.widths, has_bf16=has_bf16))
+    if space_file:
+        space = SearchSpace.from_file(space_file, defaults=space)
+        if quant != "auto" and space.deploy is not None:
+            raise SearchError(f"--space {space_file} has a deploy table (deployment genes); it applies with --quant auto only")
+    if space.deploy is not None:
+        space.deploy.check_widths(attn_in, (hidden,) + space.widths)
+    return space
+
+
 def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status, *,
-                     recovery: bool = True, include_chance_tasks: bool = False) -> tuple:
+                     recovery: bool = True, include_chance_tasks: bool = False, quant: str = "int8") -> tuple:
     """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
     from hwnas.accuracy.evaluate import TaskSuite
     from hwnas.hardware.host import detect_host
@@ -217,8 +292,8 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     from hwnas.search.validation import SubnetValidator
 
     loaded, supernet = load_supernet(setup["source"].spec)  # importance-ordered (cached after the first time)
-    if space_file:
-        supernet.space = SearchSpace.from_file(space_file, defaults=supernet.space)
+    host = detect_host()
+    supernet.space = search_space(supernet, space_file, quant, host.has_bf16)
     if recovery:
         from hwnas.model.recovery import make_recoverer
 
@@ -238,12 +313,14 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
             raise SearchError(f"--profile {setup['profile_path']} describes a model with (layers, MLP width, hidden) = "
                               f"{got}, this model has {want}; profile this model first")
     fidelity = token_fidelity(loaded.tokenizer, setup["data_dir"], seed) if setup["metric"] == "token_kl" else None
-    host = detect_host()
+    sens_info, seeds = sensitivity_seeds(supernet, loaded.tokenizer, setup, seed, status)
     model_id = setup["identity"]["model_sha256"][:12]
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
-        latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
+        latency_model=(None if profile is None else profile.gene_model if quant == "auto" else profile.latency_model),
+        host=host, seed=seed, status=status,
         reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity, include_chance_tasks=include_chance_tasks,
+        ir_scorer=ir_scorer(loaded.tokenizer) if supernet.space.deploy is not None else None,
     )
     run_info = {
         "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
@@ -258,10 +335,52 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "items": {"search": suite.describe(), "select": report_suite.describe() if report_suite else None},
         "recovery": supernet.recoverer.describe() if supernet.recoverer is not None else None,
         "latency_source": setup["identity"]["latency_source"],
+        "quant": quant,
+        "sensitivity": sens_info,
+        "seeds": [c.to_dict() for c in seeds],
         "profile": str(setup["profile_path"]) if setup["profile_path"] else None,
         "data_dir": str(setup["data_dir"]),
     }
     return supernet.space, validator, (validator.report(report_suite) if report_suite else None), run_info
+
+
+def sensitivity_seeds(supernet: Any, tokenizer: Any, setup: dict[str, Any], seed: int, status) -> tuple[Any, list]:
+    """--quant auto: per-layer int4 sensitivity (cached per model) as a predictor feature, and seed subnets
+    (int4 except the most sensitive parts) for the initial population. ({}, []) without genes or WikiText-2."""
+    import dataclasses
+    import logging
+
+    from hwnas.accuracy.fidelity import TokenFidelity
+    from hwnas.errors import HwnasError
+    from hwnas.search.sensitivity import SENSITIVITY_WINDOW, SENSITIVITY_WINDOWS, measure_sensitivity, seed_subnets
+
+    space = supernet.space
+    fmt = space.deploy.int4_probe_format() if space.deploy is not None else None
+    if fmt is None:
+        return None, []
+    try:
+        fid = TokenFidelity.from_task(tokenizer, "wikitext2", split="search", windows=SENSITIVITY_WINDOWS,
+                                      window=SENSITIVITY_WINDOW, data_dir=setup["data_dir"], seed=seed)
+    except (HwnasError, ValueError, OSError) as e:
+        logging.getLogger(__name__).warning("no per-layer sensitivity (WikiText-2 unavailable: %s); random initial population", e)
+        return None, []
+    status(f"per-layer {fmt} sensitivity (cached per model)")
+    sens = measure_sensitivity(supernet, fid, fmt, model_id=setup["identity"]["model_sha256"][:12],
+                               progress=lambda d, t, label: status(f"{label} ({d}/{t})"))
+    supernet.space = space.with_(deploy=dataclasses.replace(space.deploy, sensitivity=(sens.attention, sens.mlp)))
+    return sens.to_dict(), seed_subnets(supernet.space, sens)
+
+
+def ir_scorer(tokenizer: Any):
+    """(IR folder, TaskSuite, properties) -> multiple-choice scoring with OpenVINO (hwnas.deploy.ir_accuracy)."""
+
+    def score(folder: Any, suite: Any, properties: dict[str, Any]) -> dict[str, Any]:
+        from hwnas.deploy.ir_accuracy import ir_accuracy
+
+        props = {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in properties.items()}
+        return ir_accuracy(folder, tokenizer, suite=suite, properties=props, keep_items=True)
+
+    return score
 
 
 def token_fidelity(tokenizer: Any, data_dir: Any, seed: int) -> Any:

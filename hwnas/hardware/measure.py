@@ -257,16 +257,22 @@ def slice_logits_to_last_token(ov_model: Any) -> bool:
 
 def compile_ir(ir: str | os.PathLike[str], properties: dict[str, Any], *, slice_logits: bool = True,
                core: Any = None) -> tuple[Any, float]:
-    """Read and compile an IR for CPU with `properties`; returns (compiled model, compile ms)."""
+    """Read and compile an IR for CPU with `properties`; returns (compiled model, compile ms).
+
+    `ir` may also be an openvino.Model in memory (a timing IR in a subnet's weight formats,
+    `hwnas.hardware.quant_ir`); it is changed in place (logits sliced)."""
     import openvino as ov
 
-    path = Path(ir)
-    xml = path / "openvino_model.xml" if path.is_dir() else path
-    if not xml.is_file():
-        raise MeasurementError(f"no OpenVINO IR at {xml}")
     core = core or ov.Core()
     t0 = time.perf_counter()
-    model = core.read_model(str(xml))
+    if isinstance(ir, ov.Model):
+        model, xml = ir, Path(ir.get_friendly_name() or "model")
+    else:
+        path = Path(ir)
+        xml = path / "openvino_model.xml" if path.is_dir() else path
+        if not xml.is_file():
+            raise MeasurementError(f"no OpenVINO IR at {xml}")
+        model = core.read_model(str(xml))
     if slice_logits and not slice_logits_to_last_token(model):
         log.debug("no LM-head MatMul found in %s; logits stay full-length", xml)
     try:
@@ -330,6 +336,8 @@ class MeasureJob:
     mlp_widths: tuple[int, ...] = ()
     n_params: int = 0
     kind: str = "subnet"
+    properties: dict[str, Any] | None = None   # compile properties laid over the target's (a subnet's runtime genes)
+    build: Any = None                          # callable -> openvino.Model, used instead of `ir` when given
 
 
 def measure_ir(
@@ -344,9 +352,12 @@ def measure_ir(
     kind: str = "subnet",
     seed: int = 0,
     progress: Progress | None = None,
+    properties: dict[str, Any] | None = None,
+    build: Any = None,
 ) -> Measurement:
-    """Measure one stateful IR folder (or .xml) under `target`'s properties and workload on this host."""
-    job = MeasureJob(str(ir), subnet_key, subnet, tuple(mlp_widths), n_params, kind)
+    """Measure one stateful IR folder (or .xml, or the model `build()` returns) under `target`'s properties
+    (with `properties` on top) and workload on this host."""
+    job = MeasureJob(str(ir), subnet_key, subnet, tuple(mlp_widths), n_params, kind, properties, build)
     return measure_many([job], target, host=host, seed=seed, progress=progress)[0]
 
 
@@ -417,8 +428,11 @@ class _Session:
         core = ov.Core()
         self.runners: list[StatefulRunner] = []
         self.compile_ms: list[float] = []
+        self.job_props: list[dict[str, Any]] = []
         for job in self.jobs:
-            compiled, cms = compile_ir(job.ir, self.props, core=core)
+            jp = {**self.props, **(job.properties or {})}
+            self.job_props.append(jp)
+            compiled, cms = compile_ir(job.build() if job.build is not None else job.ir, jp, core=core)
             self.runners.append(StatefulRunner(compiled))
             self.compile_ms.append(cms)
             self.tick(f"compiled {job.subnet_key}")
@@ -538,7 +552,7 @@ class _Session:
                 subnet_key=job.subnet_key, target=self.target.name, host_fingerprint=self.host.fingerprint,
                 ttft_ms=lat.ttft_ms, tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s,
                 latency_batch_size=lat.batch_size, throughput_batch_size=thr.batch_size,
-                prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens, batches=batches, properties=self.props,
+                prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens, batches=batches, properties=self.job_props[j],
                 kind=job.kind, subnet=job.subnet, n_params=job.n_params, mlp_widths=tuple(job.mlp_widths),
                 warmup=ms.warmup, compile_ms=round(self.compile_ms[j], 1), openvino_version=self.host.openvino_version,
                 timestamp=stamp, session=session,

@@ -71,6 +71,7 @@ def run_search(
     hv_reference: HypervolumeReference | None = None,
     pool: Sequence[SubnetConfig] | None = None,
     remeasure: Callable[[list[SubnetConfig]], dict[str, dict[str, Any]]] | None = None,
+    seeds: Sequence[SubnetConfig] = (),
 ) -> SearchResult:
     """Run (or resume) a search; with `out`, write candidates/history/config/pareto/summary there.
 
@@ -80,12 +81,13 @@ def run_search(
     of subnets (benchmarks on a table of real measurements): proposals snap to the nearest
     unvalidated member; it must hold the largest and the smallest subnet. `remeasure(cfgs)`
     (optional) times the Pareto subnets and the full model again in one interleaved session, so
-    the reported speed-ups compare like with like even when the machine's load drifted.
+    the reported speed-ups compare like with like even when the machine's load drifted. `seeds` join
+    the initial population after the largest and smallest subnet (e.g. `hwnas.search.sensitivity`).
     """
     t_start = time.monotonic()
     store, prior = _open_store(space, config, out, resume, identity, run_info)
     loop = _Loop(space, validate, config, store, prior.known, _pool_snapper(space, pool),
-                 hv_reference, progress, on_update, t_start)
+                 hv_reference, progress, on_update, t_start, seeds)
     done_iters = {h["iteration"] for h in prior.history}
     loop.run(done_iters)
     return _finish(loop, prior, done_iters, report, remeasure, progress)
@@ -148,11 +150,11 @@ class _Loop:
                  config: SearchConfig, store: SearchStore | None, known: dict[str, dict[str, Any]],
                  snap: PoolSnapper | None, hv_ref: HypervolumeReference | None,
                  progress: Callable[[int, int, str], None] | None, on_update: Callable[[SearchState], None] | None,
-                 t_start: float) -> None:
+                 t_start: float, seeds: Sequence[SubnetConfig] = ()) -> None:
         self.space, self.validate, self.config, self.store = space, validate, config, store
         self.known = known            # every validated record (this run and a resumed one), by key
         self.snap = snap
-        self.strategy = make_strategy(space, config, snap.pool if snap else None)
+        self.strategy = make_strategy(space, config, snap.pool if snap else None, seeds)
         self.seen: dict[str, dict[str, Any]] = {}  # records this (replayed) run has reached so far
         self.history: list[dict[str, Any]] = []
         self.full_key = space.largest().key

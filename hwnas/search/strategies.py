@@ -35,21 +35,12 @@ def _pymoo_parts(space: SearchSpace):
             rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(0)
             return np.array([space.repair(np.rint(x).astype(int), rng) for x in X], dtype=int)
 
-    n = space.num_layers
-    off = space.n_var - n
-
     def key_of(item):
-        """Which subnet a (repaired) vector encodes: kept layers and their width genes (cheap)."""
+        """Which subnet a (repaired) vector encodes: kept layers, their width genes and, with deployment
+        genes, their format genes, the head and runtime genes (cheap; genes of dropped layers do not count)."""
         if isinstance(item, tuple):
             return item
-        x = np.rint(item.X).astype(int)
-        if space.layer_mode == "skip":
-            kept = np.flatnonzero(x[:n] >= 1)
-        elif space.layer_mode == "prefix":
-            kept = np.arange(int(x[0]))
-        else:
-            kept = np.array(sorted(space.layer_order[: int(x[0])]), dtype=int)
-        return (tuple(kept.tolist()), tuple(x[off + kept].tolist()))
+        return space.genes.identity(np.rint(item.X).astype(int))
 
     class EncodedProblem(Problem):
         def __init__(self, n_obj: int, n_ieq: int):
@@ -69,12 +60,15 @@ def _integer_operators():
 
 
 def initial_population(
-    space: SearchSpace, n: int, rng: np.random.Generator, pool: Sequence[SubnetConfig] | None = None
+    space: SearchSpace, n: int, rng: np.random.Generator, pool: Sequence[SubnetConfig] | None = None,
+    seeds: Sequence[SubnetConfig] = (),
 ) -> list[SubnetConfig]:
-    """Largest, smallest, then distinct uniform samples (from `pool` when the search is restricted to one)."""
+    """Largest, smallest, then `seeds` (e.g. sensitivity-guided format mixes), then distinct uniform samples
+    (from `pool` when the search is restricted to one)."""
     out: dict[str, SubnetConfig] = {}
-    for cfg in (space.largest(), space.smallest()):
-        out.setdefault(cfg.key, cfg)
+    for cfg in (space.largest(), space.smallest(), *seeds):
+        if len(out) < n:
+            out.setdefault(cfg.key, cfg)
     if pool is not None:
         rest = [c for c in pool if c.key not in out]
         for i in rng.permutation(len(rest))[: max(0, n - len(out))]:
@@ -116,10 +110,12 @@ class Strategy:
 
     name = ""
 
-    def __init__(self, space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None):
+    def __init__(self, space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None,
+                 seeds: Sequence[SubnetConfig] = ()):
         self.space = space
         self.config = config
         self.pool = list(pool) if pool is not None else None
+        self.seeds = list(seeds)
         self.last_predictors: dict[str, dict[str, Any]] = {}
 
     def rng(self, iteration: int) -> np.random.Generator:
@@ -154,7 +150,7 @@ class RandomStrategy(Strategy):
     def ask(self, n, validated, iteration):
         rng = self.rng(iteration)
         if iteration == 0:
-            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool)]
+            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool, self.seeds)]
         return self._fill_random([], n, {r["key"] for r in validated}, rng)
 
 
@@ -219,7 +215,7 @@ class LinasStrategy(Strategy):
     def ask(self, n, validated, iteration):
         rng = self.rng(iteration)
         if iteration == 0 or len(validated) < 2:
-            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool)]
+            return [Proposal(c, None, "init") for c in initial_population(self.space, n, rng, self.pool, self.seeds)]
         from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.optimize import minimize
 
@@ -265,8 +261,8 @@ class Nsga2Strategy(Strategy):
 
     name = "nsga2"
 
-    def __init__(self, space, config, pool=None):
-        super().__init__(space, config, pool)
+    def __init__(self, space, config, pool=None, seeds=()):
+        super().__init__(space, config, pool, seeds)
         self.algorithm = None
         self.pending = None
 
@@ -283,7 +279,7 @@ class Nsga2Strategy(Strategy):
 
     def ask(self, n, validated, iteration):
         if self.algorithm is None:
-            self._setup(initial_population(self.space, self.config.population, self.rng(0), self.pool))
+            self._setup(initial_population(self.space, self.config.population, self.rng(0), self.pool, self.seeds))
         self.pending = self.algorithm.ask()
         cfgs = [self.space.decode(np.rint(ind.X).astype(int)) for ind in self.pending]
         return [Proposal(c, None, "init" if iteration == 0 else "nsga2") for c in cfgs]
@@ -307,8 +303,9 @@ class Nsga2Strategy(Strategy):
         self.pending = None
 
 
-def make_strategy(space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None) -> Strategy:
+def make_strategy(space: SearchSpace, config: SearchConfig, pool: Sequence[SubnetConfig] | None = None,
+                  seeds: Sequence[SubnetConfig] = ()) -> Strategy:
     cls = {"linas": LinasStrategy, "nsga2": Nsga2Strategy, "random": RandomStrategy}[config.strategy]
-    return cls(space, config, pool)
+    return cls(space, config, pool, seeds)
 
 

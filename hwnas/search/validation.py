@@ -10,6 +10,14 @@
   (``latency_source: "measured"``), or, when a profile from another machine is given, predicted
   by that profile's latency model (``latency_source: "predicted"``);
 - parameter count and weight bytes (size of the exported IR's weights; f32 bytes when predicted);
+- with deployment genes (`SubnetConfig.weight_formats`, `head_format`, `runtime`): accuracy of the
+  supernet slice with each weight fake-quantized in its format (`hwnas.model.fakequant`, after
+  recovery), and latency of the integer IR in those formats (`hwnas.hardware.quant_ir`, built in
+  memory from the architecture's cached float IR) compiled with the runtime settings over the
+  target's properties; weight bytes are then the shipped bytes (codes, scales, zero points). Runtime
+  values that change numerics (KV-cache precision, dynamic quantization, bf16) add their choice-KL
+  effect measured once per model through the IR (`runtime_effects`), and the report split of such
+  candidates is scored through their IR with their runtime settings (`accuracy_ir`);
 - ``signal``, what the search ranks the accuracy objective by (``metric``): the accuracy itself for
   ``acc_norm`` / ``acc``; -ln(1 + KL) to the full model for ``choice_kl`` (the mean KL of the
   answer-choice distributions on the same search-split items, free with the accuracy) and
@@ -55,6 +63,7 @@ class SubnetValidator:
         reference_key: str | None = None,
         fidelity: Any = None,
         include_chance_tasks: bool = False,
+        ir_scorer: Callable[[Path, Any, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         if metric not in SEARCH_METRICS:
             raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(SEARCH_METRICS)}")
@@ -78,12 +87,17 @@ class SubnetValidator:
         self.include_chance_tasks = include_chance_tasks
         self._chance: dict[str, Any] | None = None  # ChanceTest per task (decided once)
         self._chance_suite: Any = None  # the report suite, once `report` is asked for
+        # (IR folder, TaskSuite, compile properties) -> suite.evaluate-like result with "_items", scored with
+        # OpenVINO: what runtime genes do to accuracy cannot be seen in torch (see `runtime_effects`)
+        self.ir_scorer = ir_scorer
+        self._runtime_effects: dict[str, dict[str, float]] | None = None
+        self.seconds: dict[str, float] = {}   # wall seconds per stage, summed over the run (stage_seconds.json)
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
         """Mean and per-task accuracy of `cfg` (None = the full model) on `suite` (default: the search split),
         with the paired difference from the full model on the same items (``vs_full``, points ± stderr)."""
-        from hwnas.accuracy.paired import compare_items, full_model_items
+        from hwnas.accuracy.paired import full_model_items
 
         suite = suite or self.suite
         t0 = time.perf_counter()
@@ -94,6 +108,12 @@ class SubnetValidator:
         else:
             ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
             full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
+        return self._record(ev, full_items, suite, t0)
+
+    def _record(self, ev: dict[str, Any], full_items: Any, suite: Any, t0: float) -> dict[str, Any]:
+        """The accuracy record of one scoring `ev`, paired with the full model's items on the same suite."""
+        from hwnas.accuracy.paired import compare_items
+
         tasks = {}
         for name, r in ev["tasks"].items():
             if r.get(self.metric) is not None:
@@ -142,6 +162,48 @@ class SubnetValidator:
                                 if self.include_chance_tasks else "left out of the pick rule")
         return self._chance
 
+    def accuracy_ir(self, cfg: SubnetConfig, suite: Any = None) -> dict[str, Any]:
+        """Like `accuracy`, but scored through `cfg`'s integer IR (its weight formats) compiled with its runtime
+        settings over the target's properties: the accuracy of exactly what ships, runtime numerics included."""
+        import tempfile
+
+        from hwnas.accuracy.paired import full_model_items
+        from hwnas.hardware.quant_ir import runtime_properties, save_quantized_ir
+
+        if self.ir_scorer is None:
+            raise SearchError("scoring through the IR needs an ir_scorer")
+        suite = suite or self.suite
+        t0 = time.perf_counter()
+        ir, _ = self._ir(cfg)
+        props = runtime_properties(self.target.resolved_properties(self.host), cfg)
+        with tempfile.TemporaryDirectory(prefix="hwnas-qir-") as tmp:
+            folder = save_quantized_ir(ir, cfg, Path(tmp) / "ir")
+            ev = self.ir_scorer(folder, suite, props)
+        ev.setdefault("items", suite.n_items)
+        full_items = full_model_items(suite, self.supernet, self.reference_key)
+        rec = self._record(ev, full_items, suite, t0)
+        rec["scored_with"] = "openvino"
+        return rec
+
+    # ------------------------------------------------------------------ runtime genes' accuracy effect
+    def runtime_effects(self) -> dict[str, dict[str, float]]:
+        """Choice-KL added by each numeric runtime value, measured once per model (`hwnas.search.runtime_effects`)."""
+        if self._runtime_effects is None:
+            from hwnas.search.runtime_effects import measure_runtime_effects
+
+            t0 = time.perf_counter()
+            self._runtime_effects = measure_runtime_effects(self)
+            self._tally("runtime_effects", t0)
+        return self._runtime_effects
+
+    def runtime_kl(self, cfg: SubnetConfig) -> float:
+        """The summed choice-KL effect of `cfg`'s runtime values (`runtime_effects`)."""
+        eff = self.runtime_effects()
+        return float(sum(eff.get(p, {}).get(str(v), 0.0) for p, v in cfg.runtime))
+
+    def _tally(self, stage: str, t0: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
+
     def _full_from_cache(self, suite: Any) -> dict[str, Any]:
         """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
         (scored once when items are missing)."""
@@ -184,13 +246,21 @@ class SubnetValidator:
         t0 = time.perf_counter()
         self.status(f"export {cfg.describe()}")
         ir, fresh = self._ir(cfg)
+        build, props, weight_bytes = None, None, None
+        if cfg.has_deploy_genes:
+            # timed as it ships: integer weights in its formats, its runtime settings over the target's
+            from hwnas.hardware.quant_ir import quantized_model, shipped_bytes
+
+            model, summary = quantized_model(ir, cfg)
+            build, props, weight_bytes = (lambda: model), dict(cfg.runtime), shipped_bytes(summary, ir)
         t1 = time.perf_counter()
         self.status(f"measure {cfg.describe()}")
         m = measure_ir(ir, self.target, host=self.host, subnet_key=cfg.key, subnet=cfg.to_dict(),
-                       mlp_widths=cfg.mlp_widths, n_params=n_params, seed=self.seed)
+                       mlp_widths=cfg.mlp_widths, n_params=n_params, seed=self.seed, properties=props, build=build)
         t2 = time.perf_counter()
         lat = m.batch(m.latency_batch_size)
-        weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
+        if weight_bytes is None:
+            weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
         return {
             "tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
             "throughput_tok_s": round(m.throughput_tok_s, 4), "latency_source": "measured",
@@ -198,19 +268,28 @@ class SubnetValidator:
             "host_fingerprint": m.host_fingerprint,
             "n_params": n_params, "weight_bytes": int(weight_bytes),
             "export_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3), "ir_cached": not fresh,
+            **({"timed_properties": {k: v for k, v in m.properties.items() if k in dict(cfg.runtime)}}
+               if cfg.runtime else {}),
         }
 
     def _ir(self, cfg: SubnetConfig) -> tuple[Path, bool]:
-        """The subnet's IR from the cache; extracted from the supernet and exported only on a miss."""
+        """The float IR of the subnet's architecture from the cache (one per architecture, shared by its
+        format variants); extracted from the supernet and exported only on a miss."""
         from hwnas.hardware.irexport import export_ir_cached
 
-        return export_ir_cached(key=f"{self.model_id}-{cfg.key}", build=lambda: self.supernet.extract(cfg),
+        arch = cfg.architecture()
+        return export_ir_cached(key=f"{self.model_id}-{arch.key}", build=lambda: self.supernet.extract(arch),
                                 cache_dir=self.cache_dir)
 
     def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
         """Time `cfgs` again in one session with interleaved repeats (a fair comparison on a busy
-        machine). Empty when latency comes from a profile's model (nothing is measured here)."""
-        if self.latency_model is not None or not cfgs:
+        machine). When latency came from a profile's model, the front is measured here only if the
+        profile was made on this host (the search then measures just its front, once); a profile from
+        another machine predicts for that machine, and nothing is measured (empty)."""
+        if not cfgs or self.target is None:
+            return {}
+        if self.latency_model is not None and (self.host is None or getattr(self.latency_model, "host_fingerprint", None)
+                                               != getattr(self.host, "fingerprint", "")):
             return {}
         from hwnas.hardware.measure import MeasureJob, measure_many
 
@@ -218,12 +297,20 @@ class SubnetValidator:
         for cfg in cfgs:
             self.status(f"export {cfg.describe()}")
             ir, _ = self._ir(cfg)
+            build = None
+            if cfg.has_deploy_genes:
+                from hwnas.hardware.quant_ir import quantized_model
+
+                build = (lambda ir=ir, cfg=cfg: quantized_model(ir, cfg)[0])   # compressed when compiled
             jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
-                                   cfg.n_params(self.supernet.config)))
+                                   cfg.n_params(self.supernet.config), properties=dict(cfg.runtime) or None,
+                                   build=build))
         self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
         from hwnas.hardware.measure import speedup
 
+        t_re = time.perf_counter()
         ms = measure_many(jobs, self.target, host=self.host, seed=self.seed)
+        self._tally("remeasure_front", t_re)
         full_key = self.supernet.space.largest().key
         full = next((m for m in ms if m.subnet_key == full_key), None)
         out = {}
@@ -246,9 +333,21 @@ class SubnetValidator:
     # ------------------------------------------------------------------ the protocol
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
         self.status(f"accuracy {cfg.describe()}")
+        t0 = time.perf_counter()
         out = self.accuracy(cfg)
+        self._tally("search_accuracy", t0)
+        if cfg.runtime and out.get("choice_kl") is not None and self.runtime_effects():
+            extra = self.runtime_kl(cfg)
+            out["choice_kl_weights"] = out["choice_kl"]   # fake-quantized torch slice alone
+            out["runtime_kl"] = round(extra, 6)
+            out["choice_kl"] = round(max(0.0, out["choice_kl"] + extra), 6)
         out.update(self.signal(cfg, out))
+        t1 = time.perf_counter()
         out.update(self.latency(cfg))
+        self._tally("search_latency", t1)
+        for k in ("export_s", "measure_s"):
+            if k in out:
+                self.seconds[f"search_latency_{k[:-2]}"] = round(self.seconds.get(f"search_latency_{k[:-2]}", 0) + out[k], 3)
         return out
 
     def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
@@ -258,6 +357,12 @@ class SubnetValidator:
 
         def report(cfg: SubnetConfig) -> dict[str, Any]:
             self.status(f"{suite.split} split {cfg.describe()}")
-            return self.accuracy(cfg, suite)
+            t0 = time.perf_counter()
+            try:
+                if cfg.has_deploy_genes and self.ir_scorer is not None and self.target is not None:
+                    return self.accuracy_ir(cfg, suite)   # the pick is made on what ships, runtime numerics included
+                return self.accuracy(cfg, suite)
+            finally:
+                self._tally("report_split", t0)
 
         return report

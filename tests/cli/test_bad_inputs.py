@@ -63,6 +63,13 @@ CASES = [
     ("search --model {model} --target {target} --tasks boolq --data-dir {data} --resume --out {tmp}",
      "--resume: {tmp} holds no search to continue"),
     ("search --model {model} --target nosuchtarget --out {tmp}/s", "nosuchtarget"),
+    ("search --model {model} --quant int4 --out {tmp}/s", "'--quant'"),
+    ("search --model {model} --target {target} --tasks boolq --data-dir {data} --space {deployspace} --out {tmp}/s",
+     "has a deploy table (deployment genes); it applies with --quant auto only"),
+    ("search --model {model} --target {target} --tasks boolq --data-dir {data} --quant auto --space {badformat} "
+     "--out {tmp}/s", "unknown weight format 'int3'"),
+    ("search --model {model} --target {target} --tasks boolq --data-dir {data} --quant auto --space {badruntime} "
+     "--out {tmp}/s", "KV_CACHE_PRECISION='u4' is not accepted"),
     # export
     ("export --model {model} --quant int3 --out {tmp}/b", "did you mean 'int8'"),
     ("export --model {model} --head int4 --out {tmp}/b", "'--head'"),
@@ -121,8 +128,13 @@ def places(tmp_path, tiny_model_dir):
     from tests.conftest import TINY_TARGET
 
     target.write_text(TINY_TARGET)
+    spaces = {}
+    for name, deploy in (("deployspace", {"formats": ["int8"]}), ("badformat", {"mlp_formats": ["int8", "int3"]}),
+                         ("badruntime", {"runtime": {"KV_CACHE_PRECISION": ["u8", "u4"]}})):
+        spaces[name] = tmp_path / f"{name}.json"
+        spaces[name].write_text(json.dumps({"deploy": deploy}))
     return {"model": str(tiny_model_dir), "tmp": str(work), "data": str(data), "garbage": str(garbage),
-            "search": str(search), "target": str(target)}
+            "search": str(search), "target": str(target), **{k: str(v) for k, v in spaces.items()}}
 
 
 def _forbid_heavy_work(monkeypatch):

@@ -38,7 +38,7 @@ def synthetic(monkeypatch):
 
     calls = {"validate": 0}
 
-    def fake_prepare(target_spec, model, tasks, metric, limit, profile_path, data_dir):
+    def fake_prepare(target_spec, model, tasks, metric, limit, profile_path, data_dir, quant="int8"):
         from hwnas.hardware.targets import load_target
 
         target = load_target(target_spec)
@@ -46,7 +46,7 @@ def synthetic(monkeypatch):
                                                "limit": limit, "target": target.name, "latency_source": "synthetic",
                                                "metric": metric}}
 
-    def fake_build(setup, space_file, report_limit, seed, status, recovery=True):
+    def fake_build(setup, space_file, report_limit, seed, status, recovery=True, quant="int8"):
         v = SyntheticValidator(SPACE)
 
         def validate(cfg):
