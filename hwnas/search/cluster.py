@@ -97,9 +97,10 @@ def time_on_target(export: dict[str, Any], target: Any, cfg: dict[str, Any], see
     return out
 
 
-def remeasure_on_target(exports: list[dict[str, Any]], target: Any, cfgs: list[dict[str, Any]], seed: int,
-                        full_key: str) -> dict[str, dict[str, Any]]:
-    """A Ray task on a target node: the front and the full model timed again in one interleaved session."""
+def remeasure_on_target(target: Any, cfgs: list[dict[str, Any]], seed: int, full_key: str,
+                        *exports: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A Ray task on a target node: the front and the full model timed again in one interleaved session
+    (`exports` are positional so that Ray resolves them before the task takes the target resource)."""
     import ray
 
     from hwnas.hardware.cluster import ir_on_this_node
@@ -227,7 +228,7 @@ class RayValidator:
 
         full_key = SearchSpace.from_dict(space).largest().key
         ref = self._remeasure.options(resources={self.cluster.resource: 1}).remote(
-            exports, self.target, [c.to_dict() for c in cfgs], self.seed, full_key)
+            self.target, [c.to_dict() for c in cfgs], self.seed, full_key, *exports)
         return _get(ray, ref, "re-measurement of the front")
 
     def close(self) -> None:
