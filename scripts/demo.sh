@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The main job on the default model, as one command (`make demo`):
-#   1. profile the target CPU with OpenVINO (once; reused on later runs),
-#   2. LINAS search for the accuracy/latency Pareto front (resumes if interrupted),
-#   3. export the fastest subnet within 1 point of the full model as an INC-int8 OpenVINO bundle,
+#   1. profile the target CPU with OpenVINO (once; reused on later runs): 4 subnets plus a designed set of
+#      weight-format / runtime variants, so the gene-aware latency model is fitted and its error per gene known,
+#   2. LINAS search for the accuracy/latency Pareto front over depth, widths AND the deployment genes
+#      (--quant auto: per-layer weight formats, head format, runtime settings; resumes if interrupted),
+#   3. export the fastest subnet within 1 point of the full model: the pick ships in its own formats with its
+#      runtime settings (--quant int8 applies only to a pick without genes),
 #   4. verify the bundle and generate from it.
-# Override with env vars: HWNAS_MODEL, HWNAS_TARGET, HWNAS_DEMO_DIR, HWNAS_EVALUATIONS.
+# Override with env vars: HWNAS_MODEL, HWNAS_TARGET, HWNAS_DEMO_DIR, HWNAS_EVALUATIONS, HWNAS_QUANT (auto|int8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -12,6 +15,7 @@ MODEL=${HWNAS_MODEL:-default}
 TARGET=${HWNAS_TARGET:-xeon}
 OUT=${HWNAS_DEMO_DIR:-runs/demo}
 EVALS=${HWNAS_EVALUATIONS:-16}
+QUANT=${HWNAS_QUANT:-auto}
 mkdir -p "$OUT"
 start=$(date +%s)
 timing=()
@@ -22,13 +26,13 @@ step() {
 
 step "profile"
 if [ ! -f "$OUT/profile/profile.json" ]; then
-  hwnas profile --model "$MODEL" --target "$TARGET" --out "$OUT/profile" --force
+  hwnas profile --model "$MODEL" --target "$TARGET" --quant "$QUANT" --samples 4 --out "$OUT/profile" --force
 fi
 
 step "search"
 resume=()
 [ -f "$OUT/search/config.json" ] && resume=(--resume)
-hwnas search --model "$MODEL" --target "$TARGET" --evaluations "$EVALS" --out "$OUT/search" "${resume[@]}"
+hwnas search --model "$MODEL" --target "$TARGET" --quant "$QUANT" --evaluations "$EVALS" --out "$OUT/search" "${resume[@]}"
 
 step "export"
 hwnas export --model "$MODEL" --from "$OUT/search" --pick "fastest-within 1.0" --quant int8 \

@@ -205,6 +205,8 @@ STAGE_OF_MODULE = {
     "test_bundle": "deploy", "test_bundle_manifest": "deploy", "test_quantize_ir": "deploy",
     "test_export_cli": "deploy", "test_deploy_bench": "deploy", "test_deploy_bench_tiny": "deploy",
     "test_serve": "deploy", "test_serve_cli": "deploy", "test_speculative": "deploy", "test_speculative_cli": "deploy",
+    "test_rtn": "model", "test_space_genes": "model", "test_genes_ir": "hardware", "test_gene_latency": "hardware",
+    "test_search_genes": "search", "test_search_quant_cli": "search", "test_sensitivity": "search",
 }
 
 

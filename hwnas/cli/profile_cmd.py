@@ -32,9 +32,13 @@ def register(main: click.Group) -> None:
 @click.option("--holdout", type=int, default=0, show_default=True,
               help="Also measure N subnets the latency model is never fit on, to report its error on them.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--quant", type=Choice(["int8", "auto"]), default="int8", show_default=True,
+              help="auto: also measure a designed set of weight-format / runtime variants of the measured subnets "
+                   "(integer IRs with their runtime settings) and fit a gene-aware latency model, which "
+                   "`hwnas search --quant auto --profile` predicts with; its leave-one-out error is reported per gene.")
 @quiet_option
 def profile(target_spec: str, model: str, samples: int, out: str | None, seed: int, probe_layers: int,
-            latency_form: str, holdout: int, force: bool, quiet: bool) -> None:
+            latency_form: str, holdout: int, force: bool, quiet: bool, quant: str = "int8") -> None:
     """Measure the full model and SAMPLES subnets on this CPU with OpenVINO under --target.
 
     Writes OUT/profile.json: the target, this host (CPU, ISA, fingerprint), every measurement
@@ -72,8 +76,14 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     loaded = load_model(model)
     with progress_bar(f"profile {target.name}", enabled=not quiet) as update:
         prof = run_profile(loaded, target, samples=samples, seed=seed, out_dir=out, progress=update,
-                           probe_layers=probe_layers, form=latency_form, host=host, force=force, holdout=holdout)
+                           probe_layers=probe_layers, form=latency_form, host=host, force=force, holdout=holdout,
+                           quant=quant)
     _print_report(prof)
+    if prof.gene_model is not None:
+        err = prof.gene_model.error
+        click.echo(f"gene-aware latency model: leave-one-out TPOT MAPE {err['tpot_ms_mape_pct']:.1f}% over "
+                   f"{err['n_variants']} variants; per gene: " + ", ".join(
+                       f"{g} {e['tpot_ms_mape_pct']:.1f}%" for g, e in err["per_gene"].items()))
     click.echo(f"wrote {out}/{PROFILE_FILE}")
 
 

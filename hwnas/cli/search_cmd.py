@@ -217,7 +217,7 @@ def prepare_search(target_spec: str, model: str, tasks: str, metric: str, limit:
         if profile.target.name != target.name:
             raise SearchError(f"--profile {profile_path} was made for target {profile.target.name!r}, not {target.name!r}")
         latency_source = f"predicted (profile from host {profile.host.fingerprint})"
-        if quant == "auto" and not getattr(profile.latency_model, "gene_aware", False):
+        if quant == "auto" and profile.gene_model is None:
             raise SearchError(f"--profile {profile_path} was measured without weight-format/runtime variants, so it "
                               "cannot predict --quant auto candidates; run `hwnas profile --quant auto` or drop --profile")
     source = resolve_model(model)
@@ -305,7 +305,8 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
     model_id = setup["identity"]["model_sha256"][:12]
     validator = SubnetValidator(
         supernet, suite, target=setup["target"], model_id=model_id, metric=setup["metric"],
-        latency_model=profile.latency_model if profile is not None else None, host=host, seed=seed, status=status,
+        latency_model=(None if profile is None else profile.gene_model if quant == "auto" else profile.latency_model),
+        host=host, seed=seed, status=status,
         reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity,
         ir_scorer=ir_scorer(loaded.tokenizer) if supernet.space.deploy is not None else None,
     )

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PROFILE_FILE = "profile.json"
 DEFAULT_SAMPLES = 12
+MAX_VARIANTS = 12   # --quant auto: format/runtime variants measured besides the architectures (cold time)
 DEFAULT_PROBE_LAYERS = 0  # no probes: the table is fit on whole subnets (see latency_model.py)
 Progress = Callable[[int, int, str], None]
 
@@ -62,6 +63,9 @@ class Profile:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     holdout: tuple[Measurement, ...] = ()  # measured in the same session, never fit on (error check only)
+    # `hwnas profile --quant auto`: format/runtime variants of the measured architectures and the gene-aware model
+    variants: tuple[Measurement, ...] = ()
+    gene_model: Any = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -104,6 +108,8 @@ class Profile:
             "probe_layers": self.probe_layers,
             "ranking": self.ranking,
             "latency_model": self.latency_model.to_dict(),
+            **({"gene_latency_model": self.gene_model.to_dict(), "variants": [m.to_dict() for m in self.variants]}
+               if self.gene_model is not None else {}),
             "measurements": [m.to_dict() for m in self.measurements],
             "probes": [m.to_dict() for m in self.probes],
             "holdout": [m.to_dict() for m in self.holdout],
@@ -130,9 +136,19 @@ class Profile:
                 ranking=dict(d.get("ranking", {})), seed=int(d.get("seed", 0)), samples=int(d.get("samples", 0)),
                 probe_layers=int(d.get("probe_layers", DEFAULT_PROBE_LAYERS)), host_note=d.get("host_note", ""),
                 timings_s=dict(d.get("timings_s", {})), versions=dict(d.get("versions", {})), created=d.get("created", ""),
+                variants=tuple(Measurement.from_dict(m) for m in d.get("variants", [])),
+                gene_model=_gene_model(d.get("gene_latency_model")),
             )
         except KeyError as e:
             raise MeasurementError(f"profile lacks the field {e.args[0]!r}") from None
+
+
+def _gene_model(d: Any) -> Any:
+    if not d:
+        return None
+    from hwnas.hardware.gene_latency import GeneLatencyModel
+
+    return GeneLatencyModel.from_dict(d)
 
 
 def load_profile(path: str | os.PathLike[str], expect_host: HostInfo | str | None = None) -> Profile:
@@ -250,12 +266,19 @@ def run_profile(
     force: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     holdout: int = 0,
+    quant: str = "int8",
 ) -> Profile:
     """Export, measure and fit; write `out_dir`/profile.json atomically when `out_dir` is given.
 
     holdout: that many more random subnets are measured in the same session but never fit on; the
     latency model's error on them is reported next to their measurements' own intervals
-    (``latency_model.error["holdout"]``)."""
+    (``latency_model.error["holdout"]``).
+
+    quant="auto": the measured architectures are also measured in a designed set of weight-format /
+    runtime variants (`gene_latency.design_variants`; integer IRs compressed in memory from the
+    architectures' float IRs, runtime settings over the target's properties) in the same
+    interleaved session, and a gene-aware model (`Profile.gene_model`) is fit on them with its
+    leave-one-out error per gene value."""
     from hwnas.hardware.host import detect_host
     from hwnas.hardware.irexport import export_ir_cached, model_fingerprint, tool_versions
     from hwnas.hardware.measure import MeasureJob, measure_many
@@ -301,16 +324,33 @@ def run_profile(
     jobs = []
     t0 = time.perf_counter()
     n_exported = 0
+    irs: dict[str, Any] = {}
     for i, (kind, cfg) in enumerate(items):
         if progress:
             progress(i, n_export + 1, f"export {kind} {cfg.key} ({cfg.describe()})")
         ir, fresh = export_ir_cached(key=f"{model_id}-{cfg.key}", build=lambda: sn.extract(cfg), cache_dir=cache_dir)
+        irs[cfg.key] = ir
         n_exported += int(fresh)
         jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), kind))
+    gene_space = None
+    if quant == "auto":
+        from hwnas.hardware.gene_latency import design_variants
+        from hwnas.hardware.quant_ir import quantized_model
+        from hwnas.model.deploy_space import DeploySpace
+
+        hidden, heads = int(sn.config.hidden_size), int(sn.config.num_attention_heads)
+        attn_in = (hidden, heads * int(getattr(sn.config, "head_dim", None) or hidden // heads))
+        gene_space = space if space.deploy is not None else space.with_(
+            deploy=DeploySpace.default(attn_in + space.widths, has_bf16=host.has_bf16))
+        for cfg in design_variants(gene_space, subnets, np.random.default_rng(seed + 7), max_variants=MAX_VARIANTS):
+            ir = irs[cfg.architecture().key]
+            jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), "variant",
+                                   properties=dict(cfg.runtime) or None,
+                                   build=lambda ir=ir, cfg=cfg: quantized_model(ir, cfg)[0]))
     t1 = time.perf_counter()
     measured = measure_many(jobs, target, host=host, seed=seed, progress=report)
     t2 = time.perf_counter()
-    results: dict[str, list[Measurement]] = {"probe": [], "subnet": [], "holdout": []}
+    results: dict[str, list[Measurement]] = {"probe": [], "subnet": [], "holdout": [], "variant": []}
     for m in measured:
         results[m.kind].append(m)
         log.info("%s %s: TTFT %.2f ms, TPOT %.2f ms, %.1f tok/s @%d", m.kind, m.subnet_key, m.ttft_ms, m.tpot_ms,
@@ -324,6 +364,13 @@ def run_profile(
     )
     if results["holdout"]:
         lm.error["holdout"] = holdout_error(lm, results["holdout"])
+    gene_model = None
+    if gene_space is not None:
+        from hwnas.hardware.gene_latency import fit_gene_latency_model
+
+        gene_model = fit_gene_latency_model([(m.subnet, measurement_metrics(m)) for m in results["variant"]],
+                                            gene_space.deploy, target.workload.batch_sizes, target=target.name,
+                                            host_fingerprint=host.fingerprint)
     t_export, t_measure, total = t1 - t0, t2 - t1, len(items)
     ranking = rank_agreement(results["subnet"], lm)
     prof = Profile(
@@ -336,6 +383,7 @@ def run_profile(
         timings_s={"total": round(time.perf_counter() - t_start, 1), "export": round(t_export, 1),
                    "measure": round(t_measure, 1), "irs_exported": n_exported, "irs_from_cache": total - n_exported},
         versions=tool_versions(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        variants=tuple(results["variant"]), gene_model=gene_model,
     )
     if out_dir is not None:
         write_profile(prof, out_dir, force=force)

@@ -69,6 +69,10 @@ class DeploySpace:
             except InvalidSubnetError as e:
                 raise SpaceError(f"deploy.{field_name}: {e}") from None
             _check_list(field_name, names)
+            data_aware = [v for v in names if parse_weight_format(v).algorithm != "rtn"]
+            if data_aware:
+                raise SpaceError(f"deploy.{field_name}: {data_aware[0]} needs calibration for every candidate; the search "
+                                 "scores round-to-nearest formats (f16, int8, int4_sym_gG, int4_asym_gG)")
             object.__setattr__(self, field_name, names)
         heads = tuple(self.head_formats)
         bad = [h for h in heads if h not in HEAD_FORMATS]

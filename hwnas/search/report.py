@@ -60,6 +60,10 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
         ax.step(fx, fy, where="post" if OBJECTIVES[x].maximize == OBJECTIVES[y].maximize else "pre",
                 c="#1f77b4", lw=1.2, zorder=3)
         ax.scatter(fx, fy, s=36, c="#1f77b4", label=f"Pareto front ({len(front)})", zorder=4)
+        for r in front:   # deployment genes, when searched: the share of int4 weight matrices, head, KV cache
+            label = genes_label(r.get("subnet", {}))
+            if label:
+                ax.annotate(label, (r[x], r[y]), xytext=(4, 4), textcoords="offset points", fontsize=6, color="#1f77b4")
     if result.full_model:
         f = result.full_model
         ax.scatter([f[x]], [f[y]], marker="*", s=220, c="#d62728", edgecolors="k", label="full model", zorder=5)
@@ -260,6 +264,16 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
     if any(str(r.get("latency_source", "")).startswith("predicted") for r in result.records):
         lines += ["", "Latency figures are **predicted** by the profile's latency model (not measured on this host)."]
     tgt = info.get("target") if isinstance(info.get("target"), Mapping) else None
+    if tgt and any("weight_formats" in r.get("subnet", {}) for r in result.records):
+        ov, wl = tgt.get("openvino") or {}, tgt.get("workload") or {}
+        lines += ["", "What was timed (deployment genes searched): each candidate as it ships: its integer OpenVINO IR "
+                  "in its per-layer weight formats and head format, compiled with the target "
+                  f"`{tgt.get('name')}`'s properties overridden by the candidate's runtime settings, batch "
+                  f"{(wl.get('batch_sizes') or [1])[0]}, a {wl.get('prompt_tokens', '?')}-token prompt and "
+                  f"{wl.get('new_tokens', '?')} new tokens. The full model row is the space's most precise corner "
+                  "(int8 weights, f16 head, the most precise runtime values), so speed-ups against it include the "
+                  "runtime genes' own gains."]
+        tgt = None
     if tgt:
         ov, wl = tgt.get("openvino") or {}, tgt.get("workload") or {}
         lines += ["", "What was timed: each subnet's float OpenVINO IR (not quantized) on this CPU with the target "
@@ -270,6 +284,17 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                   "and `hwnas verify --measure` times it again on the machine it runs on, so the three figures differ "
                   "by design."]
     return "\n".join(lines) + "\n"
+
+
+def genes_label(sub: Mapping[str, Any]) -> str:
+    """A short plot label of a subnet's genes, e.g. 'int4 40/60, head int8, KV u8' ('' without genes)."""
+    formats = sub.get("weight_formats")
+    if not formats:
+        return ""
+    n4 = sum(f.split("-")[-1].startswith("int4") for pair in formats for f in pair)
+    text = f"int4 {n4}/{2 * len(formats)}, head {sub.get('head_format')}"
+    kv = (sub.get("runtime") or {}).get("KV_CACHE_PRECISION")
+    return text + (f", KV {kv}" if kv else "")
 
 
 def genes_lines(result: "SearchResult") -> list[str]:

@@ -53,13 +53,13 @@ def test_quant_auto_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
                                          "KV_CACHE_PRECISION": dict(sub.runtime)["KV_CACHE_PRECISION"]}
         assert 0 < x["weight_bytes"] < 4 * x["n_params"]        # shipped bytes, not the float IR's
         assert x["paired"]["items"] == 8 and x["choice_kl"] >= 0
-    # the full model in int8 (f16 head) differs from the float reference only by quantization noise
-    assert full["choice_kl"] < 0.05
         # the KV-cache gene's numeric effect comes from the IR (measured once), added to the torch choice KL
         kv = dict(sub.runtime)["KV_CACHE_PRECISION"]
         assert x["choice_kl"] == pytest.approx(max(0.0, x["choice_kl_weights"] + x["runtime_kl"]), abs=2e-6)
         if kv == "f32":
             assert x["runtime_kl"] == 0.0
+    # the full model in int8 (f16 head) differs from the float reference only by quantization noise
+    assert full["choice_kl"] < 0.05
     pareto = json.loads((out / "pareto.json").read_text())
     assert all("weight_formats" in p["subnet"] for p in pareto)
     # the report (select) split of quantized candidates is scored through their IR with their runtime settings
@@ -79,3 +79,45 @@ def test_quant_auto_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
 
     pick = pick_from_search(out, "fastest-within 100")
     assert pick.subnet.weight_formats is not None and pick.subnet.runtime
+
+
+def test_profile_quant_auto_then_search_predicts_genes(tmp_path, tiny_model_dir, tiny_task):
+    """`hwnas profile --quant auto` measures format/runtime variants and fits the gene-aware model; `hwnas search
+    --quant auto --profile` then predicts every candidate's latency from it (no measurement)."""
+    from hwnas.hardware.profile import load_profile
+
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    prof_dir = tmp_path / "p"
+    r = CliRunner().invoke(main, ["profile", "--quant", "auto", "--target", str(target), "--model", str(tiny_model_dir),
+                                  "--samples", "3", "--out", str(prof_dir), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "gene-aware latency model" in r.output
+    prof = load_profile(prof_dir)
+    assert prof.gene_model is not None and len(prof.variants) >= 4
+    assert all(v.subnet.get("weight_formats") for v in prof.variants)
+    kv = {v.subnet["runtime"].get("KV_CACHE_PRECISION") for v in prof.variants}
+    assert kv == {"u8", "f16"}
+    # variants were compiled with their own runtime settings
+    assert all(v.properties.get("KV_CACHE_PRECISION") == v.subnet["runtime"]["KV_CACHE_PRECISION"] for v in prof.variants)
+    assert "per_gene" in prof.gene_model.error
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["search", "--quant", "auto", "--profile", str(prof_dir), "--target", str(target),
+                                  "--model", str(tiny_model_dir), "--tasks", str(tiny_task), "--data-dir", str(tmp_path),
+                                  "--evaluations", "3", "--population", "2", "--limit", "8", "--report-limit", "0",
+                                  "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    recs = read_jsonl(out / "candidates.jsonl")
+    assert all(x["latency_source"] == "predicted" for x in recs)
+    for x in recs:
+        assert x["tpot_ms"] == pytest.approx(prof.gene_model.predict(SubnetConfig.from_dict(x["subnet"]))["tpot_ms"],
+                                             rel=1e-3)
+    # a profile without variants cannot drive a --quant auto search
+    plain = tmp_path / "p2"
+    r = CliRunner().invoke(main, ["profile", "--target", str(target), "--model", str(tiny_model_dir),
+                                  "--samples", "3", "--out", str(plain), "-q"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["search", "--quant", "auto", "--profile", str(plain), "--target", str(target),
+                                  "--model", str(tiny_model_dir), "--tasks", str(tiny_task), "--data-dir", str(tmp_path),
+                                  "--out", str(tmp_path / "s2"), "--no-progress"])
+    one_line_error(r, "without weight-format/runtime variants")

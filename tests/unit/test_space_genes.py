@@ -122,6 +122,7 @@ def test_space_json_roundtrip_and_pins(tmp_path):
     ({"runtime": {"NOT_A_PROPERTY": [1]}}, "unknown runtime setting"),
     ({"formats": ["int8", "int8"]}, "twice"),
     ({"colour": "red"}, "unknown deploy key"),
+    ({"formats": ["int8", "gptq-int4_sym_g64"]}, "needs calibration"),
 ])
 def test_bad_deploy_tables_name_the_value(deploy, match):
     with pytest.raises(SpaceError, match=match):
