@@ -22,6 +22,18 @@ def worker_status(msg: str) -> None:
     log.debug("%s", msg)
 
 
+def shared_paths(setup: dict[str, Any], space_file: str | None) -> tuple[dict[str, Any], str | None]:
+    """The model, --data-dir and --space as absolute paths: every node resolves the same spec (a shared path
+    or the same layout on each node); a relative path would be relative to each worker's own directory."""
+    import dataclasses
+
+    src = setup["source"]
+    if src.kind != "default":
+        src = dataclasses.replace(src, spec=str(Path(src.path).resolve()))
+    setup = {**setup, "source": src, "data_dir": Path(setup["data_dir"]).resolve()}
+    return setup, (str(Path(space_file).resolve()) if space_file else None)
+
+
 def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any], config: Any,
                           identity: dict[str, Any], out: str, resume: bool, space_file: str | None, report_limit: int,
                           seed: int, recovery: bool, quant: str, quiet: bool) -> None:
@@ -33,6 +45,7 @@ def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any
     from hwnas.search.cluster import RayValidator, append_where_section
     from hwnas.search.loop import run_search
 
+    setup, space_file = shared_paths(setup, space_file)
     predicted = setup["profile"] is not None
     cluster = connect(address, setup["target"].name, need_target=not predicted)
     validator = None

@@ -152,3 +152,21 @@ def test_without_ray_nothing_imports_it(tmp_path, setup):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=os.environ)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_profile_on_a_target_node(tmp_path, cluster, setup, tiny_model_dir):
+    """`hwnas profile --ray`: the profile is measured in one task on the target node; profile.json lands here."""
+    from hwnas.hardware.profile import load_profile
+
+    target = setup[2]
+    out = tmp_path / "p"
+    r = CliRunner().invoke(main, ["profile", "--target", target, "--model", str(tiny_model_dir), "--samples", "3",
+                                  "--out", str(out), "--ray", cluster.address, "--quiet"])
+    assert r.exit_code == 0, r.output
+    prof = load_profile(out)
+    assert len(prof.measurements) == 4 and all(m.tpot_ms > 0 for m in prof.measurements)
+    assert "measured on node" in r.output and prof.host.fingerprint in r.output
+    r = CliRunner().invoke(main, ["profile", "--target", "xeon", "--model", str(tiny_model_dir), "--samples", "2",
+                                  "--out", str(tmp_path / "q"), "--ray", cluster.address, "--quiet"])
+    one_line_error(r, "hwnas-target-xeon")
+    assert not (tmp_path / "q").exists()
