@@ -62,9 +62,10 @@ class ClusterInfo:
 
     @property
     def accuracy_nodes(self) -> tuple[NodeInfo, ...]:
-        """Nodes for accuracy actors: those without the target resource, or every node when all have it."""
-        others = tuple(n for n in self.nodes if not n.target)
-        return others or self.nodes
+        """Nodes for accuracy actors: those with a CPU and without the target resource (so measurements are not
+        disturbed), or every node with a CPU when all advertise the target."""
+        cpu = tuple(n for n in self.nodes if n.cpus >= 1)
+        return tuple(n for n in cpu if not n.target) or cpu
 
     @property
     def fingerprint(self) -> str:

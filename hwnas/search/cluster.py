@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ACTOR_RESTARTS = 3      # an actor whose process dies is started again (the model is loaded again)
 TASK_RETRIES = 3        # ... and its call is retried; latency tasks too
-WHERE_KEYS = ("scored_on", "measured_on")   # provenance a cluster run adds to each record
+WHERE_KEYS = ("scored_on", "measured_on", "cluster_s")   # provenance a cluster run adds to each record
 
 
 # ---------------------------------------------------------------------------- work on the nodes
@@ -131,7 +131,7 @@ class RayValidator:
     """`cfg -> record` over a Ray cluster (see the module docstring); also `submit`, `report`, `remeasure`."""
 
     def __init__(self, cluster: Any, factory: Callable[[], tuple], target: Any, *, seed: int = 0,
-                 actors: int | None = None, predicted: bool = False, cpus_per_actor: float = 1,
+                 actors: int | None = None, predicted: bool = False, cpus_per_actor: float | None = None,
                  timer: Callable[..., dict[str, Any]] | None = None, status: Callable[[str], None] | None = None):
         import ray
 
@@ -145,9 +145,12 @@ class RayValidator:
             raise ClusterError(f"--ray-actors must be >= 1, got {n}")
         cls = ray.remote(AccuracyWorker)
         self.status(f"starting {n} accuracy actor(s) on {len(nodes)} node(s); each loads the model")
-        self.actors = [cls.options(num_cpus=cpus_per_actor, max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES,
+        placed = [nodes[i % len(nodes)] for i in range(n)]
+        share = [max(1, int(nd.cpus // sum(1 for x in placed if x.node_id == nd.node_id))) if cpus_per_actor is None
+                 else cpus_per_actor for nd in placed]   # default: the node's CPUs shared by its actors
+        self.actors = [cls.options(num_cpus=share[i], max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES,
                                    name=f"hwnas-accuracy-{i}", lifetime=None,
-                                   **node_options(nodes[i % len(nodes)].node_id, soft=True)).remote(factory, predicted)
+                                   **node_options(placed[i].node_id, soft=True)).remote(factory, predicted)
                        for i in range(n)]
         try:
             infos = ray.get([a.describe.remote() for a in self.actors])
@@ -259,13 +262,17 @@ class RayBatch:
                 if all(r in self.results for r in refs):
                     del self.pending[i]
                     rec = dict(self.results.pop(p.score))
-                    work = rec.pop("_seconds", 0.0)
+                    work, lat_s = rec.pop("_seconds", 0.0), 0.0
                     if p.latency is not None:
                         lat = dict(self.results.pop(p.latency))
-                        work += lat.pop("_seconds", 0.0)
+                        lat_s = lat.pop("_seconds", 0.0)
+                        work += lat_s
                         _check_host(lat, o.cluster.fingerprint)
                         rec.update(lat)
-                    o.overhead_s.append(max(0.0, time.monotonic() - p.t_submit - work))
+                    wall = time.monotonic() - p.t_submit
+                    o.overhead_s.append(max(0.0, wall - work))
+                    rec["cluster_s"] = {"accuracy_actor": round(work - lat_s, 3), "latency_task": round(lat_s, 3),
+                                        "submitted_to_arrived": round(wall, 3)}
                     o.done += 1
                     o.status(o.status_line())
                     return i, rec, round(work, 3)
