@@ -22,6 +22,24 @@ def worker_status(msg: str) -> None:
     log.debug("%s", msg)
 
 
+def actor_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, *,
+                     recovery: bool, quant: str) -> tuple:
+    """Runs in each accuracy actor: check the model spec resolves to the driver's file on this node, then
+    build exactly what the local search builds (`build_validation`)."""
+    import socket
+
+    from hwnas.cli.search_cmd import build_validation
+    from hwnas.errors import ClusterError
+    from hwnas.model.loading import resolve_model
+
+    sha = resolve_model(setup["source"].spec).sha256()
+    if sha != setup["identity"]["model_sha256"]:
+        raise ClusterError(f"on node {socket.gethostname()} the model {setup['source'].spec!r} is a different file "
+                           f"(sha256 {sha[:12]}, the driver's is {setup['identity']['model_sha256'][:12]}); "
+                           "give every node the same model at the same path")
+    return build_validation(setup, space_file, report_limit, seed, worker_status, recovery=recovery, quant=quant)
+
+
 def shared_paths(setup: dict[str, Any], space_file: str | None) -> tuple[dict[str, Any], str | None]:
     """The model, --data-dir and --space as absolute paths: every node resolves the same spec (a shared path
     or the same layout on each node); a relative path would be relative to each worker's own directory."""
@@ -38,7 +56,7 @@ def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any
                           identity: dict[str, Any], out: str, resume: bool, space_file: str | None, report_limit: int,
                           seed: int, recovery: bool, quant: str, quiet: bool) -> None:
     """Connect, check, start the actors, search, and say in summary.md where each figure was measured."""
-    from hwnas.cli.search_cmd import LiveDisplay, build_validation, print_result
+    from hwnas.cli.search_cmd import LiveDisplay, print_result
     from hwnas.hardware.cluster import check_fingerprints, connect, shutdown
     from hwnas.io import read_jsonl
     from hwnas.model.space import SearchSpace, SubnetConfig
@@ -57,7 +75,7 @@ def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any
         with display:
             display.status(f"joined {address}: {len(cluster.nodes)} node(s), {len(cluster.target_nodes)} with "
                            f"{cluster.resource or 'no target resource (latency predicted)'}")
-            factory = functools.partial(build_validation, setup, space_file, report_limit, seed, worker_status,
+            factory = functools.partial(actor_validation, setup, space_file, report_limit, seed,
                                         recovery=recovery, quant=quant)
             validator = RayValidator(cluster, factory, setup["target"], seed=seed, actors=actors, predicted=predicted,
                                      status=display.status)
