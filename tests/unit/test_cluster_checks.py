@@ -71,3 +71,26 @@ def test_accuracy_nodes_avoid_target_nodes():
                           "latency_source": "measured", "host_fingerprint": "h-x"}], info,
                         [{"ip": "10.0.0.1", "pid": 1, "node_id": "a"}])
     assert "| l2-x | 10.0.0.1 | 10.0.0.2 | h-x |" in md and "10.0.0.2 (host h-x)" in md
+
+
+def test_live_display_shows_the_cluster():
+    """The status line (nodes, busy actors, queued calls, latency tasks) and its place in the live display."""
+    from rich.console import Console
+
+    from hwnas.cli.search_cmd import LiveDisplay
+    from hwnas.hardware.targets import load_target
+    from hwnas.search.cluster import RayValidator
+    from hwnas.search.config import SearchConfig
+
+    nodes = (NodeInfo("a", "10.0.0.1", 4, False), NodeInfo("b", "10.0.0.2", 2, True, "h-x"))
+    rv = object.__new__(RayValidator)   # the bookkeeping alone, no cluster
+    rv.cluster = ClusterInfo("head:6379", "hwnas-target-xeon", nodes, {"fingerprint": "h-x"})
+    rv.target, rv.actors, rv.load, rv.latency_out, rv.done = load_target("xeon"), [1, 2], [3, 0], 4, 5
+    line = rv.status_line()
+    assert line == ("cluster head:6379: 2 node(s), 1 timing xeon; accuracy actors busy 1/2, queued 2; "
+                    "latency tasks 1 running, 3 queued; 5 done")
+    d = LiveDisplay(SearchConfig(evaluations=4, population=2), enabled=False)
+    d.cluster = rv.status_line
+    console = Console(width=200, record=True)
+    console.print(d.render())
+    assert "accuracy actors busy 1/2" in console.export_text()
