@@ -274,7 +274,7 @@ class RayBatch:
                     rec["cluster_s"] = {"accuracy_actor": round(work - lat_s, 3), "latency_task": round(lat_s, 3),
                                         "submitted_to_arrived": round(wall, 3)}
                     o.done += 1
-                    o.status(o.status_line())
+                    o.status(f"candidate {i + 1} of this iteration recorded; {len(self.pending)} in flight")
                     return i, rec, round(work, 3)
             waiting = [r for p in self.pending.values() for r in (p.score, p.latency)
                        if r is not None and r not in self.results]
@@ -289,7 +289,6 @@ class RayBatch:
                     o.load[p.actor] -= 1
                 else:
                     o.latency_out -= 1
-                o.status(o.status_line())
 
 
 def _check_host(lat: dict[str, Any], fingerprint: str) -> None:
