@@ -178,18 +178,36 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     from hwnas.search.loop import run_search
 
     display = LiveDisplay(config, enabled=not no_progress)
+    t_start = time.monotonic()
     with display:
         display.status("loading model and tasks")
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
                                                                  recovery=recovery, quant=quant)
+        t_setup = time.monotonic() - t_start
         from hwnas.model.space import SubnetConfig
 
         seeds = [SubnetConfig.from_dict(d) for d in (run_info.get("seeds") or [])]
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
                             remeasure=getattr(validator, "remeasure", None), seeds=seeds)
+    write_stage_seconds(out, validator, run_info, t_setup, time.monotonic() - t_start)
     print_result(result)
     click.echo(f"wrote {out}/ (candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json)")
+
+
+def write_stage_seconds(out: str, validator: Any, run_info: dict[str, Any], setup_s: float, total_s: float) -> None:
+    """OUT/stage_seconds.json: where this run's wall time went (setup incl. model loading, sensitivity and
+    recovery set-up; per-candidate accuracy and latency; runtime effects; report split; final re-measurement)."""
+    import os
+
+    from hwnas.io import write_json_atomic
+
+    stages = dict(getattr(validator, "seconds", {}) or {})
+    sens = run_info.get("sensitivity") or {}
+    doc = {"total_s": round(total_s, 1), "setup_s": round(setup_s, 1), "stages_s": stages,
+           "sensitivity_table_s": sens.get("seconds"), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+           "note": "wall seconds on this host; cached steps (sensitivity, runtime effects, IRs) cost ~0 on a rerun"}
+    write_json_atomic(Path(out) / "stage_seconds.json", doc)
 
 
 # ---------------------------------------------------------------------------- setup

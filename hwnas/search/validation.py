@@ -84,6 +84,7 @@ class SubnetValidator:
         # OpenVINO: what runtime genes do to accuracy cannot be seen in torch (see `runtime_effects`)
         self.ir_scorer = ir_scorer
         self._runtime_effects: dict[str, dict[str, float]] | None = None
+        self.seconds: dict[str, float] = {}   # wall seconds per stage, summed over the run (stage_seconds.json)
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
@@ -144,6 +145,7 @@ class SubnetValidator:
         with tempfile.TemporaryDirectory(prefix="hwnas-qir-") as tmp:
             folder = save_quantized_ir(ir, cfg, Path(tmp) / "ir")
             ev = self.ir_scorer(folder, suite, props)
+        ev.setdefault("items", suite.n_items)
         full_items = full_model_items(suite, self.supernet, self.reference_key)
         rec = self._record(ev, full_items, suite, t0)
         rec["scored_with"] = "openvino"
@@ -188,6 +190,7 @@ class SubnetValidator:
         n = len(full.layers)
         base = full.with_deploy([("int8", "int8")] * n, "int8", precise)
         self.status("runtime genes: choice KL of the int8 full model's IR per runtime value (once per model)")
+        t_eff = time.perf_counter()
         kl0 = self.accuracy_ir(base)["choice_kl"]
         effects: dict[str, dict[str, float]] = {}
         measured = {"baseline": {"runtime": precise, "choice_kl": kl0}}
@@ -203,6 +206,7 @@ class SubnetValidator:
                 effects[prop][str(v)] = round(float(kl - kl0), 6)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"effects": effects, "measured": measured, "items": self.suite.describe()})
+        self._tally("runtime_effects", t_eff)
         log.info("runtime genes' choice-KL effects: %s", effects)
         self._runtime_effects = effects
         return effects
@@ -211,6 +215,9 @@ class SubnetValidator:
         """The summed choice-KL effect of `cfg`'s runtime values (`runtime_effects`)."""
         eff = self.runtime_effects()
         return float(sum(eff.get(p, {}).get(str(v), 0.0) for p, v in cfg.runtime))
+
+    def _tally(self, stage: str, t0: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
 
     def _full_from_cache(self, suite: Any) -> dict[str, Any]:
         """`suite.evaluate`'s multiple-choice result for the full model, from its per-item cache
@@ -255,7 +262,7 @@ class SubnetValidator:
         t1 = time.perf_counter()
         self.status(f"measure {cfg.describe()}")
         out = time_ir(ir, cfg, self.target, host=self.host, seed=self.seed, n_params=n_params)
-        out.update({"export_s": round(t1 - t0, 3), "ir_cached": not fresh})
+        out.update({"export_s": round(t1 - t0 + out.pop("quantize_s"), 3), "ir_cached": not fresh})
         return out
 
     def _ir(self, cfg: SubnetConfig) -> tuple[Path, bool]:
@@ -277,20 +284,30 @@ class SubnetValidator:
             self.status(f"export {cfg.describe()}")
             irs.append((cfg, self._ir(cfg)[0]))
         self.status(f"re-measuring {len(irs)} subnets (interleaved)")
-        return remeasure_irs(irs, self.target, host=self.host, seed=self.seed, model_config=self.supernet.config,
-                             full_key=self.supernet.space.largest().key)
+        t_re = time.perf_counter()
+        out = remeasure_irs(irs, self.target, host=self.host, seed=self.seed, model_config=self.supernet.config,
+                            full_key=self.supernet.space.largest().key)
+        self._tally("remeasure_front", t_re)
+        return out
 
     # ------------------------------------------------------------------ the protocol
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
         out = self.score(cfg)
+        t1 = time.perf_counter()
         out.update(self.latency(cfg))
+        self._tally("search_latency", t1)
+        for k in ("export_s", "measure_s"):
+            if k in out:
+                self.seconds[f"search_latency_{k[:-2]}"] = round(self.seconds.get(f"search_latency_{k[:-2]}", 0) + out[k], 3)
         return out
 
     def score(self, cfg: SubnetConfig) -> dict[str, Any]:
         """Everything but latency: accuracy (with runtime genes' effect) and the search signal. A cluster
         run calls this in accuracy actors and times the IR on target nodes (`hwnas.search.cluster`)."""
         self.status(f"accuracy {cfg.describe()}")
+        t0 = time.perf_counter()
         out = self.accuracy(cfg)
+        self._tally("search_accuracy", t0)
         if cfg.runtime and out.get("choice_kl") is not None and self.runtime_effects():
             extra = self.runtime_kl(cfg)
             out["choice_kl_weights"] = out["choice_kl"]   # fake-quantized torch slice alone
@@ -304,9 +321,13 @@ class SubnetValidator:
 
         def report(cfg: SubnetConfig) -> dict[str, Any]:
             self.status(f"{suite.split} split {cfg.describe()}")
-            if cfg.has_deploy_genes and self.ir_scorer is not None and self.target is not None:
-                return self.accuracy_ir(cfg, suite)   # the pick is made on what ships, runtime numerics included
-            return self.accuracy(cfg, suite)
+            t0 = time.perf_counter()
+            try:
+                if cfg.has_deploy_genes and self.ir_scorer is not None and self.target is not None:
+                    return self.accuracy_ir(cfg, suite)   # the pick is made on what ships, runtime numerics included
+                return self.accuracy(cfg, suite)
+            finally:
+                self._tally("report_split", t0)
 
         return report
 
@@ -320,6 +341,7 @@ def time_ir(ir: Path, cfg: SubnetConfig, target: Any, *, host: Any = None, seed:
     from hwnas.hardware.measure import measure_ir
 
     build, props, weight_bytes = None, None, None
+    t0 = time.perf_counter()
     if cfg.has_deploy_genes:
         from hwnas.hardware.quant_ir import quantized_model, shipped_bytes
 
@@ -338,7 +360,7 @@ def time_ir(ir: Path, cfg: SubnetConfig, target: Any, *, host: Any = None, seed:
         "latency_stable": m.stable, "tpot_cv": round(float(lat.tpot_cv), 4),
         "host_fingerprint": m.host_fingerprint,
         "n_params": n_params, "weight_bytes": int(weight_bytes),
-        "measure_s": round(t2 - t1, 3),
+        "measure_s": round(t2 - t1, 3), "quantize_s": round(t1 - t0, 3),   # integer IR built in memory (genes)
         **({"timed_properties": {k: v for k, v in m.properties.items() if k in dict(cfg.runtime)}}
            if cfg.runtime else {}),
     }

@@ -66,6 +66,9 @@ def test_quant_auto_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
     scored = [p for p in pareto if p.get("report")]
     assert scored and all(p["report"]["scored_with"] == "openvino" and p["report"]["items"] == 4 for p in scored)
     assert "## Deployment genes" in (out / "summary.md").read_text()
+    stages = json.loads((out / "stage_seconds.json").read_text())
+    assert stages["total_s"] >= stages["setup_s"] > 0
+    assert {"search_accuracy", "search_latency", "runtime_effects", "report_split"} <= set(stages["stages_s"])
     # resume with the same genes validates only what is new
     r = CliRunner().invoke(main, args + ["--evaluations", "4", "--resume"])
     assert r.exit_code == 0, r.output
