@@ -17,7 +17,7 @@ accuracy-actor seconds, latency-task seconds per candidate). The model is a two-
 
     T(N, M) = s1 + s2 + (P - 1) * max(s1 / N, s2 / M) + o * P
 
-s1 = mean accuracy-actor time per candidate (scoring + recovery + IR export), s2 = mean latency-task
+s1 = mean accuracy-actor time per candidate (scoring with recovery, then the IR export; ``cluster_s``), s2 = mean latency-task
 time (IR into the node's cache + timing), o = Ray's overhead per evaluation, estimated from the N=1
 run as (measured makespan - T without o) / P. Checked against the measured N=2 run. Also measured
 directly: the round trip of an empty actor call and of an empty task on the target resource, and

@@ -170,3 +170,25 @@ def test_profile_on_a_target_node(tmp_path, cluster, setup, tiny_model_dir):
                                   "--out", str(tmp_path / "q"), "--ray", cluster.address, "--quiet"])
     one_line_error(r, "hwnas-target-xeon")
     assert not (tmp_path / "q").exists()
+
+
+def test_deployment_genes_on_the_cluster(tmp_path, cluster, setup):
+    """--quant auto: actors score the fake-quantized slices, the target node builds each integer IR from the float
+    IR that travelled and times it with the candidate's runtime settings."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"deploy": {"runtime": {"KV_CACHE_PRECISION": ["u8", "f32"],
+                                                        "DYNAMIC_QUANTIZATION_GROUP_SIZE": [0],
+                                                        "INFERENCE_PRECISION_HINT": []}}}))
+    out = tmp_path / "q"
+    r = CliRunner().invoke(main, setup + ["--quant", "auto", "--space", str(space), "--evaluations", "2",
+                                          "--population", "2", "--report-limit", "0", "--out", str(out),
+                                          "--ray", cluster.address])
+    assert r.exit_code == 0, r.output
+    recs = read_jsonl(out / "candidates.jsonl")
+    assert len(recs) == 2
+    for x in recs:
+        runtime = x["subnet"]["runtime"]
+        assert x["subnet"]["weight_formats"] and x["tpot_ms"] > 0 and x["measured_on"]
+        assert x["timed_properties"] == {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+                                         "KV_CACHE_PRECISION": runtime["KV_CACHE_PRECISION"]}
+        assert 0 < x["weight_bytes"] < 4 * x["n_params"]     # the shipped integer bytes, not the float IR's
