@@ -24,7 +24,9 @@ directly: the round trip of an empty actor call and of an empty task on the targ
 moving one full-model IR through the object store.
 
 Usage: flock /tmp/hwnas-heavy.lock .venv/bin/python bench/ray_bench.py [--evaluations 4] [--limit 8]
-Results: bench/results/ray_bench.json and .md. The host has 2 cores and was shared with other jobs:
+Results: bench/results/ray_bench.json and .md. ``--tiny`` runs the same on a tiny random LLaMA (the tests'
+model, a generated 3-choice task and a small target; bench/results/ray_bench_tiny.*): Ray's fixed costs
+without the model's. The host has 2 cores and was shared with other jobs:
 read ratios within this run, not absolute times.
 """
 from __future__ import annotations
@@ -119,6 +121,23 @@ def micro(address: str, target: str, ir_bytes: int) -> dict:
         ray.shutdown()
 
 
+def tiny_inputs(work: Path) -> tuple[list[str], str, str]:
+    """The tests' tiny random LLaMA, a generated 3-choice task and a small target (fast workload)."""
+    from tests.conftest import TINY_TARGET, make_tiny_llama, make_tiny_tokenizer
+
+    d = work / "tiny-llama"
+    if not (d / "config.json").is_file():
+        make_tiny_llama().save_pretrained(d)
+        make_tiny_tokenizer().save_pretrained(d)
+    task = work / "tinyqa.jsonl"
+    task.write_text("".join(json.dumps({"id": str(i), "question": f"what is {i} plus one?",
+                                        "choices": [str(i + 1), str(i + 7), "blue"], "answer": 0}) + "\n"
+                            for i in range(40)))
+    target = work / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    return ["--model", str(d), "--data-dir", str(work)], str(task), str(target)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--evaluations", type=int, default=4)
@@ -126,8 +145,10 @@ def main() -> None:
     ap.add_argument("--tasks", default="arc_easy,piqa")
     ap.add_argument("--target", default="xeon")
     ap.add_argument("--work", default="/tmp/hwnas-ray-bench")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ray_bench"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--tiny", action="store_true", help="a tiny random LLaMA instead of the default model")
     a = ap.parse_args()
+    a.out = a.out or str(ROOT / "bench" / "results" / ("ray_bench_tiny" if a.tiny else "ray_bench"))
     from ray.cluster_utils import Cluster
 
     work = Path(a.work)
@@ -136,17 +157,25 @@ def main() -> None:
     env = {**os.environ, "HWNAS_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     os.environ["HWNAS_CACHE_DIR"] = str(cache)   # the clusters' nodes inherit it too
     p = a.evaluations
+    model = ["--model", "default"]
+    if a.tiny:
+        model, a.tasks, a.target = tiny_inputs(work)
     base = ["search", "--target", a.target, "--tasks", a.tasks, "--limit", str(a.limit), "--report-limit", "0",
-            "--evaluations", str(p), "--population", str(p), "--seed", "0", "--no-progress"]
+            "--evaluations", str(p), "--population", str(p), "--seed", "0", "--no-progress", *model]
     load = [os.getloadavg()[0]]
     runs = {}
+    # warm-up (discarded): the converted model, channel order and the full model's per-item scores are cached
+    # after it, so no measured run pays them and the first run measured has no advantage or handicap
+    print("warm-up ...", flush=True)
+    warm = [x if x != str(p) else "2" for x in base]
+    warmup = run_cli(warm + ["--out", str(work / "runs" / "warmup")], env, cache)
     print("local run ...", flush=True)
     runs["local"] = run_cli(base + ["--out", str(work / "runs" / "local")], env, cache)
     load.append(os.getloadavg()[0])
     for n in (1, 2):
         c = Cluster(initialize_head=True, head_node_args={"num_cpus": n, "object_store_memory": 1500 * MB,
                                                           "include_dashboard": False})
-        c.add_node(num_cpus=1, resources={f"hwnas-target-{a.target}": 1}, object_store_memory=1500 * MB)
+        c.add_node(num_cpus=1, resources={f"hwnas-target-{Path(a.target).stem}": 1}, object_store_memory=1500 * MB)
         c.wait_for_nodes()
         try:
             print(f"ray run N={n} ...", flush=True)
@@ -155,14 +184,15 @@ def main() -> None:
             load.append(os.getloadavg()[0])
             if n == 1:
                 ir_bytes = max(r["weight_bytes"] for r in runs["ray_n1"]["records"])
-                runs["micro"] = micro(c.address, a.target, ir_bytes)
+                runs["micro"] = micro(c.address, Path(a.target).stem, ir_bytes)
         finally:
             c.shutdown()
     # same subnets everywhere (one iteration from the same seed); latency differs only by measurement
     keys = {k: sorted(r["key"] for r in v["records"]) for k, v in runs.items() if k != "micro"}
     c1 = costs(runs["ray_n1"]["records"])
     s1, s2 = c1["s1_accuracy_actor_s"], c1["s2_latency_task_s"]
-    o = max(0.0, (runs["ray_n1"]["makespan_s"] - flow_shop(s1, s2, p, 1, 1)) / p)
+    o_raw = (runs["ray_n1"]["makespan_s"] - flow_shop(s1, s2, p, 1, 1)) / p
+    o = max(0.0, o_raw)
     model = {f"N{n}_M{m}": round(flow_shop(s1, s2, p, n, m, o), 1) for n in (1, 2, 4, 8) for m in (1, 2, 4)}
     check = {f"N{n}": {"predicted_s": round(flow_shop(s1, s2, p, n, 1, o), 1), "measured_s": runs[f"ray_n{n}"]["makespan_s"]}
              for n in (1, 2)}
@@ -171,15 +201,17 @@ def main() -> None:
         ch["error_pct"] = round(100 * (ch["predicted_s"] - ch["measured_s"]) / ch["measured_s"], 1)
     local_per_eval = runs["local"]["makespan_s"] / p
     result = {
-        "command": "flock /tmp/hwnas-heavy.lock .venv/bin/python bench/ray_bench.py " + " ".join(sys.argv[1:]),
-        "model": "default", "target": a.target, "tasks": a.tasks, "limit_items_per_task": a.limit, "evaluations": p,
+        "command": ".venv/bin/python bench/ray_bench.py " + " ".join(sys.argv[1:]),
+        "heavy_lock_held": bool(os.environ.get("HWNAS_BENCH_LOCKED")),
+        "model": "tiny random LLaMA (4 layers, hidden 64)" if a.tiny else "default", "target": Path(a.target).stem, "tasks": a.tasks, "limit_items_per_task": a.limit, "evaluations": p,
         "host": {"cpus": os.cpu_count(), "shared": "yes: five helpers' jobs ran on the same 2-core machine",
                  "loadavg_1min_before_and_after_each_run": [round(x, 2) for x in load]},
         "same_subnets_in_every_run": len({tuple(v) for v in keys.values()}) == 1, "subnets": keys,
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "records"} for k, v in runs.items() if k != "micro"},
         "per_task_costs_n1": c1, "per_task_costs_n2": costs(runs["ray_n2"]["records"]),
         "local_seconds_per_evaluation": round(local_per_eval, 2),
-        "ray_overhead_per_evaluation_s": round(o, 2), "micro": runs["micro"],
+        "ray_overhead_per_evaluation_s": round(o, 2), "ray_overhead_per_evaluation_raw_s": round(o_raw, 2),
+        "warmup_wall_s": warmup["wall_s"], "micro": runs["micro"],
         "scaling_model": {"formula": "T(N,M) = s1 + s2 + (P-1)*max(s1/N, s2/M) + o*P", "s1": s1, "s2": s2, "o": round(o, 3),
                           "P": p, "predicted_makespan_s": model, "check": check},
         "per_candidate": {k: [{f: r.get(f) for f in ("key", "eval_s", "export_s", "measure_s", "tpot_ms", "cluster_s",
@@ -196,10 +228,12 @@ def main() -> None:
 def markdown(r: dict) -> str:
     runs, m = r["runs"], r["scaling_model"]
     lines = [f"# Ray bench: the same search locally and on a 2-node local cluster ({r['evaluations']} evaluations, "
-             f"default model, {r['tasks']} x {r['limit_items_per_task']} items, target {r['target']})", "",
+             f"{r['model']} model, {Path(r['tasks']).stem if '/' in r['tasks'] else r['tasks']} x {r['limit_items_per_task']} items, target {r['target']})", "",
              f"Command: `{r['command']}`. Host: {r['host']['cpus']} cores, shared ({r['host']['shared']}); load "
              f"average {r['host']['loadavg_1min_before_and_after_each_run']}. Same subnets in every run: "
-             f"{r['same_subnets_in_every_run']}.", "",
+             f"{r['same_subnets_in_every_run']}. One run each, after a discarded warm-up run (caches of the model, "
+             "channel order and the full model's item scores filled); every run starts with an empty IR cache. "
+             "Wall includes the re-measurement of the front.", "",
              "| run | wall s (CLI) | setup s (load, connect, actors) | search makespan s |", "|---|---|---|---|"]
     for k, v in runs.items():
         lines.append(f"| {k} | {v['wall_s']} | {v['setup_s']} | {v['makespan_s']} |")
@@ -208,7 +242,8 @@ def markdown(r: dict) -> str:
               f"{c['export_s']} s), latency task {c['s2_latency_task_s']} s (timing {c['measure_s']} s); local: "
               f"{r['local_seconds_per_evaluation']} s per evaluation.",
               f"Ray's overhead per evaluation (N=1 makespan minus the flow-shop time of its measured tasks, per "
-              f"evaluation): {r['ray_overhead_per_evaluation_s']} s. Directly: empty actor call "
+              f"evaluation, floored at 0): {r['ray_overhead_per_evaluation_s']} s (raw "
+              f"{r['ray_overhead_per_evaluation_raw_s']} s). Directly: empty actor call "
               f"{r['micro']['actor_call_roundtrip_ms']} ms, empty task on the target resource "
               f"{r['micro']['target_task_roundtrip_ms']} ms, one {r['micro']['ir_bytes'] / MB:.0f} MB IR through the "
               f"object store {r['micro']['ir_through_object_store_s']} s.", "",
