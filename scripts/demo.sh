@@ -32,7 +32,13 @@ fi
 step "search"
 resume=()
 [ -f "$OUT/search/config.json" ] && resume=(--resume)
-hwnas search --model "$MODEL" --target "$TARGET" --quant "$QUANT" --evaluations "$EVALS" --out "$OUT/search" "${resume[@]}"
+# --quant auto: candidates' latency is predicted by the profile's gene-aware model (fit on this host), and only
+# the Pareto front is exported and timed for real, interleaved, at the end: the time the new genes cost per
+# candidate (integer IR build + measurement) is saved on every candidate that does not reach the front.
+profile=()
+[ "$QUANT" = auto ] && profile=(--profile "$OUT/profile")
+hwnas search --model "$MODEL" --target "$TARGET" --quant "$QUANT" --evaluations "$EVALS" --out "$OUT/search" \
+  "${profile[@]}" "${resume[@]}"
 
 step "export"
 hwnas export --model "$MODEL" --from "$OUT/search" --pick "fastest-within 1.0" --quant int8 \

@@ -206,6 +206,8 @@ def write_stage_seconds(out: str, validator: Any, run_info: dict[str, Any], setu
     sens = run_info.get("sensitivity") or {}
     doc = {"total_s": round(total_s, 1), "setup_s": round(setup_s, 1), "stages_s": stages,
            "sensitivity_table_s": sens.get("seconds"), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+           # the choice-KL effect of each numeric runtime value (measured through the IR, cached per model)
+           "runtime_effects": getattr(validator, "_runtime_effects", None),
            "note": "wall seconds on this host; cached steps (sensitivity, runtime effects, IRs) cost ~0 on a rerun"}
     write_json_atomic(Path(out) / "stage_seconds.json", doc)
 

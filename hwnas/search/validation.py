@@ -276,8 +276,13 @@ class SubnetValidator:
 
     def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
         """Time `cfgs` again in one session with interleaved repeats (a fair comparison on a busy
-        machine). Empty when latency comes from a profile's model (nothing is measured here)."""
-        if self.latency_model is not None or not cfgs:
+        machine). When latency came from a profile's model, the front is measured here only if the
+        profile was made on this host (the search then measures just its front, once); a profile from
+        another machine predicts for that machine, and nothing is measured (empty)."""
+        if not cfgs or self.target is None:
+            return {}
+        if self.latency_model is not None and (self.host is None or getattr(self.latency_model, "host_fingerprint", None)
+                                               != getattr(self.host, "fingerprint", "")):
             return {}
         irs = []
         for cfg in cfgs:
