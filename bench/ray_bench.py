@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/hwnas-ray-bench")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tiny", action="store_true", help="a tiny random LLaMA instead of the default model")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the discarded warm-up run (the default model's caches are already warm)")
     a = ap.parse_args()
     a.out = a.out or str(ROOT / "bench" / "results" / ("ray_bench_tiny" if a.tiny else "ray_bench"))
     from ray.cluster_utils import Cluster
@@ -166,9 +168,11 @@ def main() -> None:
     runs = {}
     # warm-up (discarded): the converted model, channel order and the full model's per-item scores are cached
     # after it, so no measured run pays them and the first run measured has no advantage or handicap
-    print("warm-up ...", flush=True)
-    warm = [x if x != str(p) else "2" for x in base]
-    warmup = run_cli(warm + ["--out", str(work / "runs" / "warmup")], env, cache)
+    warmup = {"wall_s": None}
+    if not a.no_warmup:
+        print("warm-up ...", flush=True)
+        warm = [x if x != str(p) else "2" for x in base]
+        warmup = run_cli(warm + ["--out", str(work / "runs" / "warmup")], env, cache)
     print("local run ...", flush=True)
     runs["local"] = run_cli(base + ["--out", str(work / "runs" / "local")], env, cache)
     load.append(os.getloadavg()[0])
@@ -231,8 +235,10 @@ def markdown(r: dict) -> str:
              f"{r['model']} model, {Path(r['tasks']).stem if '/' in r['tasks'] else r['tasks']} x {r['limit_items_per_task']} items, target {r['target']})", "",
              f"Command: `{r['command']}`. Host: {r['host']['cpus']} cores, shared ({r['host']['shared']}); load "
              f"average {r['host']['loadavg_1min_before_and_after_each_run']}. Same subnets in every run: "
-             f"{r['same_subnets_in_every_run']}. One run each, after a discarded warm-up run (caches of the model, "
-             "channel order and the full model's item scores filled); every run starts with an empty IR cache. "
+             f"{r['same_subnets_in_every_run']}. One run each"
+             + (", after a discarded warm-up run (caches of the model, channel order and the full model's item scores "
+                "filled)" if r.get("warmup_wall_s") else " (the model's caches were warm)")
+             + "; every run starts with an empty IR cache. "
              "Wall includes the re-measurement of the front.", "",
              "| run | wall s (CLI) | setup s (load, connect, actors) | search makespan s |", "|---|---|---|---|"]
     for k, v in runs.items():
