@@ -103,7 +103,10 @@ def connect(address: str, target_name: str | None, *, need_target: bool = True,
     forwarded to every worker through Ray's runtime_env.
     """
     check_address(address, timeout_s)
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--ray needs Ray, an optional extra: pip install 'hwnas[ray]' (ray==2.60.0)") from None
 
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
     if ray.is_initialized():

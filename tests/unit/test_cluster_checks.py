@@ -94,3 +94,13 @@ def test_live_display_shows_the_cluster():
     console = Console(width=200, record=True)
     console.print(d.render())
     assert "accuracy actors busy 1/2" in console.export_text()
+
+
+def test_without_ray_installed_the_error_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from hwnas.hardware.cluster import connect
+
+    monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` raises ImportError
+    with pytest.raises(ClusterError, match=r"pip install 'hwnas\[ray\]'"):
+        connect("auto", "xeon")
