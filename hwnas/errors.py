@@ -48,3 +48,7 @@ class BundleError(HwnasError):
 
 class OutputError(HwnasError):
     """An output path cannot be written."""
+
+
+class ClusterError(HwnasError):
+    """A Ray cluster cannot be reached or cannot run the job (no target node, mixed hosts)."""

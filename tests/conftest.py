@@ -232,7 +232,7 @@ STAGE_OF_MODULE = {
     "test_genquality_real": "accuracy",
     "test_targets": "hardware", "test_latency_model": "hardware", "test_irexport": "hardware",
     "test_measure": "hardware", "test_profile_cli": "hardware", "test_speedups": "hardware", "test_robust": "hardware",
-    "test_search": "search", "test_predictors": "search", "test_search_cli": "search", "test_draft_search": "search", "test_search_signal": "search",
+    "test_search": "search", "test_predictors": "search", "test_search_cli": "search", "test_search_ray_cli": "search", "test_search_batches": "search", "test_cluster_checks": "hardware", "test_draft_search": "search", "test_search_signal": "search",
     "test_draft_search_cli": "search",
     "test_train": "train", "test_traindata": "train", "test_train_cli": "train", "test_heal": "train",
     "test_heal_cli": "train",

@@ -36,9 +36,13 @@ def register(main: click.Group) -> None:
               help="auto: also measure a designed set of weight-format / runtime variants of the measured subnets "
                    "(integer IRs with their runtime settings) and fit a gene-aware latency model, which "
                    "`hwnas search --quant auto --profile` predicts with; its leave-one-out error is reported per gene.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Measure on a node of the Ray cluster at ADDRESS (HOST:PORT or 'auto') that advertises the "
+                   "resource hwnas-target-TARGET, in one task; profile.json lands here (docs/cluster.md).")
 @quiet_option
 def profile(target_spec: str, model: str, samples: int, out: str | None, seed: int, probe_layers: int,
-            latency_form: str, holdout: int, force: bool, quiet: bool, quant: str = "int8") -> None:
+            latency_form: str, holdout: int, force: bool, quiet: bool, quant: str = "int8",
+            ray_address: str | None = None) -> None:
     """Measure the full model and SAMPLES subnets on this CPU with OpenVINO under --target.
 
     Writes OUT/profile.json: the target, this host (CPU, ISA, fingerprint), every measurement
@@ -63,6 +67,10 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
     from hwnas.cli.common import check_resources
 
     check_resources("profile", model, samples=samples)
+    if ray_address is not None:   # the same profile, measured on a target node of a Ray cluster
+        _profile_on_cluster(ray_address, target, model, out, force=force, samples=samples, seed=seed,
+                            probe_layers=probe_layers, form=latency_form, holdout=holdout, quant=quant)
+        return
 
     from hwnas.hardware.host import detect_host
     from hwnas.hardware.profile import PROFILE_FILE, run_profile
@@ -88,6 +96,27 @@ def profile(target_spec: str, model: str, samples: int, out: str | None, seed: i
                    f"{err['n_variants']} variants; per gene: " + ", ".join(
                        f"{g} {e['tpot_ms_mape_pct']:.1f}%" for g, e in err["per_gene"].items()))
     click.echo(f"wrote {out}/{PROFILE_FILE}")
+
+
+def _profile_on_cluster(address: str, target, model: str, out: str, *, force: bool, **kwargs) -> None:
+    """Join the cluster (one-line errors before any model is loaded), profile on a target node, write --out."""
+    from hwnas.hardware.cluster import connect, shutdown
+    from hwnas.hardware.cluster_profile import profile_on_cluster
+    from hwnas.hardware.profile import PROFILE_FILE, load_profile
+    from hwnas.model.loading import resolve_model
+
+    src = resolve_model(model)   # a bad model spec fails here, before the cluster is used
+    spec = src.spec if src.kind == "default" else str(src.path.resolve())   # the same path on every node
+    cluster = connect(address, target.name)
+    try:
+        click.echo(f"Measuring on a node of {address} with {cluster.resource} "
+                   f"[host {cluster.fingerprint}]; the model loads there from {spec}")
+        res = profile_on_cluster(cluster, spec, target, out, force=force, **kwargs)
+    finally:
+        shutdown()
+    _print_report(load_profile(out))
+    click.echo(f"measured on node {res['ip']} (host {res['host']['fingerprint']}) in {res['seconds']:.0f} s; "
+               f"wrote {out}/{PROFILE_FILE}")
 
 
 def _print_report(prof) -> None:

@@ -97,6 +97,12 @@ def register(main: click.Group) -> None:
               help="--objective speculative: greedy tokens per prompt on which drafts are scored.")
 @click.option("--calibration", type=click.Path(), default=None,
               help="--objective speculative: calibration text for the prompts (default: calibration/).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on the Ray cluster at ADDRESS (HOST:PORT of the head, or 'auto' for the one on this machine): "
+                   "accuracy in actors that keep the model loaded, latency only on nodes started with the resource "
+                   "hwnas-target-TARGET (docs/cluster.md). Without it nothing changes and Ray is not imported.")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+              help="--ray: accuracy actors to start [default: one per node without the target resource].")
 @seed_option
 @data_dir_option
 @click.option("--quiet", "-q", "--no-progress", "no_progress", is_flag=True,
@@ -106,7 +112,8 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
            profile_path: str | None, space_file: str | None, out: str | None, resume: bool, seed: int,
            data_dir: str | None, no_progress: bool, recovery: bool = True, search_dir: str | None = None,
            drafts: tuple[str, ...] = (), max_draft_tokens: int = 8, prompts: int = 8, new_tokens: int = 64,
-           calibration: str | None = None, include_chance_tasks: bool = False, quant: str = "int8") -> None:
+           calibration: str | None = None, include_chance_tasks: bool = False, quant: str = "int8",
+           ray_address: str | None = None, ray_actors: int | None = None) -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -129,7 +136,12 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
         raise SearchError(f"{wrong[0]} does not apply to --objective {objective}; "
                           + ("it is an option of the accuracy-vs-speed search (--objective pareto)"
                              if objective == "speculative" else "it is an option of --objective speculative"))
+    if ray_actors is not None and ray_address is None:
+        raise SearchError("--ray-actors applies with --ray ADDRESS only")
     if objective == "speculative":
+        if ray_address is not None:
+            raise SearchError("--ray runs the accuracy-vs-speed search (--objective pareto); --objective speculative "
+                              "runs on this machine only")
         run_speculative(target_spec=target_spec, model=model, profile_path=profile_path, search_dir=search_dir,
                         drafts=drafts, max_draft_tokens=max_draft_tokens, prompts=prompts, new_tokens=new_tokens,
                         calibration=calibration, out=out, resume=resume, seed=seed, recovery=recovery, quiet=no_progress)
@@ -162,6 +174,13 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
     SearchStore.prepare(out, identity, resume)  # errors here leave --out untouched
     if resume and not (Path(out) / "config.json").is_file():
         raise SearchError(f"--resume: {out} holds no search to continue (no config.json); drop --resume to start a new one")
+
+    if ray_address is not None:   # the same search on a Ray cluster (hwnas.search.cluster)
+        from hwnas.cli.ray_search import run_search_on_cluster
+
+        run_search_on_cluster(ray_address, ray_actors, setup, config, identity, out, resume, space_file, report_limit,
+                              seed, recovery, quant, no_progress)
+        return
 
     # ---------------------------------------------------------------- expensive part
     from hwnas.search.loop import run_search
@@ -408,6 +427,7 @@ class LiveDisplay:
         self.new_done = 0
         self.t_search: float | None = None
         self.live = None
+        self.cluster: Any = None   # --ray: () -> one line on nodes, busy actors, queued tasks
 
     def __enter__(self) -> "LiveDisplay":
         if self.enabled:
@@ -458,7 +478,7 @@ class LiveDisplay:
         elapsed = _hms(time.monotonic() - self.t0)
         if s is None:
             head = Text(f"search ({self.config.strategy})  {self.activity}  elapsed {elapsed}")
-            return head
+            return head if self.cluster is None else Group(head, Text(self.cluster(), style="cyan"))
         hv = f"{s.hypervolume:.4f}" if s.hypervolume is not None else "-"
         head = Text.from_markup(
             f"[bold]search ({self.config.strategy})[/]  iteration {s.iteration}  validated {s.validated}/{s.budget}  "
@@ -471,7 +491,8 @@ class LiveDisplay:
         table.add_column("subnet")
         for r in sorted(s.front, key=lambda r: r.get(x, 0))[:12]:
             table.add_row(f"{r.get(x, 0):.4g}", f"{100 * r.get('accuracy', 0):.1f}", f"{r['key']} ({r['description']})")
-        return Group(head, Text(self.activity, style="dim"), table)
+        extra = [Text(self.cluster(), style="cyan")] if self.cluster is not None else []
+        return Group(head, *extra, Text(self.activity, style="dim"), table)
 
 
 def _hms(sec: float) -> str:

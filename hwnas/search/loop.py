@@ -163,6 +163,11 @@ class _Loop:
         self.iteration = 0
         self.new_total = 0
         self.budget = config.evaluations
+        # a validator with `submit(cfgs)` (a Ray cluster, hwnas.search.cluster) validates an iteration's new
+        # subnets at once; records are appended as they arrive, numbered by proposal order (see _submit_ahead)
+        self.ahead: dict[str, tuple[Proposal, int]] = {}
+        self.arrived: dict[str, tuple[dict[str, Any], float]] = {}
+        self.batch: Any = None
 
     def state(self, phase: str, last: dict[str, Any] | None) -> SearchState:
         """A snapshot for live displays: front and hypervolume of what has been reached so far."""
@@ -194,6 +199,8 @@ class _Loop:
             self.on_update(self.state("propose", None))
         proposals = self.strategy.ask(n, list(self.seen.values()), self.iteration)
         t_propose = time.monotonic() - t0
+        if self.snap is None and hasattr(self.validate, "submit"):
+            self._submit_ahead(proposals)
         batch: list[dict[str, Any]] = []
         added, budget_hit, t_validate = 0, False, 0.0
         for p in proposals:
@@ -242,16 +249,65 @@ class _Loop:
             return None, 0.0
         return self._validate_new(p)
 
+    def _submit_ahead(self, proposals: Sequence[Proposal]) -> None:
+        """Hand every subnet this iteration will validate to `validate.submit` at once (the same walk as
+        `iterate` / `_record_for`, so the same subnets, numbered by their place in the proposal order)."""
+        seen, n_seen, n_known = set(self.seen), len(self.seen), len(self.known)
+        plan: list[tuple[Proposal, int]] = []
+        for p in proposals:
+            key = p.cfg.key
+            if key in seen:
+                continue
+            if n_seen >= self.budget:
+                break
+            if key not in self.known:
+                if n_known >= self.budget:
+                    break
+                plan.append((p, n_seen))
+                n_known += 1
+            seen.add(key)
+            n_seen += 1
+        self.ahead = {p.cfg.key: (p, i) for p, i in plan}
+        self.arrived = {}
+        self.batch = self.validate.submit([p.cfg for p, _ in plan]) if plan else None  # type: ignore[attr-defined]
+
+    def _collect(self, key: str) -> tuple[dict[str, Any], float]:
+        """Wait for `key`'s record, appending every record that arrives meanwhile (in arrival order)."""
+        while key not in self.arrived:
+            i, measured, dt = self.batch.next_done()
+            p, index = self.ahead[list(self.ahead)[i]]
+            _check_measured(measured, self.config.metrics, p.cfg)
+            rec = self._make_record(p, dict(measured), dt, index)
+            if self.store is not None:
+                self.store.append_record(rec)
+            self.arrived[p.cfg.key] = (rec, dt)
+        return self.arrived.pop(key)
+
     def _validate_new(self, p: Proposal) -> tuple[dict[str, Any], float]:
         """Measure one subnet for real and append its record to candidates.jsonl at once (resumable)."""
         key = p.cfg.key
+        if key in self.ahead:
+            rec, dt = self._collect(key)
+            self.known[key] = rec
+            self.new_total += 1
+            return rec, dt
         if self.progress:
             self.progress(len(self.seen), self.budget, f"iteration {self.iteration}: validating {p.cfg.describe()}")
         tv = time.monotonic()
         measured = dict(self.validate(p.cfg))
         _check_measured(measured, self.config.metrics, p.cfg)
         dt = time.monotonic() - tv
-        rec = {
+        rec = self._make_record(p, measured, dt, len(self.known))
+        if self.store is not None:
+            self.store.append_record(rec)
+        self.known[key] = rec
+        self.new_total += 1
+        return rec, dt
+
+    def _make_record(self, p: Proposal, measured: dict[str, Any], dt: float, index: int) -> dict[str, Any]:
+        """A validated subnet's record as candidates.jsonl holds it."""
+        key = p.cfg.key
+        return {
             "key": key,
             "subnet": p.cfg.to_dict(),
             "description": p.cfg.describe(),
@@ -262,14 +318,9 @@ class _Loop:
             "origin": p.origin,
             "iteration": self.iteration,
             "strategy": self.config.strategy,
-            "index": len(self.known),
+            "index": index,
             "validate_s": round(dt, 3),
         }
-        if self.store is not None:
-            self.store.append_record(rec)
-        self.known[key] = rec
-        self.new_total += 1
-        return rec, dt
 
     def _fix_hv_reference(self) -> None:
         """Fix the hypervolume reference once both extremes are validated, so every later value compares."""

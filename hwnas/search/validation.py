@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from hwnas.errors import SearchError
 from hwnas.model.space import SubnetConfig
@@ -241,36 +241,14 @@ class SubnetValidator:
                 "throughput_tok_s": round(float(p["throughput_tok_s"]), 4), "latency_source": "predicted",
                 "n_params": n_params, "weight_bytes": 4 * n_params,
             }
-        from hwnas.hardware.measure import measure_ir
-
         t0 = time.perf_counter()
         self.status(f"export {cfg.describe()}")
         ir, fresh = self._ir(cfg)
-        build, props, weight_bytes = None, None, None
-        if cfg.has_deploy_genes:
-            # timed as it ships: integer weights in its formats, its runtime settings over the target's
-            from hwnas.hardware.quant_ir import quantized_model, shipped_bytes
-
-            model, summary = quantized_model(ir, cfg)
-            build, props, weight_bytes = (lambda: model), dict(cfg.runtime), shipped_bytes(summary, ir)
         t1 = time.perf_counter()
         self.status(f"measure {cfg.describe()}")
-        m = measure_ir(ir, self.target, host=self.host, subnet_key=cfg.key, subnet=cfg.to_dict(),
-                       mlp_widths=cfg.mlp_widths, n_params=n_params, seed=self.seed, properties=props, build=build)
-        t2 = time.perf_counter()
-        lat = m.batch(m.latency_batch_size)
-        if weight_bytes is None:
-            weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
-        return {
-            "tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
-            "throughput_tok_s": round(m.throughput_tok_s, 4), "latency_source": "measured",
-            "latency_stable": m.stable, "tpot_cv": round(float(lat.tpot_cv), 4),
-            "host_fingerprint": m.host_fingerprint,
-            "n_params": n_params, "weight_bytes": int(weight_bytes),
-            "export_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3), "ir_cached": not fresh,
-            **({"timed_properties": {k: v for k, v in m.properties.items() if k in dict(cfg.runtime)}}
-               if cfg.runtime else {}),
-        }
+        out = time_ir(ir, cfg, self.target, host=self.host, seed=self.seed, n_params=n_params)
+        out.update({"export_s": round(t1 - t0 + out.pop("quantize_s"), 3), "ir_cached": not fresh})
+        return out
 
     def _ir(self, cfg: SubnetConfig) -> tuple[Path, bool]:
         """The float IR of the subnet's architecture from the cache (one per architecture, shared by its
@@ -291,47 +269,31 @@ class SubnetValidator:
         if self.latency_model is not None and (self.host is None or getattr(self.latency_model, "host_fingerprint", None)
                                                != getattr(self.host, "fingerprint", "")):
             return {}
-        from hwnas.hardware.measure import MeasureJob, measure_many
-
-        jobs = []
+        irs = []
         for cfg in cfgs:
             self.status(f"export {cfg.describe()}")
-            ir, _ = self._ir(cfg)
-            build = None
-            if cfg.has_deploy_genes:
-                from hwnas.hardware.quant_ir import quantized_model
-
-                build = (lambda ir=ir, cfg=cfg: quantized_model(ir, cfg)[0])   # compressed when compiled
-            jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
-                                   cfg.n_params(self.supernet.config), properties=dict(cfg.runtime) or None,
-                                   build=build))
-        self.status(f"re-measuring {len(jobs)} subnets (interleaved)")
-        from hwnas.hardware.measure import speedup
-
+            irs.append((cfg, self._ir(cfg)[0]))
+        self.status(f"re-measuring {len(irs)} subnets (interleaved)")
         t_re = time.perf_counter()
-        ms = measure_many(jobs, self.target, host=self.host, seed=self.seed)
+        out = remeasure_irs(irs, self.target, host=self.host, seed=self.seed, model_config=self.supernet.config,
+                            full_key=self.supernet.space.largest().key)
         self._tally("remeasure_front", t_re)
-        full_key = self.supernet.space.largest().key
-        full = next((m for m in ms if m.subnet_key == full_key), None)
-        out = {}
-        for m in ms:
-            lat = m.batch(m.latency_batch_size)
-            rec = {"tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
-                   "throughput_tok_s": round(m.throughput_tok_s, 4), "stable": m.stable, "session": "interleaved",
-                   "session_id": m.session.get("id"), "estimator": lat.estimator,
-                   "tpot_ci95_ms": list(lat.tpot_ci_ms or []), "ttft_ci95_ms": list(lat.ttft_ci_ms or [])}
-            if m.note:
-                rec["note"] = m.note
-            if full is not None and m is not full:
-                # speed-ups as paired ratios over the rounds both kept, with a bootstrap interval
-                rec["vs_full"] = {k: speedup(m, full, metric, seed=self.seed)
-                                  for k, metric in (("tpot_speedup", "tpot_ms"), ("ttft_speedup", "ttft_ms"),
-                                                    ("throughput_ratio", "throughput_tok_s"))}
-            out[m.subnet_key] = rec
         return out
 
     # ------------------------------------------------------------------ the protocol
     def __call__(self, cfg: SubnetConfig) -> dict[str, Any]:
+        out = self.score(cfg)
+        t1 = time.perf_counter()
+        out.update(self.latency(cfg))
+        self._tally("search_latency", t1)
+        for k in ("export_s", "measure_s"):
+            if k in out:
+                self.seconds[f"search_latency_{k[:-2]}"] = round(self.seconds.get(f"search_latency_{k[:-2]}", 0) + out[k], 3)
+        return out
+
+    def score(self, cfg: SubnetConfig) -> dict[str, Any]:
+        """Everything but latency: accuracy (with runtime genes' effect) and the search signal. A cluster
+        run calls this in accuracy actors and times the IR on target nodes (`hwnas.search.cluster`)."""
         self.status(f"accuracy {cfg.describe()}")
         t0 = time.perf_counter()
         out = self.accuracy(cfg)
@@ -342,12 +304,6 @@ class SubnetValidator:
             out["runtime_kl"] = round(extra, 6)
             out["choice_kl"] = round(max(0.0, out["choice_kl"] + extra), 6)
         out.update(self.signal(cfg, out))
-        t1 = time.perf_counter()
-        out.update(self.latency(cfg))
-        self._tally("search_latency", t1)
-        for k in ("export_s", "measure_s"):
-            if k in out:
-                self.seconds[f"search_latency_{k[:-2]}"] = round(self.seconds.get(f"search_latency_{k[:-2]}", 0) + out[k], 3)
         return out
 
     def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
@@ -366,3 +322,74 @@ class SubnetValidator:
                 self._tally("report_split", t0)
 
         return report
+
+
+
+# ---------------------------------------------------------------------------- timing an IR (any node)
+def time_ir(ir: Path, cfg: SubnetConfig, target: Any, *, host: Any = None, seed: int = 0,
+            n_params: int = 0) -> dict[str, Any]:
+    """The latency fields of a search record: `cfg`'s float IR timed on this host as it ships (with
+    deployment genes: integer weights in its formats, its runtime settings over the target's)."""
+    from hwnas.hardware.measure import measure_ir
+
+    build, props, weight_bytes = None, None, None
+    t0 = time.perf_counter()
+    if cfg.has_deploy_genes:
+        from hwnas.hardware.quant_ir import quantized_model, shipped_bytes
+
+        model, summary = quantized_model(ir, cfg)
+        build, props, weight_bytes = (lambda: model), dict(cfg.runtime), shipped_bytes(summary, ir)
+    t1 = time.perf_counter()
+    m = measure_ir(ir, target, host=host, subnet_key=cfg.key, subnet=cfg.to_dict(),
+                   mlp_widths=cfg.mlp_widths, n_params=n_params, seed=seed, properties=props, build=build)
+    t2 = time.perf_counter()
+    lat = m.batch(m.latency_batch_size)
+    if weight_bytes is None:
+        weight_bytes = sum(f.stat().st_size for f in Path(ir).glob("*.bin"))
+    return {
+        "tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
+        "throughput_tok_s": round(m.throughput_tok_s, 4), "latency_source": "measured",
+        "latency_stable": m.stable, "tpot_cv": round(float(lat.tpot_cv), 4),
+        "host_fingerprint": m.host_fingerprint,
+        "n_params": n_params, "weight_bytes": int(weight_bytes),
+        "measure_s": round(t2 - t1, 3), "quantize_s": round(t1 - t0, 3),   # integer IR built in memory (genes)
+        **({"timed_properties": {k: v for k, v in m.properties.items() if k in dict(cfg.runtime)}}
+           if cfg.runtime else {}),
+    }
+
+
+def remeasure_irs(irs: list[tuple[SubnetConfig, Path]], target: Any, *, host: Any = None, seed: int = 0,
+                  model_config: Any = None, full_key: str = "",
+                  n_params: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Time the IRs again in one session with interleaved repeats; per subnet key, the re-measured
+    figures and paired speed-ups against `full_key`'s. Parameter counts from `model_config`, or given."""
+    from hwnas.hardware.measure import MeasureJob, measure_many, speedup
+
+    jobs = []
+    for j, (cfg, ir) in enumerate(irs):
+        build = None
+        if cfg.has_deploy_genes:
+            from hwnas.hardware.quant_ir import quantized_model
+
+            build = (lambda ir=ir, cfg=cfg: quantized_model(ir, cfg)[0])   # compressed when compiled
+        jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), tuple(cfg.mlp_widths),
+                               n_params[j] if n_params is not None else cfg.n_params(model_config),
+                               properties=dict(cfg.runtime) or None, build=build))
+    ms = measure_many(jobs, target, host=host, seed=seed)
+    full = next((m for m in ms if m.subnet_key == full_key), None)
+    out = {}
+    for m in ms:
+        lat = m.batch(m.latency_batch_size)
+        rec = {"tpot_ms": round(m.tpot_ms, 4), "ttft_ms": round(m.ttft_ms, 4),
+               "throughput_tok_s": round(m.throughput_tok_s, 4), "stable": m.stable, "session": "interleaved",
+               "session_id": m.session.get("id"), "estimator": lat.estimator,
+               "tpot_ci95_ms": list(lat.tpot_ci_ms or []), "ttft_ci95_ms": list(lat.ttft_ci_ms or [])}
+        if m.note:
+            rec["note"] = m.note
+        if full is not None and m is not full:
+            # speed-ups as paired ratios over the rounds both kept, with a bootstrap interval
+            rec["vs_full"] = {k: speedup(m, full, metric, seed=seed)
+                              for k, metric in (("tpot_speedup", "tpot_ms"), ("ttft_speedup", "ttft_ms"),
+                                                ("throughput_ratio", "throughput_tok_s"))}
+        out[m.subnet_key] = rec
+    return out
