@@ -308,7 +308,7 @@ def _quiet_inc():
         inc_log.setLevel(before)
 
 
-def _inc_config(recipe: QuantRecipe, tmp: str, model: Any):
+def _inc_config(recipe: QuantRecipe, tmp: str, model: Any = None):
     from neural_compressor.torch.quantization import AWQConfig, GPTQConfig, RTNConfig
 
     common = dict(bits=recipe.bits, use_sym=recipe.sym, group_size=recipe.group_size)

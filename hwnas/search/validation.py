@@ -108,9 +108,10 @@ class SubnetValidator:
         else:
             ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
             full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
-        return self._record(ev, full_items, suite, t0)
+        return self._record(ev, full_items, suite, t0, is_full=is_full)
 
-    def _record(self, ev: dict[str, Any], full_items: Any, suite: Any, t0: float) -> dict[str, Any]:
+    def _record(self, ev: dict[str, Any], full_items: Any, suite: Any, t0: float, *,
+                is_full: bool = False) -> dict[str, Any]:
         """The accuracy record of one scoring `ev`, paired with the full model's items on the same suite."""
         from hwnas.accuracy.paired import compare_items
 
