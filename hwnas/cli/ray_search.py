@@ -28,7 +28,7 @@ def actor_validation(setup: dict[str, Any], space_file: str | None, report_limit
     build exactly what the local search builds (`build_validation`)."""
     import socket
 
-    from hwnas.cli.search_cmd import build_validation
+    from hwnas.cli.search_parts import build_validation
     from hwnas.errors import ClusterError
     from hwnas.model.loading import resolve_model
 
@@ -56,7 +56,7 @@ def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any
                           identity: dict[str, Any], out: str, resume: bool, space_file: str | None, report_limit: int,
                           seed: int, recovery: bool, quant: str, quiet: bool) -> None:
     """Connect, check, start the actors, search, and say in summary.md where each figure was measured."""
-    from hwnas.cli.search_cmd import LiveDisplay, print_result
+    from hwnas.cli.search_parts import LiveDisplay, print_result
     from hwnas.hardware.cluster import check_fingerprints, connect, shutdown
     from hwnas.io import read_jsonl
     from hwnas.model.space import SearchSpace, SubnetConfig

@@ -58,6 +58,7 @@ def synthetic(monkeypatch):
 
     monkeypatch.setattr(sc, "prepare_search", fake_prepare)
     monkeypatch.setattr(sc, "build_validation", fake_build)
+    monkeypatch.setattr(sc, "check_resources", lambda *a, **k: None)  # no model file behind the synthetic specs
     return calls
 
 

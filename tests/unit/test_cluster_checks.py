@@ -77,7 +77,7 @@ def test_live_display_shows_the_cluster():
     """The status line (nodes, busy actors, queued calls, latency tasks) and its place in the live display."""
     from rich.console import Console
 
-    from hwnas.cli.search_cmd import LiveDisplay
+    from hwnas.cli.search_parts import LiveDisplay
     from hwnas.hardware.targets import load_target
     from hwnas.search.cluster import RayValidator
     from hwnas.search.config import SearchConfig
