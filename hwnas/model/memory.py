@@ -32,8 +32,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # Resident memory of a stage's process before it loads a model (Python, torch, transformers, and
 # for the OpenVINO stages openvino + optimum-intel + Neural Compressor), measured on this stack.
-BASE_TORCH = 0.6 * GB
-BASE_OV = 0.9 * GB
+BASE_TORCH = int(0.6 * GB)
+BASE_OV = int(0.9 * GB)
 
 
 class ResourceError(HwnasError):
