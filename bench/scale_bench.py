@@ -226,7 +226,7 @@ def estimate_for(stage: str, folder: Path, work: Path, opts: dict, cache: Path) 
 
 
 def load_results() -> dict:
-    f = RESULTS.with_suffix(".json")
+    f = RESULTS.with_suffix(".json")  # noqa: F821 - RESULTS may be re-pointed by --results
     return json.loads(f.read_text()) if f.is_file() else {"rows": []}
 
 
@@ -237,7 +237,7 @@ def save_results(res: dict) -> None:
 
 
 def render(res: dict) -> str:
-    lines = ["# Scale bench: peak RSS and wall time per stage (random-weight bf16 folders)", "",
+    lines = [f"# Scale bench ({RESULTS.name}): peak RSS and wall time per stage (random-weight bf16 folders)", "",
              "Command: `flock /tmp/hwnas-heavy.lock .venv/bin/python bench/scale_bench.py`; host shared with other "
              f"jobs (load average at the end {res.get('load_avg')}). Estimate: `hwnas.model.memory`.", "",
              "| shape | params | stage | rc | peak RSS GB | estimate GB | est/measured | wall s | note |",
@@ -249,7 +249,7 @@ def render(res: dict) -> str:
         note = r.get("refusal") or ("" if r["rc"] == 0 else (r["tail"][-1][:100] if r["tail"] else ""))
         if r.get("served"):
             note = f"one request in {r['served']['request_s']} s"
-        lines.append(f"| {r['shape']} | {r['params_b']:.2f}B | {r['stage']} | {r['rc']} | {r['peak_rss_gb']:.2f} | "
+        lines.append(f"| {r['shape']} | {r['params_b']:.2f}B | {r['stage']}{' #' + str(r['round'] + 1) if r.get('round') else ''} | {r['rc']} | {r['peak_rss_gb']:.2f} | "
                      f"{'' if e is None else f'{e:.2f}'} | {ratio} | {r['wall_s']} | {note} |")
     return "\n".join(lines) + "\n"
 
@@ -262,7 +262,11 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per stage")
     ap.add_argument("--redo", action="store_true", help="re-run stages that already have a row")
     ap.add_argument("--clean", action="store_true", help="delete --work at the end")
+    ap.add_argument("--results", default="scale_bench", help="results file name under bench/results/")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the stages, interleaved (rows get a round number)")
     args = ap.parse_args()
+    global RESULTS
+    RESULTS = REPO / "bench" / "results" / args.results
     work_root = Path(args.work)
     res = load_results()
     for shape in args.shapes.split(","):
@@ -276,19 +280,22 @@ def main() -> None:
         from hwnas.model.memory import ModelShape
 
         params = ModelShape.from_config(cfg).params()
-        for stage in sorted(args.stages.split(","), key=STAGES.index):
-            done = [r for r in res["rows"] if r["shape"] == shape and r["stage"] == stage]
+        plan = [(rnd, st) for rnd in range(args.rounds) for st in sorted(args.stages.split(","), key=STAGES.index)]
+        for rnd, stage in plan:
+            done = [r for r in res["rows"] if r["shape"] == shape and r["stage"] == stage and r.get("round", 0) == rnd]
             if done and not args.redo:
                 continue
             cmd, opts = stage_command(stage, folder, work, cfg)
             est = estimate_for(stage, folder, work, opts, cache)
             print(f"[{time.strftime('%H:%M:%S')}] {shape} {stage}: estimate {est and est['memory_gb']} GB", flush=True)
             row = run_measured(cmd, env, args.timeout, serve_port=18731 if stage == "serve" else None)
-            row.update(shape=shape, shape_name=SHAPES[shape]["name"], params_b=params / 1e9, stage=stage, estimate=est)
+            row.update(shape=shape, shape_name=SHAPES[shape]["name"], params_b=params / 1e9, stage=stage, estimate=est,
+                       round=rnd)
             if row["rc"] == 2 and row["tail"] and row["tail"][-1].startswith("Error:"):
                 row["refusal"] = row["tail"][-1]
             print(f"    rc {row['rc']} peak {row['peak_rss_gb']} GB wall {row['wall_s']} s  {row['tail'][-1:] }", flush=True)
-            res["rows"] = [r for r in res["rows"] if not (r["shape"] == shape and r["stage"] == stage)] + [row]
+            res["rows"] = [r for r in res["rows"]
+                           if not (r["shape"] == shape and r["stage"] == stage and r.get("round", 0) == rnd)] + [row]
             save_results(res)
     if args.clean:
         shutil.rmtree(work_root, ignore_errors=True)
