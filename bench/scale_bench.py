@@ -225,6 +225,24 @@ def estimate_for(stage: str, folder: Path, work: Path, opts: dict, cache: Path) 
     return estimate(stage, cfg, dtype=dtype, model=source.name, subnet_fraction=frac, ordered_cached=ordered, **opts).to_dict()
 
 
+def estimate_offline(stage: str, shape: str, opts: dict, at_run: dict | None) -> dict | None:
+    """The current formula's estimate for a row, from the shape alone (the folders may be gone)."""
+    from hwnas.model.memory import estimate
+
+    if stage == "optimum" or at_run is None:
+        return None
+    cfg = {k: v for k, v in SHAPES[shape].items() if k != "name"}
+    cfg.update(model_type="llama", vocab_size=49152, tie_word_embeddings=False)
+    opts = dict(opts)
+    layers = opts.pop("subnet_layers", None)
+    frac = 1.0 if layers is None else layers / cfg["num_hidden_layers"]
+    if stage == "serve":
+        opts["ir_bytes"] = at_run["terms"].get("compiled_ir", 0) / 1.2
+    return estimate(stage, cfg, dtype=at_run["dtype"], model=at_run["model"], subnet_fraction=frac,
+                    ordered_cached=at_run["disk_bytes"] < at_run["params"] * 2 * 0.5 if stage in ("heal", "search") else False,
+                    **opts).to_dict()
+
+
 def load_results() -> dict:
     f = RESULTS.with_suffix(".json")  # noqa: F821 - RESULTS may be re-pointed by --results
     return json.loads(f.read_text()) if f.is_file() else {"rows": []}
@@ -264,11 +282,21 @@ def main() -> None:
     ap.add_argument("--clean", action="store_true", help="delete --work at the end")
     ap.add_argument("--results", default="scale_bench", help="results file name under bench/results/")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the stages, interleaved (rows get a round number)")
+    ap.add_argument("--reestimate", action="store_true",
+                    help="only recompute every row's estimate with the current hwnas.model.memory (measurements kept)")
     args = ap.parse_args()
     global RESULTS
     RESULTS = REPO / "bench" / "results" / args.results
     work_root = Path(args.work)
     res = load_results()
+    if args.reestimate:
+        for r in res["rows"]:
+            work = work_root / r["shape"]
+            cmd, opts = stage_command(r["stage"], work / f"random-{r['shape']}", work, SHAPES[r["shape"]])
+            r.setdefault("estimate_at_run", r.get("estimate"))
+            r["estimate"] = estimate_offline(r["stage"], r["shape"], opts, r.get("estimate_at_run"))
+        save_results(res)
+        return
     for shape in args.shapes.split(","):
         work = work_root / shape
         work.mkdir(parents=True, exist_ok=True)
