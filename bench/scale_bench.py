@@ -239,7 +239,7 @@ def estimate_offline(stage: str, shape: str, opts: dict, at_run: dict | None) ->
     if stage == "serve":
         opts["ir_bytes"] = at_run["terms"].get("compiled_ir", 0) / 1.2
     return estimate(stage, cfg, dtype=at_run["dtype"], model=at_run["model"], subnet_fraction=frac,
-                    ordered_cached=at_run["disk_bytes"] < at_run["params"] * 2 * 0.5 if stage in ("heal", "search") else False,
+                    ordered_cached=stage in ("heal", "search"),  # extract ran first and cached the ordered supernet
                     **opts).to_dict()
 
 
