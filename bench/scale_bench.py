@@ -243,6 +243,40 @@ def estimate_offline(stage: str, shape: str, opts: dict, at_run: dict | None) ->
                     **opts).to_dict()
 
 
+def estimate_table() -> None:
+    """bench/results/scale_estimates.{json,md}: every stage's estimate for each shape (vocab 32,000 as
+    the real models), per billion parameters, and whether it fits 24 / 32 / 64 GB machines (available
+    memory taken as the total minus 2 GB for the OS and other processes)."""
+    from hwnas.model.memory import GB, ModelShape, estimate
+
+    stage_opts = {"eval": {}, "extract": {"subnet_fraction": 0.875}, "export": {}, "export int4": {"quant_bits": 4},
+                  "profile": {"samples": 12}, "search": {"samples": 24, "subnet_fraction": 0.8},
+                  "heal": {"subnet_fraction": 0.875, "batch_tokens": 1024}, "serve": {}, "train": {"batch_tokens": 1024}}
+    rows = []
+    for shape, spec in SHAPES.items():
+        cfg = {k: v for k, v in spec.items() if k != "name"}
+        cfg.update(model_type="llama", vocab_size=32000, tie_word_embeddings=False)
+        p = ModelShape.from_config(cfg).params()
+        for name, opts in stage_opts.items():
+            e = estimate(name.split()[0], cfg, dtype="bfloat16", model=spec["name"], **opts)
+            rows.append({"shape": shape, "params_b": round(p / 1e9, 2), "stage": name, "options": opts,
+                         "memory_gb": round(e.memory_gb, 1), "disk_gb": round(e.disk_gb, 1),
+                         "memory_gb_per_b": round(e.memory_gb / (p / 1e9), 2),
+                         "fits": {f"{m}GB": e.memory_bytes <= (m - 2) * GB for m in (24, 32, 64)}, "terms": e.terms})
+    out = REPO / "bench" / "results" / "scale_estimates"
+    write_json_atomic(out.with_suffix(".json"), {"rows": rows, "command": "python bench/scale_bench.py --estimates"})
+    lines = ["# Stage estimates by shape (hwnas.model.memory, bf16 weights, vocab 32,000)", "",
+             "Command: `.venv/bin/python bench/scale_bench.py --estimates`. Fits: estimate <= machine memory - 2 GB.", "",
+             "| shape | params | stage | memory GB | GB per B params | disk GB | 24 GB | 32 GB | 64 GB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r["fits"]
+        lines.append(f"| {r['shape']} | {r['params_b']}B | {r['stage']} | {r['memory_gb']} | {r['memory_gb_per_b']} | "
+                     f"{r['disk_gb']} | {'yes' if f['24GB'] else 'no'} | {'yes' if f['32GB'] else 'no'} | "
+                     f"{'yes' if f['64GB'] else 'no'} |")
+    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
 def load_results() -> dict:
     f = RESULTS.with_suffix(".json")  # noqa: F821 - RESULTS may be re-pointed by --results
     return json.loads(f.read_text()) if f.is_file() else {"rows": []}
@@ -284,7 +318,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat the stages, interleaved (rows get a round number)")
     ap.add_argument("--reestimate", action="store_true",
                     help="only recompute every row's estimate with the current hwnas.model.memory (measurements kept)")
+    ap.add_argument("--estimates", action="store_true", help="only write bench/results/scale_estimates.{json,md}")
     args = ap.parse_args()
+    if args.estimates:
+        estimate_table()
+        return
     global RESULTS
     RESULTS = REPO / "bench" / "results" / args.results
     work_root = Path(args.work)
