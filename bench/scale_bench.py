@@ -225,8 +225,60 @@ def estimate_for(stage: str, folder: Path, work: Path, opts: dict, cache: Path) 
     return estimate(stage, cfg, dtype=dtype, model=source.name, subnet_fraction=frac, ordered_cached=ordered, **opts).to_dict()
 
 
+def estimate_offline(stage: str, shape: str, opts: dict, at_run: dict | None) -> dict | None:
+    """The current formula's estimate for a row, from the shape alone (the folders may be gone)."""
+    from hwnas.model.memory import estimate
+
+    if stage == "optimum" or at_run is None:
+        return None
+    cfg = {k: v for k, v in SHAPES[shape].items() if k != "name"}
+    cfg.update(model_type="llama", vocab_size=49152, tie_word_embeddings=False)
+    opts = dict(opts)
+    layers = opts.pop("subnet_layers", None)
+    frac = 1.0 if layers is None else layers / cfg["num_hidden_layers"]
+    if stage == "serve":
+        opts["ir_bytes"] = at_run["terms"].get("compiled_ir", 0) / 1.2
+    return estimate(stage, cfg, dtype=at_run["dtype"], model=at_run["model"], subnet_fraction=frac,
+                    ordered_cached=stage in ("heal", "search"),  # extract ran first and cached the ordered supernet
+                    **opts).to_dict()
+
+
+def estimate_table() -> None:
+    """bench/results/scale_estimates.{json,md}: every stage's estimate for each shape (vocab 32,000 as
+    the real models), per billion parameters, and whether it fits 24 / 32 / 64 GB machines (available
+    memory taken as the total minus 2 GB for the OS and other processes)."""
+    from hwnas.model.memory import GB, ModelShape, estimate
+
+    stage_opts = {"eval": {}, "extract": {"subnet_fraction": 0.875}, "export": {}, "export int4": {"quant_bits": 4},
+                  "profile": {"samples": 12}, "search": {"samples": 24, "subnet_fraction": 0.8},
+                  "heal": {"subnet_fraction": 0.875, "batch_tokens": 1024}, "serve": {}, "train": {"batch_tokens": 1024}}
+    rows = []
+    for shape, spec in SHAPES.items():
+        cfg = {k: v for k, v in spec.items() if k != "name"}
+        cfg.update(model_type="llama", vocab_size=32000, tie_word_embeddings=False)
+        p = ModelShape.from_config(cfg).params()
+        for name, opts in stage_opts.items():
+            e = estimate(name.split()[0], cfg, dtype="bfloat16", model=spec["name"], **opts)
+            rows.append({"shape": shape, "params_b": round(p / 1e9, 2), "stage": name, "options": opts,
+                         "memory_gb": round(e.memory_gb, 1), "disk_gb": round(e.disk_gb, 1),
+                         "memory_gb_per_b": round(e.memory_gb / (p / 1e9), 2),
+                         "fits": {f"{m}GB": e.memory_bytes <= (m - 2) * GB for m in (24, 32, 64)}, "terms": e.terms})
+    out = REPO / "bench" / "results" / "scale_estimates"
+    write_json_atomic(out.with_suffix(".json"), {"rows": rows, "command": "python bench/scale_bench.py --estimates"})
+    lines = ["# Stage estimates by shape (hwnas.model.memory, bf16 weights, vocab 32,000)", "",
+             "Command: `.venv/bin/python bench/scale_bench.py --estimates`. Fits: estimate <= machine memory - 2 GB.", "",
+             "| shape | params | stage | memory GB | GB per B params | disk GB | 24 GB | 32 GB | 64 GB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r["fits"]
+        lines.append(f"| {r['shape']} | {r['params_b']}B | {r['stage']} | {r['memory_gb']} | {r['memory_gb_per_b']} | "
+                     f"{r['disk_gb']} | {'yes' if f['24GB'] else 'no'} | {'yes' if f['32GB'] else 'no'} | "
+                     f"{'yes' if f['64GB'] else 'no'} |")
+    write_text_atomic(out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
 def load_results() -> dict:
-    f = RESULTS.with_suffix(".json")
+    f = RESULTS.with_suffix(".json")  # noqa: F821 - RESULTS may be re-pointed by --results
     return json.loads(f.read_text()) if f.is_file() else {"rows": []}
 
 
@@ -237,7 +289,7 @@ def save_results(res: dict) -> None:
 
 
 def render(res: dict) -> str:
-    lines = ["# Scale bench: peak RSS and wall time per stage (random-weight bf16 folders)", "",
+    lines = [f"# Scale bench ({RESULTS.name}): peak RSS and wall time per stage (random-weight bf16 folders)", "",
              "Command: `flock /tmp/hwnas-heavy.lock .venv/bin/python bench/scale_bench.py`; host shared with other "
              f"jobs (load average at the end {res.get('load_avg')}). Estimate: `hwnas.model.memory`.", "",
              "| shape | params | stage | rc | peak RSS GB | estimate GB | est/measured | wall s | note |",
@@ -249,7 +301,7 @@ def render(res: dict) -> str:
         note = r.get("refusal") or ("" if r["rc"] == 0 else (r["tail"][-1][:100] if r["tail"] else ""))
         if r.get("served"):
             note = f"one request in {r['served']['request_s']} s"
-        lines.append(f"| {r['shape']} | {r['params_b']:.2f}B | {r['stage']} | {r['rc']} | {r['peak_rss_gb']:.2f} | "
+        lines.append(f"| {r['shape']} | {r['params_b']:.2f}B | {r['stage']}{' #' + str(r['round'] + 1) if r.get('round') else ''} | {r['rc']} | {r['peak_rss_gb']:.2f} | "
                      f"{'' if e is None else f'{e:.2f}'} | {ratio} | {r['wall_s']} | {note} |")
     return "\n".join(lines) + "\n"
 
@@ -262,9 +314,27 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per stage")
     ap.add_argument("--redo", action="store_true", help="re-run stages that already have a row")
     ap.add_argument("--clean", action="store_true", help="delete --work at the end")
+    ap.add_argument("--results", default="scale_bench", help="results file name under bench/results/")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the stages, interleaved (rows get a round number)")
+    ap.add_argument("--reestimate", action="store_true",
+                    help="only recompute every row's estimate with the current hwnas.model.memory (measurements kept)")
+    ap.add_argument("--estimates", action="store_true", help="only write bench/results/scale_estimates.{json,md}")
     args = ap.parse_args()
+    if args.estimates:
+        estimate_table()
+        return
+    global RESULTS
+    RESULTS = REPO / "bench" / "results" / args.results
     work_root = Path(args.work)
     res = load_results()
+    if args.reestimate:
+        for r in res["rows"]:
+            work = work_root / r["shape"]
+            cmd, opts = stage_command(r["stage"], work / f"random-{r['shape']}", work, SHAPES[r["shape"]])
+            r.setdefault("estimate_at_run", r.get("estimate"))
+            r["estimate"] = estimate_offline(r["stage"], r["shape"], opts, r.get("estimate_at_run"))
+        save_results(res)
+        return
     for shape in args.shapes.split(","):
         work = work_root / shape
         work.mkdir(parents=True, exist_ok=True)
@@ -276,19 +346,22 @@ def main() -> None:
         from hwnas.model.memory import ModelShape
 
         params = ModelShape.from_config(cfg).params()
-        for stage in sorted(args.stages.split(","), key=STAGES.index):
-            done = [r for r in res["rows"] if r["shape"] == shape and r["stage"] == stage]
+        plan = [(rnd, st) for rnd in range(args.rounds) for st in sorted(args.stages.split(","), key=STAGES.index)]
+        for rnd, stage in plan:
+            done = [r for r in res["rows"] if r["shape"] == shape and r["stage"] == stage and r.get("round", 0) == rnd]
             if done and not args.redo:
                 continue
             cmd, opts = stage_command(stage, folder, work, cfg)
             est = estimate_for(stage, folder, work, opts, cache)
             print(f"[{time.strftime('%H:%M:%S')}] {shape} {stage}: estimate {est and est['memory_gb']} GB", flush=True)
             row = run_measured(cmd, env, args.timeout, serve_port=18731 if stage == "serve" else None)
-            row.update(shape=shape, shape_name=SHAPES[shape]["name"], params_b=params / 1e9, stage=stage, estimate=est)
+            row.update(shape=shape, shape_name=SHAPES[shape]["name"], params_b=params / 1e9, stage=stage, estimate=est,
+                       round=rnd)
             if row["rc"] == 2 and row["tail"] and row["tail"][-1].startswith("Error:"):
                 row["refusal"] = row["tail"][-1]
             print(f"    rc {row['rc']} peak {row['peak_rss_gb']} GB wall {row['wall_s']} s  {row['tail'][-1:] }", flush=True)
-            res["rows"] = [r for r in res["rows"] if not (r["shape"] == shape and r["stage"] == stage)] + [row]
+            res["rows"] = [r for r in res["rows"]
+                           if not (r["shape"] == shape and r["stage"] == stage and r.get("round", 0) == rnd)] + [row]
             save_results(res)
     if args.clean:
         shutil.rmtree(work_root, ignore_errors=True)

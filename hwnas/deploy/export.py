@@ -151,15 +151,25 @@ def export_bundle(
 
         gen_ref = prepare_reference(loaded)
     tick(1, steps, f"quantizing ({recipe.name})")
-    from hwnas.deploy.quantize import materialize, quantize_model
+    from hwnas.deploy.quantize import materialize, quantize_model, resolve_group_size
 
-    result = quantize_model(dense, recipe, calib, inplace=dense is not loaded.model)
-    recipe = result.recipe
     # RTN leaves the model untouched: its float weights are traced as placeholders that `compress_ir`
-    # replaces by the integer ones, so no dequantized float32 copy is made. GPTQ/AWQ change weights
-    # (AWQ folds scales into the norms), so their dequantized model is what gets traced.
-    qmodel = dense if result.recipe.algorithm in ("rtn", "none") else materialize(result)
-    result.model = dense = None
+    # replaces by the integer ones, so no dequantized float32 copy is made, and the codes are computed
+    # after the trace (the trace's graph and the codes are never in memory together). GPTQ/AWQ change
+    # weights (AWQ folds scales into the norms), so their dequantized model is what gets traced.
+    if recipe.algorithm in ("rtn", "none"):
+        recipe = resolve_group_size(recipe, dense)  # a bad group size fails before the trace
+        qmodel, result = dense, None
+        traced = dense
+
+        def quantize():
+            return quantize_model(traced, recipe, calib, inplace=True)
+    else:
+        result = quantize_model(dense, recipe, calib, inplace=dense is not loaded.model)
+        recipe = result.recipe
+        qmodel, quantize = materialize(result), None
+        result.model = None
+    dense = None
     out = Path(out)
     with atomic_dir(out, force=force) as tmp:
         tick(2, steps, "exporting OpenVINO IR")
@@ -167,8 +177,10 @@ def export_bundle(
         # the full model: a model this call loaded itself is released before the IR is compressed.
         owned = isinstance(model, (str, Path))
         release = _releaser(loaded, qmodel) if owned and not (generation_check and subnet is None) else None
-        summary = _write_ir(qmodel, tokenizer, result, tmp, release=release)
+        summary, result = _write_ir(qmodel, tokenizer, result, tmp, release=release, quantize=quantize)
+        recipe = result.recipe
         del qmodel
+        traced = None
         tick(3, steps, "smoke generation")
         prompt_ids = [int(i) for i in tokenizer(SMOKE_PROMPT, add_special_tokens=False)["input_ids"]][:32] or [0]
         smoke = {"prompt": SMOKE_PROMPT, "prompt_ids": prompt_ids, "tokens": greedy_tokens(tmp, prompt_ids),
@@ -316,9 +328,11 @@ def _releaser(loaded: Any, qmodel: Any):
     return release
 
 
-def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path, *, release: Any = None) -> dict:
+def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path, *, release: Any = None,
+              quantize: Any = None) -> tuple[dict, Any]:
     """Export the model (the float model whose weights `compress_ir` replaces), swap in the integer
-    weights, save into `folder` (no f16 pass). `release` runs once the torch model has been traced."""
+    weights, save into `folder` (no f16 pass). Returns (IR summary, QuantResult). Without `result`,
+    `quantize()` makes it once the model is traced; `release` runs after that."""
     import gc
 
     import openvino as ov
@@ -328,6 +342,8 @@ def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path, *, release
 
     stage = folder / ".stage"
     export_ir(qmodel, stage, tokenizer, force=True)
+    if result is None:
+        result = quantize()
     if release is not None:
         release()
     core = ov.Core()
@@ -343,4 +359,4 @@ def _write_ir(qmodel: Any, tokenizer: Any, result: Any, folder: Path, *, release
         if p.name not in (IR_XML, IR_BIN) and p.is_file():
             shutil.copy2(p, folder / p.name)
     shutil.rmtree(stage)
-    return summary.to_dict()
+    return summary.to_dict(), result

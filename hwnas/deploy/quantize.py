@@ -393,7 +393,7 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
         if mod is None or (name == "lm_head" and tied):
             continue
         if recipe.head == "int8":
-            weights[name] = rtn_int8_rows(name, mod.weight.detach().float().cpu().numpy())
+            weights[name] = rtn_int8_rows(name, mod.weight.detach())
         elif recipe.head == "f16":
             head_f16.append(name)
     tick(3, 3, "quantized")
@@ -404,37 +404,39 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
 
 
 def _rtn_by_layer(model: Any, recipe: QuantRecipe, tick: Progress) -> dict[str, QuantizedLinear]:
-    """INC RTN on a float32 copy of one decoder layer at a time; the model itself is not touched.
+    """INC's RTN (``quant_tensor``, the function its RTN algorithm runs per layer) on a float32 copy of
+    one weight at a time; the model itself is not touched.
 
-    RTN sees each weight alone, so layer by layer gives the same codes as the whole model at once,
-    while memory holds one layer in float32 instead of a float32 copy of the model (the copy and
-    fp32 upcast made `hwnas export --quant int8` of a 1.1B bf16 model peak at 18 GB)."""
+    RTN sees each weight alone, so this gives INC's codes for the whole model while memory holds one
+    float32 weight instead of a float32 copy of the model (the copy and the upcast made `hwnas export
+    --quant int8` of a 1.1B bf16 model peak at 18 GB), and it skips INC's packing of the codes into
+    int32 words and unpacking them again (Python loops over columns: most of the export's time).
+    tests/integration/test_quantize_ir.py checks the result against INC's `prepare`/`convert`."""
     import torch
-    from neural_compressor.torch.quantization import convert, prepare
+    from neural_compressor.torch.algorithms.weight_only.utility import quant_tensor
 
-    from hwnas.model.arch import adapter_for
-
-    arch = adapter_for(model.config)
-    layers = arch.decoder_layers(model)
+    names = list(linear_in_features(model))
     weights: dict[str, QuantizedLinear] = {}
-    with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
-        for j, layer in enumerate(layers):
-            work = copy.deepcopy(layer).float().eval()
-            try:
-                work = convert(prepare(work, _inc_config(recipe, tmp, model)))
-            except Exception as e:  # INC raises assorted errors; name the recipe in one line
-                raise ExportError(f"Neural Compressor failed on recipe {recipe.describe()}: {type(e).__name__}: {e}") from e
-            for name, mod in work.named_modules():
-                if type(mod).__name__.endswith("WeightOnlyLinear"):
-                    rel = name[: -len(".linear")] if name.endswith(".linear") else name
-                    qname = f"{arch.layers}.{j}.{rel}"
-                    weights[qname] = from_inc_module(qname, mod)
-            del work
-            tick(1, 3, f"INC rtn layer {j + 1}/{len(layers)}")
-    leftover = [n for n in linear_in_features(model) if n not in weights]
-    if leftover:
-        raise ExportError(f"INC left {len(leftover)} linear layers unquantized (e.g. {leftover[0]}); "
-                          "recipe cannot be exported as integer weights")
+    half = 2 ** (recipe.bits - 1)
+    with torch.no_grad():
+        for k, name in enumerate(names):
+            w = model.get_submodule(name).weight.detach().to(torch.float32, copy=True)
+            out, inp = w.shape
+            gs = inp if recipe.group_size in (-1, None) else int(recipe.group_size)
+            codes, scale, zp = quant_tensor(w, bits=recipe.bits, group_size=gs, scheme="sym" if recipe.sym else "asym",
+                                            quantile=1.0, dtype="int", return_int=True, full_range=recipe.sym)
+            codes = codes.reshape(out, inp).to(torch.int16)
+            scale = scale.reshape(out, inp // gs).float()
+            if zp is None:  # symmetric: signed codes around 0 -> unsigned around the mid-point
+                codes = codes + half
+                zp_np = np.full(tuple(scale.shape), half, dtype=np.int16)
+            else:
+                zp_np = zp.reshape(out, inp // gs).to(torch.int16).numpy()
+            weights[name] = QuantizedLinear(name=name, bits=recipe.bits, group_size=gs, codes=codes.numpy(),
+                                            scale=scale.numpy().astype(np.float16), zero_point=zp_np)
+            del w, codes
+            if (k + 1) % 7 == 0 or k + 1 == len(names):
+                tick(1, 3, f"INC rtn {k + 1}/{len(names)} weights")
     return weights
 
 

@@ -32,8 +32,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # Resident memory of a stage's process before it loads a model (Python, torch, transformers, and
 # for the OpenVINO stages openvino + optimum-intel + Neural Compressor), measured on this stack.
-BASE_TORCH = 0.6 * GB
-BASE_OV = 0.9 * GB
+BASE_TORCH = int(0.6 * GB)
+BASE_OV = int(0.9 * GB)
 
 
 class ResourceError(HwnasError):
@@ -149,16 +149,20 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
     if stage == "eval":
         t = {"base": BASE_TORCH, "weights": W, "lm_head_f32": head_f32, "activations": act}
     elif stage == "extract":
-        t = {"base": BASE_TORCH, "weights": W, "recovery_stats": _recovery_stats(s), "activations": act,
+        t = {"base": BASE_TORCH, "weights": W, "recovery_stats": _recovery_stats(s, b), "activations": act,
              "save_shard": min(sub_W, 2 * GB)}
         disk = order_disk + sub_W
     elif stage == "search":
         t = {"base": BASE_OV, "weights": W, "lm_head_f32": head_f32, "activations": act,
-             "recovery_stats": _recovery_stats(s), "ir_conversion": int(W * 0.5 * sub)}
+             "recovery_stats": _recovery_stats(s, b), "ir_conversion": int(W * 0.5 * sub),
+             # timing IRs of the full model and the subnets being compared, compiled together (measured
+             # with 2 evaluations at 1.1B; whether more stay compiled at once was not measured)
+             "compiled_irs": int(W * (1 + 0.75 * min(samples, 2)))}
         disk = order_disk + int(samples * sub_linear * 1.1)
     elif stage == "profile":
-        # timing IRs hold the weights in the loaded dtype (bf16 for a bf16 checkpoint); the full model's is largest
-        t = {"base": BASE_OV, "weights": W, "ir_conversion": W, "compiled_ir": W}
+        # timing IRs hold the weights in the loaded dtype (bf16 for a bf16 checkpoint), and the measured
+        # models are compiled together (interleaved rounds): the full model plus each sample (~3/4 of it)
+        t = {"base": BASE_OV, "weights": W, "ir_conversion": W, "compiled_ir": int(W * (1 + 0.75 * samples))}
         disk = int((samples + 1) * W * 0.85)
     elif stage == "export":
         int_bytes = int(sub_linear * quant_bits / 8) + s.head_params()
@@ -173,7 +177,7 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
         trained = int(s.layers * per_layer * sub)   # float32 copy + gradient + two AdamW moments
         t = {"base": BASE_TORCH, "weights": W, "student_fp32": trained * 4 * 4,
              "teacher_logits": 2 * batch_tokens * s.vocab * 4, "activations": 6 * act,
-             "recovery_stats": _recovery_stats(s)}
+             "recovery_stats": _recovery_stats(s, b)}
         disk = order_disk + trained * 4 * 2
     elif stage == "train":
         t = {"base": BASE_TORCH, "weights_fp32": P * 4, "grads_and_adam": P * 4 * 3, "activations": 8 * act}
@@ -187,10 +191,12 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
                             disk_bytes=int(disk), terms=t)
 
 
-def _recovery_stats(s: ModelShape) -> int:
-    """float64 Gram matrices of one layer's refit (w x w and h x w) plus the teacher's hidden states."""
-    w, h = s.intermediate, s.hidden
-    return 8 * (w * w + 2 * h * w) + 16384 * h * 4
+def _recovery_stats(s: ModelShape, dtype_bytes: int) -> int:
+    """Recovery (hwnas.model.recovery): the teacher's hidden states at every depth ((L + 1) x 16,384
+    calibration tokens x hidden, in the model's dtype), float64 Gram matrices of one layer's refit,
+    and the subnet's own float32 stream and MLP activations over the calibration tokens."""
+    w, h, tokens = s.intermediate, s.hidden, 16384
+    return (s.layers + 1) * tokens * h * dtype_bytes + 8 * (w * w + 2 * h * w) + tokens * (2 * h + w) * 4
 
 
 def available_memory() -> int:
