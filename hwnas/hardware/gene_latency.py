@@ -39,6 +39,7 @@ class GeneLatencyModel:
     head_formats: tuple[str, ...]
     runtime: tuple[tuple[str, tuple[Any, ...]], ...]
     coef: dict[str, list[float]] = field(default_factory=dict)   # metric -> [intercept, *coefficients]
+    floor_ms: dict[str, float] = field(default_factory=dict)     # metric -> half the fastest measured value
     error: dict[str, Any] = field(default_factory=dict)
     target: str = ""
     host_fingerprint: str = ""
@@ -86,7 +87,9 @@ class GeneLatencyModel:
     def predict_metrics(self, sub: Any) -> dict[str, float]:
         d = sub.to_dict() if hasattr(sub, "to_dict") else dict(sub)
         x = self.features(d)
-        return {m: max(float(self.coef[m][0] + x @ np.asarray(self.coef[m][1:])), 1e-6) for m in self.metrics}
+        # an extrapolation far outside the measured variants can go below anything physical: floor it
+        return {m: max(float(self.coef[m][0] + x @ np.asarray(self.coef[m][1:])), self.floor_ms.get(m, 1e-6))
+                for m in self.metrics}
 
     def predict(self, sub: Any) -> dict[str, float]:
         p = self.predict_metrics(sub)
@@ -97,7 +100,8 @@ class GeneLatencyModel:
         return {"kind": KIND, "batch_sizes": list(self.batch_sizes), "attention_formats": list(self.attention_formats),
                 "mlp_formats": list(self.mlp_formats), "head_formats": list(self.head_formats),
                 "runtime": {p: list(v) for p, v in self.runtime}, "columns": self.columns,
-                "coef": {m: list(c) for m, c in self.coef.items()}, "error": self.error, "target": self.target,
+                "coef": {m: list(c) for m, c in self.coef.items()}, "floor_ms": dict(self.floor_ms),
+                "error": self.error, "target": self.target,
                 "host_fingerprint": self.host_fingerprint}
 
     @classmethod
@@ -105,7 +109,8 @@ class GeneLatencyModel:
         try:
             return cls(tuple(int(b) for b in d["batch_sizes"]), tuple(d["attention_formats"]), tuple(d["mlp_formats"]),
                        tuple(d["head_formats"]), tuple((p, tuple(v)) for p, v in d["runtime"].items()),
-                       {m: [float(x) for x in c] for m, c in d["coef"].items()}, dict(d.get("error", {})),
+                       {m: [float(x) for x in c] for m, c in d["coef"].items()},
+                       {m: float(v) for m, v in d.get("floor_ms", {}).items()}, dict(d.get("error", {})),
                        d.get("target", ""), d.get("host_fingerprint", ""))
         except (KeyError, TypeError, ValueError) as e:
             raise MeasurementError(f"malformed gene-aware latency model ({type(e).__name__}: {e})") from None
@@ -124,6 +129,10 @@ def _fit(model: GeneLatencyModel, samples: Sequence[Sample]) -> dict[str, list[f
     return coef
 
 
+def _floor(model: GeneLatencyModel, samples: Sequence[Sample]) -> dict[str, float]:
+    return {m: 0.5 * min(float(v[m]) for _, v in samples) for m in model.metrics}
+
+
 def fit_gene_latency_model(samples: Sequence[Sample], deploy: Any, batch_sizes: Sequence[int], *,
                            target: str = "", host_fingerprint: str = "") -> GeneLatencyModel:
     """Fit on measured variants (SubnetConfig dicts with genes); leave-one-out error overall and per gene value."""
@@ -133,6 +142,7 @@ def fit_gene_latency_model(samples: Sequence[Sample], deploy: Any, batch_sizes: 
     if len(samples) < 4:
         raise MeasurementError(f"the gene-aware latency model needs at least 4 measured variants, got {len(samples)}")
     model.coef = _fit(model, samples)
+    model.floor_ms = _floor(model, samples)
     model.error = gene_cross_validate(model, samples)
     return model
 
@@ -145,7 +155,7 @@ def gene_cross_validate(model: GeneLatencyModel, samples: Sequence[Sample]) -> d
     for i in range(len(samples)):
         rest = [s for j, s in enumerate(samples) if j != i]
         held = GeneLatencyModel(model.batch_sizes, model.attention_formats, model.mlp_formats, model.head_formats,
-                                model.runtime, _fit(model, rest))
+                                model.runtime, _fit(model, rest), _floor(model, rest))
         p = held.predict_metrics(samples[i][0])
         meas.append((samples[i][1][tp], samples[i][1][tt]))
         pred.append((p[tp], p[tt]))

@@ -153,63 +153,14 @@ class SubnetValidator:
 
     # ------------------------------------------------------------------ runtime genes' accuracy effect
     def runtime_effects(self) -> dict[str, dict[str, float]]:
-        """Choice-KL added by each numeric runtime value, {property: {value: delta KL}}, measured once per model.
+        """Choice-KL added by each numeric runtime value, measured once per model (`hwnas.search.runtime_effects`)."""
+        if self._runtime_effects is None:
+            from hwnas.search.runtime_effects import measure_runtime_effects
 
-        Torch cannot show what a u8 KV cache, dynamic activation quantization or bf16 arithmetic do to
-        the numbers, so the full model's int8 IR (int8 weights and head, as shipped today) is scored on
-        the search split through OpenVINO with every numeric runtime gene at its most precise allowed
-        value, then with one value changed at a time; a value's effect is its choice KL to the full
-        float model minus the baseline's (0 for the precise values). A candidate's search-split
-        choice KL is its fake-quantized torch KL plus the effects of its runtime values (first order:
-        effects are taken as additive). Cached on disk by model, items, host and OpenVINO version.
-        """
-        if self._runtime_effects is not None:
-            return self._runtime_effects
-        from hwnas.model.deploy_space import NUMERIC_RUNTIME, runtime_rank
-
-        dep = self.supernet.space.deploy
-        genes = [(p, v) for p, v in (dep.runtime if dep is not None else ()) if p in NUMERIC_RUNTIME and len(v) > 1]
-        if not genes or self.ir_scorer is None or self.target is None:
-            self._runtime_effects = {}
-            return self._runtime_effects
-        import hashlib
-        import json
-
-        from hwnas.cache import cache_root
-        from hwnas.io import write_json_atomic
-
-        precise = {p: min(v, key=lambda x, p=p: runtime_rank(p, x)) for p, v in genes}
-        host_fp = getattr(self.host, "fingerprint", "")
-        ov = getattr(self.host, "openvino_version", "")
-        canon = json.dumps([self.model_id, self.suite.describe(), genes, precise, host_fp, ov], sort_keys=True, default=str)
-        path = cache_root() / "ir" / f"runtime-effects-{hashlib.sha1(canon.encode()).hexdigest()[:16]}.json"
-        if path.is_file():
-            self._runtime_effects = json.loads(path.read_text())["effects"]
-            return self._runtime_effects
-        full = self.supernet.full_config()
-        n = len(full.layers)
-        base = full.with_deploy([("int8", "int8")] * n, "int8", precise)
-        self.status("runtime genes: choice KL of the int8 full model's IR per runtime value (once per model)")
-        t_eff = time.perf_counter()
-        kl0 = self.accuracy_ir(base)["choice_kl"]
-        effects: dict[str, dict[str, float]] = {}
-        measured = {"baseline": {"runtime": precise, "choice_kl": kl0}}
-        for prop, values in genes:
-            effects[prop] = {}
-            for v in values:
-                if v == precise[prop]:
-                    effects[prop][str(v)] = 0.0
-                    continue
-                cfg = base.with_deploy(base.weight_formats, "int8", {**precise, prop: v})
-                kl = self.accuracy_ir(cfg)["choice_kl"]
-                measured[f"{prop}={v}"] = {"choice_kl": kl}
-                effects[prop][str(v)] = round(float(kl - kl0), 6)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"effects": effects, "measured": measured, "items": self.suite.describe()})
-        self._tally("runtime_effects", t_eff)
-        log.info("runtime genes' choice-KL effects: %s", effects)
-        self._runtime_effects = effects
-        return effects
+            t0 = time.perf_counter()
+            self._runtime_effects = measure_runtime_effects(self)
+            self._tally("runtime_effects", t0)
+        return self._runtime_effects
 
     def runtime_kl(self, cfg: SubnetConfig) -> float:
         """The summed choice-KL effect of `cfg`'s runtime values (`runtime_effects`)."""

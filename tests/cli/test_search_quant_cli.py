@@ -114,7 +114,7 @@ def test_profile_quant_auto_then_search_predicts_genes(tmp_path, tiny_model_dir,
     assert all(x["latency_source"] == "predicted" for x in recs)
     for x in recs:
         assert x["tpot_ms"] == pytest.approx(prof.gene_model.predict(SubnetConfig.from_dict(x["subnet"]))["tpot_ms"],
-                                             rel=1e-3)
+                                             rel=1e-3, abs=2e-4)
     # the profile was made on this host: only the front is timed for real, once, at the end
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto and all(p["remeasured"]["tpot_ms"] > 0 for p in pareto)

@@ -62,6 +62,13 @@ def test_recovers_an_additive_truth_and_reports_error_per_gene():
     assert back.predict(new) == m.predict(new) and back.gene_aware
 
 
+def test_predictions_never_fall_below_half_the_fastest_measurement():
+    data, _ = samples()
+    m = fit_gene_latency_model(data, DEP, (1,))
+    m.coef["tpot_ms@1"][0] = -1e3                  # a wild fit
+    assert m.predict(SPACE.smallest())["tpot_ms"] == 0.5 * min(v["tpot_ms@1"] for _, v in data)
+
+
 def test_noise_shows_in_the_error_and_bad_input():
     data, _ = samples(noise=0.03)
     m = fit_gene_latency_model(data, DEP, (1,))
