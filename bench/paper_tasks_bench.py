@@ -93,7 +93,7 @@ def quote_row(row: dict, full: dict, cands: list[dict], items: dict) -> dict:
     key = row.pop("pick_key")
     pick = next((c for c in cands if c["key"] == key), None)
     tasks = row.get("tasks") or [row["task"]]
-    if "tasks" not in row:
+    if "tasks" not in row and row["task"] in items[full["key"]]["holdout"]:
         f_hold = items[full["key"]]["holdout"][row["task"]]
         row["holdout_items"] = len(f_hold.ids)
         row["full_holdout"] = round(100 * float(f_hold.correct(METRIC).mean()), 2)
@@ -143,15 +143,16 @@ def markdown(res: dict) -> str:
              f"{res['select_limit']} select, {res['holdout_limit']} holdout (counts below). Metric: "
              "acc_norm (ARC, MMLU), acc (WinoGrande, TruthfulQA MC1), true-answer probability mass (TruthfulQA MC2). "
              f"Host shared with other jobs (load average {', '.join(f'{x:.1f}' for x in res['load_average'])}).", "",
-             "| task | full model (select / holdout, %) | vs chance | pick | params | TPOT speed-up | holdout Δ (pts) | items (select / holdout) |",
+             "| task | full model (select / holdout, %; holdout only where a pick is possible) | vs chance | pick | params | TPOT speed-up | holdout Δ (pts) | items (select / holdout) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         p = r["pick"]
         ch = r.get("chance")
         vs = ("-" if ch is None else (f"{ch['points_above']:+.1f} ± {100 * ch['stderr']:.1f} pts: "
                                       + ("above" if ch["above_chance"] else "**not above chance**")))
-        full_cell = f"{r['full_select']:.1f} / {r['full_holdout']:.1f}" if "full_select" in r else "-"
-        items_cell = f"{r['select_items']} / {r['holdout_items']}" if "select_items" in r else "-"
+        full_cell = (f"{r['full_select']:.1f} / " + (f"{r['full_holdout']:.1f}" if "full_holdout" in r else "-")
+                     if "full_select" in r else "-")
+        items_cell = (f"{r['select_items']} / {r.get('holdout_items', '-')}" if "select_items" in r else "-")
         if p["full_model"]:
             pick = "full model" + (" (no claim: at chance)" if r.get("no_claim") else " (no subnet qualifies)")
             lines.append(f"| {r['task']} | {full_cell} | {vs} | {pick} | 100% | 1.00x | - | {items_cell} |")
@@ -219,8 +220,8 @@ def main() -> int:
     print(f"[{time.perf_counter() - t0:.0f} s] items: " + ", ".join(f"{k} {v.describe()}" for k, v in suites.items()),
           flush=True)
     ref = loaded.source.content_sha256()[:16]
-    items = {full["key"]: {split: score(supernet, suite, None, ref) for split, suite in suites.items()}}
-    print(f"[{time.perf_counter() - t0:.0f} s] full model scored", flush=True)
+    items = {full["key"]: {"select": score(supernet, suites["select"], None, ref)}}
+    print(f"[{time.perf_counter() - t0:.0f} s] full model scored on the select split", flush=True)
     # 1. chance level first: a task the full model is not above chance on gets no pick, so its
     #    candidates need not be scored (unless --include-chance-tasks)
     from hwnas.accuracy.chance import chance_test
@@ -230,6 +231,8 @@ def main() -> int:
     print(f"[{time.perf_counter() - t0:.0f} s] " + "; ".join(chance[t].describe() for t in tasks), flush=True)
     cand_suites = {split: TaskSuite(loaded.tokenizer, scored, split=split, limit=suites[split].limit,
                                     data_dir=args.data_dir) for split in suites} if scored else {}
+    # the holdout split quotes picks only, so the full model is scored there on the tasks that can have one
+    items[full["key"]]["holdout"] = score(supernet, cand_suites["holdout"], None, ref) if scored else {}
     timing = {}
     for c in cands:  # 2. every candidate on the select split of the tasks that can support a claim
         t1 = time.perf_counter()
