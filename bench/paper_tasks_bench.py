@@ -252,8 +252,7 @@ def main() -> int:
                   flush=True)
     rows = [quote_row(r, full, cands, items) for r in rows]
     res = {
-        "command": "flock /tmp/hwnas-heavy.lock .venv/bin/python bench/paper_tasks_bench.py "
-                   + " ".join(sys.argv[1:]),
+        "command": ".venv/bin/python bench/paper_tasks_bench.py " + " ".join(sys.argv[1:]),
         "search": str(search.relative_to(ROOT)) if search.is_relative_to(ROOT) else str(search),
         "model": loaded.source.to_dict(), "tasks": tasks, "metric_name": METRIC,
         "select_limit": args.select_limit, "holdout_limit": args.holdout_limit, "points": args.points,
