@@ -11,9 +11,10 @@ model were re-measured there in one interleaved session) instead of searching on
 2. every candidate is scored (as `hwnas search` scores it: through the supernet, with training-
    free recovery) on each task's **select** split (`--select-limit` items per task) and its
    **holdout** split (`--holdout-limit` items per task), paired with the full model on the same items;
-3. per task: is the full model above chance there (one-sided 95%, `hwnas.accuracy.chance`)? If not,
-   no subnet can be shown to keep its accuracy and the row says so (the full model is kept);
-   else the pick is the fastest candidate whose select-split paired drop is at most `--points`
+3. per task: is the full model above chance there (one-sided 95%, `hwnas.accuracy.chance`, on the
+   select split)? If not, no subnet can be shown to keep its accuracy: the row says so, the full
+   model is kept, and the candidates are not scored on that task at all (saves most of the time on
+   a 135M model); else the pick is the fastest candidate whose select-split paired drop is at most `--points`
    (the `fastest-within` rule of `hwnas export`, point estimate), and the holdout split, which took
    no part in the pick, gives the figure quoted with ± stderr and the item count;
 4. a last row does the same on the mean over the tasks above chance (today's multi-task pick).
@@ -92,7 +93,7 @@ def quote_row(row: dict, full: dict, cands: list[dict], items: dict) -> dict:
     key = row.pop("pick_key")
     pick = next((c for c in cands if c["key"] == key), None)
     tasks = row.get("tasks") or [row["task"]]
-    if "tasks" not in row:
+    if "tasks" not in row and row["task"] in items[full["key"]]["holdout"]:
         f_hold = items[full["key"]]["holdout"][row["task"]]
         row["holdout_items"] = len(f_hold.ids)
         row["full_holdout"] = round(100 * float(f_hold.correct(METRIC).mean()), 2)
@@ -142,15 +143,16 @@ def markdown(res: dict) -> str:
              f"{res['select_limit']} select, {res['holdout_limit']} holdout (counts below). Metric: "
              "acc_norm (ARC, MMLU), acc (WinoGrande, TruthfulQA MC1), true-answer probability mass (TruthfulQA MC2). "
              f"Host shared with other jobs (load average {', '.join(f'{x:.1f}' for x in res['load_average'])}).", "",
-             "| task | full model (select / holdout, %) | vs chance | pick | params | TPOT speed-up | holdout Δ (pts) | items (select / holdout) |",
+             "| task | full model (select / holdout, %; holdout only where a pick is possible) | vs chance | pick | params | TPOT speed-up | holdout Δ (pts) | items (select / holdout) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         p = r["pick"]
         ch = r.get("chance")
         vs = ("-" if ch is None else (f"{ch['points_above']:+.1f} ± {100 * ch['stderr']:.1f} pts: "
                                       + ("above" if ch["above_chance"] else "**not above chance**")))
-        full_cell = f"{r['full_select']:.1f} / {r['full_holdout']:.1f}" if "full_select" in r else "-"
-        items_cell = f"{r['select_items']} / {r['holdout_items']}" if "select_items" in r else "-"
+        full_cell = (f"{r['full_select']:.1f} / " + (f"{r['full_holdout']:.1f}" if "full_holdout" in r else "-")
+                     if "full_select" in r else "-")
+        items_cell = (f"{r['select_items']} / {r.get('holdout_items', '-')}" if "select_items" in r else "-")
         if p["full_model"]:
             pick = "full model" + (" (no claim: at chance)" if r.get("no_claim") else " (no subnet qualifies)")
             lines.append(f"| {r['task']} | {full_cell} | {vs} | {pick} | 100% | 1.00x | - | {items_cell} |")
@@ -166,8 +168,8 @@ def markdown(res: dict) -> str:
     for c in res["candidates"]:
         cells = []
         for r in res["rows"]:
-            d = next(x["select"] for x in r["candidates"] if x["key"] == c["key"])
-            cells.append(f"{d['points']:+.1f} ± {d['stderr']:.1f}")
+            d = next((x["select"] for x in r["candidates"] if x["key"] == c["key"]), None)
+            cells.append("not scored (at chance)" if d is None else f"{d['points']:+.1f} ± {d['stderr']:.1f}")
         lines.append(f"| `{c['key']}` ({c['description']}) | {c['tpot_ms']:.2f} | {c['n_params'] / 1e6:.1f}M | "
                      + " | ".join(cells) + " |")
     lines += ["", f"Full model: `{res['full']['key']}`, TPOT {res['full']['tpot_ms']:.2f} ms, "
@@ -184,6 +186,7 @@ def main() -> int:
     ap.add_argument("--holdout-limit", type=int, default=150)
     ap.add_argument("--points", type=float, default=1.0)
     ap.add_argument("--max-candidates", type=int, default=None, help="only the N fastest front subnets (smoke tests)")
+    ap.add_argument("--keys", default=None, help="comma-separated front subnet keys to use (default: the whole front)")
     ap.add_argument("--include-chance-tasks", action="store_true")
     ap.add_argument("--no-recovery", action="store_true")
     ap.add_argument("--data-dir", default=None)
@@ -199,6 +202,12 @@ def main() -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     search = Path(args.search)
     full, cands = load_candidates(search)
+    if args.keys:
+        want = args.keys.split(",")
+        missing = [k for k in want if k not in {c["key"] for c in cands}]
+        if missing:
+            raise SystemExit(f"--keys: {', '.join(missing)} not on the Pareto front of {search}")
+        cands = [c for c in cands if c["key"] in want]
     cands = cands[: args.max_candidates] if args.max_candidates else cands
     loaded, supernet = load_supernet(args.model)
     print(f"[{time.perf_counter() - t0:.0f} s] supernet loaded", flush=True)
@@ -211,27 +220,39 @@ def main() -> int:
     print(f"[{time.perf_counter() - t0:.0f} s] items: " + ", ".join(f"{k} {v.describe()}" for k, v in suites.items()),
           flush=True)
     ref = loaded.source.content_sha256()[:16]
-    items = {full["key"]: {split: score(supernet, suite, None, ref) for split, suite in suites.items()}}
-    print(f"[{time.perf_counter() - t0:.0f} s] full model scored", flush=True)
+    items = {full["key"]: {"select": score(supernet, suites["select"], None, ref)}}
+    print(f"[{time.perf_counter() - t0:.0f} s] full model scored on the select split", flush=True)
+    # 1. chance level first: a task the full model is not above chance on gets no pick, so its
+    #    candidates need not be scored (unless --include-chance-tasks)
+    from hwnas.accuracy.chance import chance_test
+
+    chance = {t: chance_test(t, f.correct(METRIC), f.chance(), METRIC) for t, f in items[full["key"]]["select"].items()}
+    scored = [t for t in tasks if chance[t].above or args.include_chance_tasks]
+    print(f"[{time.perf_counter() - t0:.0f} s] " + "; ".join(chance[t].describe() for t in tasks), flush=True)
+    cand_suites = {split: TaskSuite(loaded.tokenizer, scored, split=split, limit=suites[split].limit,
+                                    data_dir=args.data_dir) for split in suites} if scored else {}
+    # the holdout split quotes picks only, so the full model is scored there on the tasks that can have one
+    items[full["key"]]["holdout"] = score(supernet, cand_suites["holdout"], None, ref) if scored else {}
     timing = {}
-    for c in cands:  # 1. every candidate on the select split
+    for c in cands:  # 2. every candidate on the select split of the tasks that can support a claim
         t1 = time.perf_counter()
-        items[c["key"]] = {"select": score(supernet, suites["select"], SubnetConfig.from_dict(c["subnet"]), ref)}
+        items[c["key"]] = {"select": score(supernet, cand_suites["select"], SubnetConfig.from_dict(c["subnet"]), ref)
+                           if scored else {}}
         timing[c["key"]] = round(time.perf_counter() - t1, 1)
         print(f"[{time.perf_counter() - t0:.0f} s] select split: {c['key']} in {timing[c['key']]} s", flush=True)
-    rows = [pick_for_task(t, full, cands, items, args.points, args.include_chance_tasks) for t in tasks]
+    rows = [pick_for_task(t, full, cands if t in scored else [], items, args.points, args.include_chance_tasks)
+            for t in tasks]
     above = [r["task"] for r in rows if r["chance"]["above_chance"]]
     rows.append(mean_row(full, cands, items, above, args.points))
-    for c in cands:  # 2. the holdout split only for the picks: it quotes them, it never picks
+    for c in cands:  # 3. the holdout split only for the picks: it quotes them, it never picks
         if any(r["pick_key"] == c["key"] for r in rows):
             t1 = time.perf_counter()
-            items[c["key"]]["holdout"] = score(supernet, suites["holdout"], SubnetConfig.from_dict(c["subnet"]), ref)
+            items[c["key"]]["holdout"] = score(supernet, cand_suites["holdout"], SubnetConfig.from_dict(c["subnet"]), ref)
             print(f"[{time.perf_counter() - t0:.0f} s] holdout split: {c['key']} in {time.perf_counter() - t1:.0f} s",
                   flush=True)
     rows = [quote_row(r, full, cands, items) for r in rows]
     res = {
-        "command": "flock /tmp/hwnas-heavy.lock .venv/bin/python bench/paper_tasks_bench.py "
-                   + " ".join(sys.argv[1:]),
+        "command": ".venv/bin/python bench/paper_tasks_bench.py " + " ".join(sys.argv[1:]),
         "search": str(search.relative_to(ROOT)) if search.is_relative_to(ROOT) else str(search),
         "model": loaded.source.to_dict(), "tasks": tasks, "metric_name": METRIC,
         "select_limit": args.select_limit, "holdout_limit": args.holdout_limit, "points": args.points,

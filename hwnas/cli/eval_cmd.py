@@ -265,7 +265,7 @@ def eval_cmd(model, subnet_spec, layers, mlp_width, no_order, tasks, split, limi
 
 def _vs_full(suite, supernet, loaded, result, precision, batch_size, progress) -> dict:
     """Paired comparison with the full model on the same items (its per-item results cached)."""
-    from hwnas.accuracy.paired import compare_items, full_model_items, overall_diff
+    from hwnas.accuracy.paired import compare_items, comparison_verdict, full_model_items
 
     sub_items = result["_items"]
     full_items = full_model_items(suite, supernet, loaded.source.content_sha256()[:16], precision=precision,
@@ -281,5 +281,5 @@ def _vs_full(suite, supernet, loaded, result, precision, batch_size, progress) -
         out["perplexity_ratio"] = {n: round(result["tasks"][n]["perplexity"] / full[n]["perplexity"], 4)
                                    for n in ppl_tasks if full[n].get("perplexity")}
         out["full_perplexity"] = {n: full[n]["perplexity"] for n in ppl_tasks}
-    out["verdict"] = overall_diff(out["acc_norm"]).verdict(1.0) if sub_items else ""
+    out["verdict"] = comparison_verdict(out["acc_norm"], 1.0) if sub_items else ""  # names chance-level tasks
     return out

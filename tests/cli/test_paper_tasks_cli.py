@@ -55,7 +55,9 @@ def test_eval_subnet_verdict_is_honest_about_chance(tiny_model_dir, data_dir, tm
             "--tasks", "winogrande,truthfulqa_mc2", "--split", "all", "--data-dir", str(data_dir),
             "--precision", "fp32", "--out", str(out), "-q")
     assert r.exit_code == 0, r.output
-    vs = json.loads(out.read_text())["vs_full"]["acc_norm"]
+    res = json.loads(out.read_text())
+    vs = res["vs_full"]["acc_norm"]
+    assert res["vs_full"]["verdict"].startswith("within 1 point(s): no claim")
     # a random tiny model is not above chance anywhere: every task is named, and `overall` is flagged
     assert sorted(vs["chance_tasks"]) == ["truthfulqa_mc2", "winogrande"] and vs["no_task_above_chance"]
     assert vs["tasks"]["winogrande"]["chance"]["chance"] == pytest.approx(0.5)
