@@ -256,16 +256,22 @@ def slice_logits_to_last_token(ov_model: Any) -> bool:
 
 def compile_ir(ir: str | os.PathLike[str], properties: dict[str, Any], *, slice_logits: bool = True,
                core: Any = None) -> tuple[Any, float]:
-    """Read and compile an IR for CPU with `properties`; returns (compiled model, compile ms)."""
+    """Read and compile an IR for CPU with `properties`; returns (compiled model, compile ms).
+
+    `ir` may also be an openvino.Model in memory (a timing IR in a subnet's weight formats,
+    `hwnas.hardware.quant_ir`); it is changed in place (logits sliced)."""
     import openvino as ov
 
-    path = Path(ir)
-    xml = path / "openvino_model.xml" if path.is_dir() else path
-    if not xml.is_file():
-        raise MeasurementError(f"no OpenVINO IR at {xml}")
     core = core or ov.Core()
     t0 = time.perf_counter()
-    model = core.read_model(str(xml))
+    if isinstance(ir, ov.Model):
+        model, xml = ir, Path(ir.get_friendly_name() or "model")
+    else:
+        path = Path(ir)
+        xml = path / "openvino_model.xml" if path.is_dir() else path
+        if not xml.is_file():
+            raise MeasurementError(f"no OpenVINO IR at {xml}")
+        model = core.read_model(str(xml))
     if slice_logits and not slice_logits_to_last_token(model):
         log.debug("no LM-head MatMul found in %s; logits stay full-length", xml)
     try:
@@ -335,6 +341,8 @@ class MeasureJob:
     mlp_widths: tuple[int, ...] = ()
     n_params: int = 0
     kind: str = "subnet"
+    properties: dict[str, Any] | None = None   # compile properties laid over the target's (a subnet's runtime genes)
+    build: Any = None                          # callable -> openvino.Model, used instead of `ir` when given
 
 
 def measure_ir(
@@ -349,9 +357,12 @@ def measure_ir(
     kind: str = "subnet",
     seed: int = 0,
     progress: Progress | None = None,
+    properties: dict[str, Any] | None = None,
+    build: Any = None,
 ) -> Measurement:
-    """Measure one stateful IR folder (or .xml) under `target`'s properties and workload on this host."""
-    job = MeasureJob(str(ir), subnet_key, subnet, tuple(mlp_widths), n_params, kind)
+    """Measure one stateful IR folder (or .xml, or the model `build()` returns) under `target`'s properties
+    (with `properties` on top) and workload on this host."""
+    job = MeasureJob(str(ir), subnet_key, subnet, tuple(mlp_widths), n_params, kind, properties, build)
     return measure_many([job], target, host=host, seed=seed, progress=progress)[0]
 
 
@@ -401,8 +412,11 @@ def measure_many(
     core = ov.Core()
     runners: list[StatefulRunner] = []
     compile_ms: list[float] = []
+    job_props = []
     for job in jobs:
-        compiled, cms = compile_ir(job.ir, props, core=core)
+        jp = {**props, **(job.properties or {})}
+        job_props.append(jp)
+        compiled, cms = compile_ir(job.build() if job.build is not None else job.ir, jp, core=core)
         runners.append(StatefulRunner(compiled))
         compile_ms.append(cms)
         tick(f"compiled {job.subnet_key}")
@@ -502,7 +516,7 @@ def measure_many(
             subnet_key=job.subnet_key, target=target.name, host_fingerprint=host.fingerprint, ttft_ms=lat.ttft_ms,
             tpot_ms=lat.tpot_ms, throughput_tok_s=thr.throughput_tok_s, latency_batch_size=lat.batch_size,
             throughput_batch_size=thr.batch_size, prompt_tokens=wl.prompt_tokens, new_tokens=wl.new_tokens,
-            batches=batches, properties=props, kind=job.kind, subnet=job.subnet, n_params=job.n_params,
+            batches=batches, properties=job_props[j], kind=job.kind, subnet=job.subnet, n_params=job.n_params,
             mlp_widths=tuple(job.mlp_widths), warmup=ms.warmup, compile_ms=round(compile_ms[j], 1),
             openvino_version=host.openvino_version, timestamp=stamp, session=session,
         ))

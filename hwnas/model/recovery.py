@@ -199,7 +199,9 @@ class Recoverer:
         return _layer_forward_impl(layer, x, kw)
 
     def fit(self, cfg: SubnetConfig) -> Recovery:
-        """The recovered `down_proj` weights of `cfg` (cached by subnet key)."""
+        """The recovered `down_proj` weights of `cfg` (cached by subnet key). Fitted on float weights of
+        the architecture: deployment genes (weight formats) are applied after recovery."""
+        cfg = cfg.architecture()
         if cfg.key in self._cache:
             self._cache.move_to_end(cfg.key)
             return self._cache[cfg.key]

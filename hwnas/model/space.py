@@ -26,10 +26,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from hwnas.errors import InvalidSubnetError, SpaceError
+from hwnas.model.deploy_space import DeploySpace
 from hwnas.model.formats import check_head_format, check_layer_formats, check_runtime
 from hwnas.model.genes import GeneCodec
 
 SCHEMA_VERSION = 1
+DEPLOY_SCHEMA_VERSION = 2   # written by spaces with deployment genes (version 1 files have none)
 LAYER_MODES = ("prefix", "skip", "ranked")
 
 
@@ -156,7 +158,8 @@ class SubnetConfig:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Which subnets exist: layer-count range, layer mode, and allowed MLP widths."""
+    """Which subnets exist: layer-count range, layer mode, and allowed MLP widths; optionally the
+    deployment genes (`deploy`: per-layer weight formats, head format, runtime settings)."""
 
     num_layers: int
     full_width: int
@@ -168,8 +171,12 @@ class SearchSpace:
     layer_order: tuple[int, ...] | None = None
     base_model: str = ""
     schema_version: int = field(default=SCHEMA_VERSION)
+    deploy: DeploySpace | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.deploy, dict):
+            object.__setattr__(self, "deploy", DeploySpace.from_dict(self.deploy))
+        object.__setattr__(self, "schema_version", DEPLOY_SCHEMA_VERSION if self.deploy is not None else SCHEMA_VERSION)
         object.__setattr__(self, "widths", tuple(sorted({int(w) for w in self.widths})))
         object.__setattr__(self, "always_keep", tuple(sorted({int(i) for i in self.always_keep})))
         if self.max_layers == 0:
@@ -206,12 +213,23 @@ class SearchSpace:
     def from_dict(cls, d: dict[str, Any], defaults: "SearchSpace | None" = None) -> "SearchSpace":
         """Build from a dict; keys missing in `d` come from `defaults` (the model-derived space)."""
         known = {"num_layers", "full_width", "widths", "layer_mode", "min_layers", "max_layers",
-                 "always_keep", "layer_order", "base_model", "schema_version"}
+                 "always_keep", "layer_order", "base_model", "schema_version", "deploy"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise SpaceError(f"unknown search-space key(s) {unknown}; accepted: {sorted(known)}")
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if version not in (SCHEMA_VERSION, DEPLOY_SCHEMA_VERSION):
+            raise SpaceError(f"search-space schema_version {version!r} is not supported; accepted: "
+                             f"{SCHEMA_VERSION}, {DEPLOY_SCHEMA_VERSION}")
         base = defaults.to_dict() if defaults else {}
-        base.update(d)
+        base.update({k: v for k, v in d.items() if k != "deploy"})
+        base_deploy = defaults.deploy if defaults else None
+        deploy = base_deploy
+        if d.get("deploy") is not None:
+            deploy = DeploySpace.from_dict(d["deploy"], defaults=base_deploy)
+        elif "deploy" in d:
+            deploy = None  # deploy = null in a file turns the genes off
+        base["deploy"] = deploy
         try:
             return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in base.items()})
         except TypeError as e:
@@ -250,6 +268,7 @@ class SearchSpace:
             "max_layers": self.max_layers,
             "always_keep": list(self.always_keep),
             "layer_order": list(self.layer_order) if self.layer_order is not None else None,
+            **({"deploy": self.deploy.to_dict()} if self.deploy is not None else {}),
         }
 
     def with_(self, **changes: Any) -> "SearchSpace":
@@ -275,6 +294,8 @@ class SearchSpace:
         if self.layer_mode == "ranked":
             if self.layer_order is None or sorted(self.layer_order) != list(range(n)):
                 raise SpaceError(f"layer_mode 'ranked' needs layer_order, a permutation of 0..{n - 1}")
+        if self.deploy is not None:
+            self.deploy.check_widths((), self.widths)  # down_proj reads the MLP width (hidden widths: check_model)
 
     # ------------------------------------------------------------------ validation
     def validate(self, cfg: SubnetConfig, structure: bool = True) -> SubnetConfig:
@@ -294,6 +315,8 @@ class SearchSpace:
         badw = [w for w in cfg.mlp_widths if w not in self.widths]
         if badw:
             raise InvalidSubnetError(f"MLP width {badw[0]} is not in the search space; allowed widths: {list(self.widths)}")
+        if structure and self.deploy is not None:
+            self._validate_genes(cfg)
         if not structure:
             return cfg
         k = len(cfg.layers)
@@ -316,6 +339,29 @@ class SearchSpace:
                 )
         return cfg
 
+    def _validate_genes(self, cfg: SubnetConfig) -> None:
+        """A subnet of a space with deployment genes carries each of them, with an allowed value."""
+        dep = self.deploy
+        assert dep is not None
+        if cfg.weight_formats is None or cfg.head_format is None:
+            raise InvalidSubnetError(f"subnet {cfg.describe()} has no weight formats/head format; this search space "
+                                     "chooses them (deployment genes)")
+        for i, (a, m) in zip(cfg.layers, cfg.weight_formats):
+            if a not in dep.attention_formats:
+                raise InvalidSubnetError(f"layer {i}: attention format {a} is not in the search space; allowed: "
+                                         f"{list(dep.attention_formats)}")
+            if m not in dep.mlp_formats:
+                raise InvalidSubnetError(f"layer {i}: MLP format {m} is not in the search space; allowed: {list(dep.mlp_formats)}")
+        if cfg.head_format not in dep.head_formats:
+            raise InvalidSubnetError(f"head format {cfg.head_format} is not in the search space; allowed: {list(dep.head_formats)}")
+        rt = dict(cfg.runtime)
+        if set(rt) != set(dep.runtime_names):
+            raise InvalidSubnetError(f"subnet runtime settings {sorted(rt)} differ from the search space's "
+                                     f"{list(dep.runtime_names)}")
+        for prop, values in dep.runtime:
+            if rt[prop] not in values:
+                raise InvalidSubnetError(f"runtime setting {prop}={rt[prop]!r} is not in the search space; allowed: {list(values)}")
+
     def contains(self, cfg: SubnetConfig) -> bool:
         try:
             self.validate(cfg)
@@ -328,7 +374,8 @@ class SearchSpace:
     def genes(self) -> GeneCodec:
         """The gene codec pymoo searches with; built once per space."""
         return GeneCodec(self.num_layers, self.widths, self.layer_mode, self.min_layers, self.max_layers,
-                         self.always_keep, self.layer_order)
+                         self.always_keep, self.layer_order,
+                         () if self.deploy is None else (*self.deploy.choices()[:3], *self.deploy.choices()[3]))
 
     @property
     def n_var(self) -> int:
@@ -344,12 +391,40 @@ class SearchSpace:
     def encode(self, cfg: SubnetConfig) -> np.ndarray:
         """Integer vector for pymoo; width genes of dropped layers are set to the largest width."""
         self.validate(cfg)
-        return self.genes.encode(cfg.layers, cfg.mlp_widths)
+        if self.deploy is None:
+            return self.genes.encode(cfg.layers, cfg.mlp_widths)
+        dep = self.deploy
+        assert cfg.weight_formats is not None and cfg.head_format is not None
+        rt = dict(cfg.runtime)
+        idx = ([dep.attention_formats.index(a) for a, _ in cfg.weight_formats],
+               [dep.mlp_formats.index(m) for _, m in cfg.weight_formats],
+               dep.head_formats.index(cfg.head_format),
+               [values.index(rt[prop]) for prop, values in dep.runtime])
+        return self.genes.encode(cfg.layers, cfg.mlp_widths, idx)
 
     def decode(self, x: Iterable[int]) -> SubnetConfig:
         """Inverse of encode; raises InvalidSubnetError for vectors outside the space (see repair)."""
         kept, widths = self.genes.decode(x)
-        return self.validate(SubnetConfig(kept, widths))
+        if self.deploy is None:
+            return self.validate(SubnetConfig(kept, widths))
+        return self.validate(self.with_genes(SubnetConfig(kept, widths), *self.genes.decode_deploy(x, kept)))
+
+    def with_genes(self, cfg: SubnetConfig, attention: Iterable[int], mlp: Iterable[int], head: int,
+                   runtime: Iterable[int]) -> SubnetConfig:
+        """`cfg`'s architecture with deployment genes given as indices into this space's allowed values."""
+        dep = self.deploy
+        if dep is None:
+            raise InvalidSubnetError("this search space has no deployment genes")
+        formats = [(dep.attention_formats[a], dep.mlp_formats[m]) for a, m in zip(attention, mlp)]
+        rt = {prop: values[i] for (prop, values), i in zip(dep.runtime, runtime)}
+        return cfg.architecture().with_deploy(formats, dep.head_formats[head], rt)
+
+    def _corner(self, cfg: SubnetConfig, fast: bool) -> SubnetConfig:
+        if self.deploy is None:
+            return cfg
+        a, m, h, r = self.deploy.fast_index() if fast else self.deploy.precise_index()
+        n = len(cfg.layers)
+        return self.with_genes(cfg, [a] * n, [m] * n, h, r)
 
     def repair(self, x: Iterable[int], rng: np.random.Generator | None = None) -> np.ndarray:
         """Clip to bounds and fix the kept-layer count in skip mode, so any vector decodes."""
@@ -365,16 +440,23 @@ class SearchSpace:
         k = int(rng.integers(lo, self.max_layers + 1))
         layers = self._layers_for_count(k, rng)
         widths = tuple(int(rng.choice(self.widths)) for _ in layers)
-        return SubnetConfig(layers, widths)
+        cfg = SubnetConfig(layers, widths)
+        if self.deploy is None:
+            return cfg
+        na, nm, nh, nr = self.deploy.choices()
+        return self.with_genes(cfg, [int(rng.integers(na)) for _ in layers], [int(rng.integers(nm)) for _ in layers],
+                               int(rng.integers(nh)), [int(rng.integers(c)) for c in nr])
 
     def largest(self) -> SubnetConfig:
+        """All layers at full width (with deployment genes: every gene at its most precise value)."""
         layers = self._layers_for_count(self.max_layers, None)
-        return SubnetConfig(layers, (self.widths[-1],) * len(layers))
+        return self._corner(SubnetConfig(layers, (self.widths[-1],) * len(layers)), fast=False)
 
     def smallest(self) -> SubnetConfig:
+        """Fewest layers at the narrowest width (with deployment genes: every gene at its least precise value)."""
         k = max(self.min_layers, len(self.always_keep) if self.layer_mode == "skip" else 1)
         layers = self._layers_for_count(k, None)
-        return SubnetConfig(layers, (self.widths[0],) * len(layers))
+        return self._corner(SubnetConfig(layers, (self.widths[0],) * len(layers)), fast=True)
 
     def features(self, cfg: SubnetConfig) -> np.ndarray:
         """Predictor features: a keep flag and a width fraction per base layer, plus totals."""
@@ -384,7 +466,31 @@ class SearchSpace:
         for layer, w in zip(cfg.layers, cfg.mlp_widths):
             keep[layer] = 1.0
             width[layer] = w / self.full_width
-        return np.concatenate([keep, width, [keep.sum() / n, width.sum() / n]])
+        base = np.concatenate([keep, width, [keep.sum() / n, width.sum() / n]])
+        if self.deploy is None or cfg.weight_formats is None:
+            return base
+        return np.concatenate([base, self.gene_features(cfg)])
+
+    def gene_features(self, cfg: SubnetConfig) -> np.ndarray:
+        """Deployment genes as predictor features: per base layer the bits/16 of its attention and MLP
+        weights (0 when dropped), one-hots of every format kind's share of kept layers, the head and
+        each runtime value (one-hot)."""
+        from hwnas.model.formats import parse_weight_format
+
+        dep = self.deploy
+        assert dep is not None and cfg.weight_formats is not None
+        n = self.num_layers
+        abits, mbits = np.zeros(n), np.zeros(n)
+        ashare, mshare = np.zeros(len(dep.attention_formats)), np.zeros(len(dep.mlp_formats))
+        for i, (a, m) in zip(cfg.layers, cfg.weight_formats):
+            abits[i] = (parse_weight_format(a).bits or 16) / 16
+            mbits[i] = (parse_weight_format(m).bits or 16) / 16
+            ashare[dep.attention_formats.index(a)] += 1 / len(cfg.layers)
+            mshare[dep.mlp_formats.index(m)] += 1 / len(cfg.layers)
+        head = np.array([1.0 if h == cfg.head_format else 0.0 for h in dep.head_formats])
+        rt = dict(cfg.runtime)
+        runtime = [1.0 if rt.get(p) == v else 0.0 for p, values in dep.runtime for v in values]
+        return np.concatenate([abits, mbits, ashare, mshare, head, runtime])
 
 
 def default_widths(full: int, steps: int = 8, lowest_step: int = 2, multiple: int = 64) -> tuple[int, ...]:

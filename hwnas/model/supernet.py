@@ -45,14 +45,19 @@ def _elastic_mlp_class():
             self.full_width = mlp.gate_proj.out_features
             self.width = self.full_width
             self.down_override = None  # recovered down_proj weight (hidden x width) of the active subnet
+            # fake-quantized gate/up rows [:width] of the active subnet (hwnas.model.fakequant), None = sliced weights
+            self.gate_override = None
+            self.up_override = None
 
         def forward(self, x):
             w = self.width
-            if w == self.full_width and self.down_override is None:
+            if w == self.full_width and self.down_override is None and self.gate_override is None:
                 return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
             g, u, d = self.gate_proj, self.up_proj, self.down_proj
-            gate = F.linear(x, g.weight[:w], None if g.bias is None else g.bias[:w])
-            up = F.linear(x, u.weight[:w], None if u.bias is None else u.bias[:w])
+            gw = self.gate_override if self.gate_override is not None else g.weight[:w]
+            uw = self.up_override if self.up_override is not None else u.weight[:w]
+            gate = F.linear(x, gw, None if g.bias is None else g.bias[:w])
+            up = F.linear(x, uw, None if u.bias is None else u.bias[:w])
             down = self.down_override if self.down_override is not None else d.weight[:, :w]
             return F.linear(self.act_fn(gate) * up, down, d.bias)
 
@@ -85,6 +90,7 @@ class Supernet:
         # Training-free recovery (hwnas.model.recovery.Recoverer) applied whenever a subnet is made
         # concrete: set_subnet, extract, save_subnet. None = subnets are used as sliced.
         self.recoverer: Any = None
+        self._restore_weights: Any = None  # undoes the fake quantization of the active subnet's genes
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -123,11 +129,15 @@ class Supernet:
 
     # ------------------------------------------------------------------ subnet switching
     def set_subnet(self, cfg: SubnetConfig) -> None:
-        """Make the model compute `cfg` (structure not enforced: any valid layer subset and allowed width)."""
+        """Make the model compute `cfg` (structure not enforced: any valid layer subset and allowed width).
+
+        A subnet with weight formats / a head format computes with its weights fake-quantized the way
+        they ship (`hwnas.model.fakequant`, after recovery); `reset` restores the float weights."""
         import torch.nn as nn
 
         self.space.validate(cfg, structure=False)
         down = self.recovered_down(cfg)
+        self._undo_genes()
         layers = [self._all_layers[i] for i in cfg.layers]
         for j, (i, layer, w) in enumerate(zip(cfg.layers, layers, cfg.mlp_widths)):
             layer.self_attn.layer_idx = j
@@ -137,12 +147,22 @@ class Supernet:
         self.config.num_hidden_layers = len(layers)
         if self._layer_types is not None:
             self.config.layer_types = [self._layer_types[i] for i in cfg.layers]
+        if cfg.weight_formats is not None or cfg.head_format is not None:
+            from hwnas.model.fakequant import apply_genes
+
+            self._restore_weights = apply_genes(self, cfg)
         self.active = cfg
 
+    def _undo_genes(self) -> None:
+        if self._restore_weights is not None:
+            restore, self._restore_weights = self._restore_weights, None
+            restore()
+
     def reset(self) -> None:
-        """Back to the full model."""
+        """Back to the full model (float weights)."""
         import torch.nn as nn
 
+        self._undo_genes()
         for j, layer in enumerate(self._all_layers):
             layer.self_attn.layer_idx = j
             layer.mlp.width = layer.mlp.full_width
@@ -170,14 +190,14 @@ class Supernet:
 
     def recovered_down(self, cfg: SubnetConfig) -> dict[int, Any]:
         """Recovered down_proj weights of `cfg` by layer index ({} without a recoverer or for the full model)."""
-        if self.recoverer is None or cfg == self.full_config():
+        if self.recoverer is None or cfg.architecture() == self.full_config():
             return {}
         self.reset()
         return self.recoverer.fit(cfg).down
 
     def recovery_record(self, cfg: SubnetConfig) -> dict[str, Any] | None:
         """What a manifest records about the recovery of `cfg` (None when subnets are used as sliced)."""
-        if self.recoverer is None or cfg == self.full_config():
+        if self.recoverer is None or cfg.architecture() == self.full_config():
             return None
         return {**self.recoverer.describe(), **self.recoverer.fit(cfg).summary()}
 

@@ -240,6 +240,7 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                          f"report split: {pick_claim(p, pts)}")
         lines.append("")
         lines.append("Export one with `hwnas export --from DIR --pick 'fastest-within 1.0'`.")
+    lines += genes_lines(result)
     if result.history:
         lines += ["", "## Iterations", "", "| iteration | validated | hypervolume | front | predictors (chosen, CV MAE) | seconds |",
                   "|---|---|---|---|---|---|"]
@@ -269,6 +270,22 @@ def summary_markdown(result: "SearchResult", info: Mapping[str, Any] | None = No
                   "and `hwnas verify --measure` times it again on the machine it runs on, so the three figures differ "
                   "by design."]
     return "\n".join(lines) + "\n"
+
+
+def genes_lines(result: "SearchResult") -> list[str]:
+    """A section listing each reported subnet's deployment genes (when the search chose them)."""
+    rows = [r for r in rows_of(result) if "weight_formats" in r.get("subnet", {})]
+    if not rows:
+        return []
+    out = ["", "## Deployment genes", "",
+           "Weight format per kept layer (attention / MLP), embeddings/lm_head format and OpenVINO runtime settings "
+           "each subnet was scored and timed with (`hwnas export --pick` ships exactly these).", "",
+           "| subnet | genes | per layer (attention/MLP) |", "|---|---|---|"]
+    for r in rows:
+        sub = r["subnet"]
+        per = " ".join(f"{i}:{a}/{m}" for i, (a, m) in zip(sub["layers"], sub["weight_formats"]))
+        out.append(f"| {r['key']} | {r.get('description', '')} | {per} |")
+    return out
 
 
 def write_report(result: "SearchResult", out: str | Path, info: Mapping[str, Any] | None = None) -> None:

@@ -35,21 +35,12 @@ def _pymoo_parts(space: SearchSpace):
             rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(0)
             return np.array([space.repair(np.rint(x).astype(int), rng) for x in X], dtype=int)
 
-    n = space.num_layers
-    off = space.n_var - n
-
     def key_of(item):
-        """Which subnet a (repaired) vector encodes: kept layers and their width genes (cheap)."""
+        """Which subnet a (repaired) vector encodes: kept layers, their width genes and, with deployment
+        genes, their format genes, the head and runtime genes (cheap; genes of dropped layers do not count)."""
         if isinstance(item, tuple):
             return item
-        x = np.rint(item.X).astype(int)
-        if space.layer_mode == "skip":
-            kept = np.flatnonzero(x[:n] >= 1)
-        elif space.layer_mode == "prefix":
-            kept = np.arange(int(x[0]))
-        else:
-            kept = np.array(sorted(space.layer_order[: int(x[0])]), dtype=int)
-        return (tuple(kept.tolist()), tuple(x[off + kept].tolist()))
+        return space.genes.identity(np.rint(item.X).astype(int))
 
     class EncodedProblem(Problem):
         def __init__(self, n_obj: int, n_ieq: int):

@@ -1,0 +1,83 @@
+"""Score a subnet as it ships: its supernet slice with every linear's weights fake-quantized in its format.
+
+`apply_genes(supernet, cfg)` is called by `Supernet.set_subnet` after the layers, widths and
+recovered down_proj weights of `cfg` are in place. For each kept layer it replaces the attention
+projections' weights (q, k, v, o) by their round-to-nearest dequantized values in the layer's
+attention format, and the MLP's sliced gate/up rows and (recovered) down_proj by their values in
+its MLP format (`hwnas.model.rtn`, code for code what INC ships, dequantized as OpenVINO does);
+embeddings/lm_head get the head format (per-row int8 as deploy does, or f16). The float weights
+are not copied: the parameters are swapped and the originals kept by reference, and the returned
+callable swaps them back (`Supernet.reset`). Quantization happens after recovery, as at export.
+
+What torch cannot show here (runtime settings such as a u8 KV cache or dynamic activation
+quantization) is measured through the IR instead (see `hwnas.search.validation`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from hwnas.model.rtn import fake_quantize, fake_quantize_head
+from hwnas.model.space import SubnetConfig
+
+log = logging.getLogger(__name__)
+
+ATTENTION_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _fq_tensor(weight: Any, fmt: str) -> Any:
+    import torch
+
+    w = weight.detach().float().cpu().numpy()
+    return torch.from_numpy(fake_quantize(w, fmt)).to(weight.dtype)
+
+
+def apply_genes(supernet: Any, cfg: SubnetConfig) -> Callable[[], None]:
+    """Fake-quantize the active subnet's weights per `cfg`'s genes; returns the function that restores them."""
+    import torch
+    import torch.nn as nn
+
+    t0 = time.perf_counter()
+    swapped: list[tuple[Any, str, Any]] = []   # (module, attribute, original value)
+
+    def swap(module: Any, attr: str, value: Any) -> None:
+        swapped.append((module, attr, getattr(module, attr)))
+        setattr(module, attr, value)
+
+    with torch.no_grad():
+        if cfg.weight_formats is not None:
+            for i, w, (afmt, mfmt) in zip(cfg.layers, cfg.mlp_widths, cfg.weight_formats):
+                layer = supernet._all_layers[i]
+                attn = layer.self_attn
+                for name in ATTENTION_PROJ:
+                    lin = getattr(attn, name)
+                    swap(lin, "weight", nn.Parameter(_fq_tensor(lin.weight, afmt), requires_grad=False))
+                mlp = layer.mlp
+                w = int(w)
+                down = mlp.down_override if mlp.down_override is not None else mlp.down_proj.weight[:, :w]
+                swap(mlp, "gate_override", _fq_tensor(mlp.gate_proj.weight[:w], mfmt))
+                swap(mlp, "up_override", _fq_tensor(mlp.up_proj.weight[:w], mfmt))
+                swap(mlp, "down_override", _fq_tensor(down, mfmt))
+        if cfg.head_format is not None:
+            model = supernet.model
+            emb = model.get_input_embeddings()
+            head = model.get_output_embeddings()
+            tied = head is not None and head.weight is emb.weight
+            q = torch.from_numpy(fake_quantize_head(emb.weight.detach().float().cpu().numpy(), cfg.head_format))
+            new = nn.Parameter(q.to(emb.weight.dtype), requires_grad=False)
+            swap(emb, "weight", new)
+            if head is not None:
+                if tied:
+                    swap(head, "weight", new)
+                else:
+                    hq = fake_quantize_head(head.weight.detach().float().cpu().numpy(), cfg.head_format)
+                    swap(head, "weight", nn.Parameter(torch.from_numpy(hq).to(head.weight.dtype), requires_grad=False))
+    log.debug("fake-quantized %s in %.2f s", cfg.key, time.perf_counter() - t0)
+
+    def restore() -> None:
+        for module, attr, value in reversed(swapped):
+            setattr(module, attr, value)
+        swapped.clear()
+
+    return restore
