@@ -30,7 +30,6 @@ from hwnas.deploy.quantize import (
     Calibration,
     QuantRecipe,
     QuantResult,
-    _quiet_inc,
     from_inc_module,
     materialize,
     quantize_head,
@@ -111,10 +110,20 @@ def _groups(plan: Mapping[str, WeightFormat]) -> "OrderedDict[WeightFormat, list
 
 def _inc_pass(model: Any, fmt: WeightFormat, modules: list[str], calibration: Calibration | None) -> dict[str, QuantizedLinear]:
     """Quantize `modules` of `model` in `fmt` with INC, in place; returns their integer weights (model left float)."""
+    inc_log = logging.getLogger("neural_compressor")
+    level = inc_log.level
+    inc_log.setLevel(logging.ERROR)  # INC warns once per white-listed name that its config "has already been set"
+    try:
+        return _inc_pass_quiet(model, fmt, modules, calibration)
+    finally:
+        inc_log.setLevel(level)
+
+
+def _inc_pass_quiet(model: Any, fmt: WeightFormat, modules: list[str], calibration: Calibration | None) -> dict[str, QuantizedLinear]:
     import torch
     from neural_compressor.torch.quantization import convert, prepare
 
-    with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), _quiet_inc():
+    with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad():
         conf = inc_config(fmt, modules, tmp)
         try:
             if fmt.algorithm == "awq":
