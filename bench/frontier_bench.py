@@ -113,11 +113,11 @@ def hand_rows(n_layers: int, width: int) -> list[RowSpec]:
     edge = lambda i: i < 2 or i >= n_layers - 2  # noqa: E731  first and last layers, the sensitive ones
     return [
         RowSpec("hwnas int8 (whole model)", "hwnas"),
-        genes("hwnas int8, KV f16", ("int8", "int8"), runtime={"KV_CACHE_PRECISION": "f16"}),
+        genes("hwnas int8 + KV f16", ("int8", "int8"), runtime={"KV_CACHE_PRECISION": "f16"}),
         genes("hwnas attn int8 + MLP int4 sym g64", ("int8", "int4_sym_g64")),
         genes("hwnas attn int8 + MLP int4 asym g64", ("int8", "int4_asym_g64")),
-        genes("hwnas int4 asym g64, edges int8", lambda i: ("int8", "int8") if edge(i) else ("int4_asym_g64",) * 2),
-        genes("hwnas int4 asym g64, head int8", ("int4_asym_g64", "int4_asym_g64")),
+        genes("hwnas int4 asym g64 + edges int8", lambda i: ("int8", "int8") if edge(i) else ("int4_asym_g64",) * 2),
+        genes("hwnas int4 asym g64 + head int8", ("int4_asym_g64", "int4_asym_g64")),
     ]
     # more to try with --rows: attention int4 + MLP int8, head f16, dynamic quantization group 64
     # (hand_rows_extra), kept out of the default run to stay within the bench's time budget
@@ -130,8 +130,8 @@ def hand_rows_extra(n_layers: int, width: int) -> list[RowSpec]:
     mk = lambda name, pair, head="int8", rt=(): RowSpec(  # noqa: E731
         name, "hwnas", subnet=SubnetConfig(layers, widths, [pair] * n_layers, head, dict(rt)), recovery=False)
     return [mk("hwnas attn int4 asym g64 + MLP int8", ("int4_asym_g64", "int8")),
-            mk("hwnas int4 asym g64, head f16", ("int4_asym_g64", "int4_asym_g64"), head="f16"),
-            mk("hwnas attn int8 + MLP int4 asym g64, DQ 64", ("int8", "int4_asym_g64"),
+            mk("hwnas int4 asym g64 + head f16", ("int4_asym_g64", "int4_asym_g64"), head="f16"),
+            mk("hwnas attn int8 + MLP int4 asym g64 + DQ 64", ("int8", "int4_asym_g64"),
                rt={"DYNAMIC_QUANTIZATION_GROUP_SIZE": 64})]
 
 
@@ -444,7 +444,11 @@ def row_specs(args: Any, loaded: Any) -> list[RowSpec]:
     specs = optimum_rows() + hand_rows(n, w)
     if args.rows:
         keep = {n.strip() for n in args.rows.split(",")}
-        specs = [s for s in specs + hand_rows_extra(n, w) if s.name in keep or s.name == BASELINE]
+        every = specs + hand_rows_extra(n, w)
+        unknown = sorted(keep - {s.name for s in every})
+        if unknown:
+            raise SystemExit(f"unknown row {unknown[0]!r}; rows: {', '.join(s.name for s in every)}")
+        specs = [s for s in every if s.name in keep or s.name == BASELINE]
     for i, js in enumerate(args.subnet):
         sub = parse_subnet_spec(js)
         specs.append(RowSpec(f"hwnas --subnet {sub.key}", "hwnas", subnet=sub))
