@@ -19,6 +19,7 @@ symmetric full range; int4 symmetric full range or asymmetric), so RTN codes equ
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -119,11 +120,50 @@ def _inc_pass(model: Any, fmt: WeightFormat, modules: list[str], calibration: Ca
         inc_log.setLevel(level)
 
 
+def _hidden_linear():
+    """A module that computes like nn.Linear but is not one, so INC's data-aware passes cannot see it."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class HiddenLinear(nn.Module):
+        def __init__(self, lin: nn.Module):
+            super().__init__()
+            self.inner = [lin]   # a list: not registered as a child module
+
+        def forward(self, x):
+            lin = self.inner[0]
+            return F.linear(x, lin.weight, lin.bias)
+
+    return HiddenLinear
+
+
+@contextlib.contextmanager
+def _only_visible(model: Any, modules: list[str]):
+    """INC 3.10's GPTQ applies its first per-layer config to every linear (its name lookup matches any
+    regex), so during a data-aware pass every other decoder linear is swapped for a look-alike it skips."""
+    import torch.nn as nn
+
+    keep = set(modules)
+    hidden = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in keep
+              and not n.endswith("lm_head")}
+    wrapper = _hidden_linear()
+    for n, m in hidden.items():
+        parent, _, child = n.rpartition(".")
+        setattr(model.get_submodule(parent), child, wrapper(m))
+    try:
+        yield
+    finally:
+        for n, m in hidden.items():
+            parent, _, child = n.rpartition(".")
+            setattr(model.get_submodule(parent), child, m)
+
+
 def _inc_pass_quiet(model: Any, fmt: WeightFormat, modules: list[str], calibration: Calibration | None) -> dict[str, QuantizedLinear]:
     import torch
     from neural_compressor.torch.quantization import convert, prepare
 
-    with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad():
+    hide = _only_visible(model, modules) if fmt.algorithm in ("gptq", "awq") else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="hwnas-inc-") as tmp, torch.no_grad(), hide:
         conf = inc_config(fmt, modules, tmp)
         try:
             if fmt.algorithm == "awq":

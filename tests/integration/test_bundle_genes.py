@@ -188,3 +188,34 @@ def test_bad_gene_for_this_model_is_one_line(model_dir, tmp_path):
         export_bundle(str(model_dir), tmp_path / "bad", recipe=make_recipe("int8"), subnet=bad, measure=False,
                       generation_check=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_data_aware_gene_calibrates_only_its_layers(model_dir):
+    """A gptq- gene runs INC's GPTQ on its layers (codes differ from RTN), the RTN layers keep RTN's codes."""
+    rtn = pytest.importorskip("hwnas.model.rtn")
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hwnas.deploy.mixed import layer_plan, quantize_mixed
+    from hwnas.deploy.quantize import Calibration, CalibrationInfo
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    sub = SubnetConfig((0, 1, 2, 3), (128,) * 4,
+                       weight_formats=(("gptq-int4_sym_g32", "int8"),) + (("int8", "int8"),) * 3)
+    plan = layer_plan(sub, model)
+    float_w = {n: model.get_submodule(n).weight.detach().numpy().copy() for n in plan}
+    rng = np.random.default_rng(0)
+    calib = Calibration(CalibrationInfo("test", 4, 32, 0, "0" * 64),
+                        [torch.from_numpy(rng.integers(0, 300, size=(1, 32))) for _ in range(4)])
+    res = quantize_mixed(model, plan, "int8", calib)
+    assert res.recipe.needs_calibration and res.recipe.calibration.n_samples == 4
+    differ = 0
+    for name, fmt in plan.items():
+        q = res.weights[name]
+        if fmt.algorithm == "gptq":
+            assert q.bits == 4 and q.group_size == 32 and q.symmetric
+            differ += int(not np.array_equal(q.codes, rtn.quantize_rtn(float_w[name], "int4_sym_g32").codes))
+        else:
+            assert np.array_equal(q.codes, rtn.quantize_rtn(float_w[name], fmt).codes), name
+    assert differ >= 1
