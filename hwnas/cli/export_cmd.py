@@ -14,6 +14,7 @@ from hwnas.cli.common import (
     Choice,
     check_multiple_choice_tasks,
     check_nonempty_text,
+    check_resources,
     check_subnet_early,
     data_dir_option,
     model_option,
@@ -94,26 +95,58 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
     The bundle loads in openvino_genai.LLMPipeline(OUT, "CPU") and
     optimum.intel.OVModelForCausalLM.from_pretrained(OUT); check it with `hwnas verify OUT`.
     """
-    from hwnas.deploy.export import check_export_inputs, export_bundle
+    from hwnas.deploy.export import export_bundle
+
+    recipe = _check_inputs(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head,
+                           target, out, force, archive, calibration)
+    if not search_dir and not speculative:  # --from/--speculative resolve their subnets later; checked there by size
+        check_resources("export", model, subnet_spec=subnet_spec, layers=layers, mlp_width=mlp_width, out=out,
+                        quant_bits={"int8": 8, "none": 16}.get(quant, 4),
+                        calibrated_quant=quant in ("gptq-int4", "awq-int4"))
+    subnet, search, draft_tokens = _resolve_subnet(model, subnet_spec, layers, mlp_width, search_dir, pick,
+                                                   speculative, draft_spec, draft_tokens, heal_dir)
+    task_list = _task_list(no_accuracy, tasks, data_dir)
+    if subnet is not None and subnet.weight_formats is not None and quant != "int8":
+        click.echo(f"note: subnet {subnet.key} carries a weight format per layer; --quant {quant} is not used", err=True)
+    if speculative:
+        return _export_speculative(model, out, recipe, subnet, draft_spec, draft_tokens, search, quant, target, seed,
+                                   force, archive, no_measure, calibration, calib_samples, calib_seq_len, task_list,
+                                   accuracy_limit, data_dir, no_order, quiet)
+    with progress_bar(f"export {quant if subnet is None or subnet.weight_formats is None else 'per-layer formats'}",
+                      enabled=not quiet) as prog:
+        res = export_bundle(model, out, recipe=recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, target=target, calibration=calibration,
+                            calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
+                            archive=archive, measure=not no_measure, accuracy_tasks=task_list,
+                            accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
+                            order_channels=not no_order, recovery=recovery, progress=prog,
+                            allow_degenerate=allow_degenerate, generation_check=not no_generation_check,
+                            heal=heal_dir)
+    _print_bundle(res, layers, search)
+
+
+def _check_inputs(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head, target, out,
+                  force, archive, calibration):
+    """Everything that can be wrong with the input fails here, before any model is loaded; the recipe."""
+    from hwnas.deploy.export import check_export_inputs
     from hwnas.deploy.quantize import make_recipe
     from hwnas.errors import InvalidSubnetError
     from hwnas.hardware.targets import load_target
-    from hwnas.model.space import parse_subnet_spec
-    from hwnas.search.picking import pick_from_search
 
-    # Everything that can be wrong with the input fails here, before any model is loaded.
     recipe = make_recipe(quant, group_size=group_size, sym=sym, head=head)
     check_export_inputs(out, force=force, archive=archive, calibration=calibration)
     load_target(target)
     if sum(map(bool, (subnet_spec, search_dir, layers is not None or mlp_width is not None))) > 1:
         raise InvalidSubnetError("give one of --subnet, --layers/--mlp-width or --from/--pick")
     check_subnet_early(model, subnet_spec, layers, mlp_width)
-    from hwnas.cli.common import check_resources
+    return recipe
 
-    if not search_dir and not speculative:  # --from/--speculative resolve their subnets later; checked there by size
-        check_resources("export", model, subnet_spec=subnet_spec, layers=layers, mlp_width=mlp_width, out=out,
-                        quant_bits={"int8": 8, "none": 16}.get(quant, 4), calibrated_quant=quant in ("gptq-int4", "awq-int4"))
-    from hwnas.search.speculative import is_draft_search, read_draft_search
+
+def _resolve_subnet(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative, draft_spec, draft_tokens,
+                    heal_dir):
+    """(subnet or None, search record or None, draft tokens) from --subnet, --from/--pick, --draft, --heal."""
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.model.space import parse_subnet_spec
+    from hwnas.search.speculative import is_draft_search
 
     draft_search = bool(search_dir) and is_draft_search(search_dir)
     if draft_search and not speculative:
@@ -125,41 +158,10 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
     if subnet_spec:
         subnet = parse_subnet_spec(subnet_spec)
     elif draft_search and not draft_spec:
-        dp = read_draft_search(search_dir, pick)
-        from hwnas.model.loading import resolve_model
-
-        if dp.model_sha256 and dp.model_sha256 != resolve_model(model).sha256():
-            raise InvalidSubnetError(f"--from {search_dir} chose a draft for another model (sha256 "
-                                     f"{dp.model_sha256[:12]}...) than --model {model}")
-        subnet = dp.subnet
-        search = {"dir": str(search_dir), "pick": dp.rule + f" (k={dp.k}, predicted {dp.record['best_tokens_per_s']:.1f} "
-                                                            f"tokens/s, {dp.record['best_speedup_vs_full']:.2f}x the full model)"}
-        if draft_tokens is None:
-            draft_tokens = dp.k
-        if not dp.pays:
-            click.echo(f"warning: the draft search in {search_dir} predicts no speed-up from draft {dp.subnet.key} "
-                       f"({dp.record['best_speedup_vs_full']:.2f}x the full model); exporting it anyway", err=True)
+        subnet, search, draft_tokens = _from_draft_search(model, search_dir, pick, draft_tokens)
     elif search_dir:
-        p = pick_from_search(search_dir, pick)
-        subnet = p.subnet
-        search = {"dir": str(search_dir), "pick": p.rule, "record": {k: p.record.get(k) for k in
-                                                                     ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full",
-                                                                      "paired", "report") if k in p.record}}
-        if pick.strip().startswith("fastest-within"):
-            from hwnas.search.picking import pick_claim
-
-            pts = float(pick.strip()[len("fastest-within"):].strip().lstrip("=").strip())
-            search["claim_on_select_split"] = pick_claim(p.record, pts)
-    if (draft_spec or draft_tokens is not None) and not speculative:
-        raise InvalidSubnetError("--draft and --draft-tokens go with --speculative")
-    if speculative and (subnet_spec or layers is not None or mlp_width is not None or (draft_spec and search_dir)):
-        raise InvalidSubnetError("with --speculative the bundle is the whole model; choose the draft with --draft or --from/--pick")
-    if speculative and draft_tokens is None:
-        draft_tokens = 3
-    if speculative and not 1 <= draft_tokens <= 16:
-        from hwnas.errors import ExportError
-
-        raise ExportError(f"--draft-tokens {draft_tokens} is invalid; accepted: 1 to 16")
+        subnet, search = _from_search(search_dir, pick)
+    draft_tokens = _check_speculative(speculative, subnet_spec, layers, mlp_width, search_dir, draft_spec, draft_tokens)
     if speculative and draft_spec:
         subnet = parse_subnet_spec(draft_spec)
     if heal_dir is not None:
@@ -168,8 +170,60 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
         if speculative:
             raise InvalidSubnetError("--heal and --speculative do not go together (a draft needs no heal: the full model checks it)")
         healed_for = heal_subnet(heal_dir)  # a bad or unfinished heal folder fails before loading
-        if subnet is not None and subnet != healed_for:
+        if subnet is not None and subnet.architecture() != healed_for:
             raise InvalidSubnetError(f"--heal {heal_dir} was made for subnet {healed_for.key}, not {subnet.key}")
+    return subnet, search, draft_tokens
+
+
+def _from_draft_search(model, search_dir, pick, draft_tokens):
+    from hwnas.errors import InvalidSubnetError
+    from hwnas.model.loading import resolve_model
+    from hwnas.search.speculative import read_draft_search
+
+    dp = read_draft_search(search_dir, pick)
+    if dp.model_sha256 and dp.model_sha256 != resolve_model(model).sha256():
+        raise InvalidSubnetError(f"--from {search_dir} chose a draft for another model (sha256 "
+                                 f"{dp.model_sha256[:12]}...) than --model {model}")
+    search = {"dir": str(search_dir), "pick": dp.rule + f" (k={dp.k}, predicted {dp.record['best_tokens_per_s']:.1f} "
+                                                        f"tokens/s, {dp.record['best_speedup_vs_full']:.2f}x the full model)"}
+    if not dp.pays:
+        click.echo(f"warning: the draft search in {search_dir} predicts no speed-up from draft {dp.subnet.key} "
+                   f"({dp.record['best_speedup_vs_full']:.2f}x the full model); exporting it anyway", err=True)
+    return dp.subnet, search, dp.k if draft_tokens is None else draft_tokens
+
+
+def _from_search(search_dir, pick):
+    """The picked subnet (with the deployment genes the search gave it) and what the manifest records of the pick."""
+    from hwnas.search.picking import pick_from_search
+
+    p = pick_from_search(search_dir, pick)
+    search = {"dir": str(search_dir), "pick": p.rule, "record": {k: p.record.get(k) for k in
+                                                                 ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full",
+                                                                  "paired", "report") if k in p.record}}
+    if pick.strip().startswith("fastest-within"):
+        from hwnas.search.picking import pick_claim
+
+        pts = float(pick.strip()[len("fastest-within"):].strip().lstrip("=").strip())
+        search["claim_on_select_split"] = pick_claim(p.record, pts)
+    return p.subnet, search
+
+
+def _check_speculative(speculative, subnet_spec, layers, mlp_width, search_dir, draft_spec, draft_tokens):
+    """The --speculative option combinations; the draft tokens per step (3 by default)."""
+    from hwnas.errors import ExportError, InvalidSubnetError
+
+    if (draft_spec or draft_tokens is not None) and not speculative:
+        raise InvalidSubnetError("--draft and --draft-tokens go with --speculative")
+    if speculative and (subnet_spec or layers is not None or mlp_width is not None or (draft_spec and search_dir)):
+        raise InvalidSubnetError("with --speculative the bundle is the whole model; choose the draft with --draft or --from/--pick")
+    if speculative and draft_tokens is None:
+        draft_tokens = 3
+    if speculative and not 1 <= draft_tokens <= 16:
+        raise ExportError(f"--draft-tokens {draft_tokens} is invalid; accepted: 1 to 16")
+    return draft_tokens
+
+
+def _task_list(no_accuracy, tasks, data_dir):
     task_list = None if no_accuracy else [t.strip() for t in tasks.split(",") if t.strip()]
     if task_list:
         check_multiple_choice_tasks(tasks, "export", "`hwnas eval --subnet ... --tasks wikitext2` gives a subnet's "
@@ -177,49 +231,43 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
         from hwnas.datadir import resolve_data_dir
 
         resolve_data_dir(data_dir)  # DataError now rather than after quantizing
-    if speculative:
-        from hwnas.deploy.speculative import export_speculative_bundle
+    return task_list
 
-        with progress_bar(f"export speculative {quant}", enabled=not quiet) as prog:
-            res = export_speculative_bundle(model, out, recipe=recipe, draft=subnet, num_assistant_tokens=draft_tokens,
-                                            draft_rule=(search or {}).get("pick") or ("--draft" if draft_spec else None),
-                                            target=target, seed=seed, force=force, archive=archive, measure=not no_measure,
-                                            progress=prog, calibration=calibration, calib_samples=calib_samples,
-                                            calib_seq_len=calib_seq_len, accuracy_tasks=task_list,
-                                            accuracy_limit=accuracy_limit or None, data_dir=data_dir,
-                                            order_channels=not no_order)
-        click.echo(f"speculative bundle {res.path}: {res.manifest.recipe.describe()}, {res.nbytes / 1e6:.1f} MB, "
-                   f"draft {subnet.key if subnet else 'default'} with {draft_tokens} draft tokens per step")
-        return
-    with progress_bar(f"export {quant}", enabled=not quiet) as prog:
-        res = export_bundle(model, out, recipe=recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, target=target, calibration=calibration,
-                            calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
-                            archive=archive, measure=not no_measure, accuracy_tasks=task_list,
-                            accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
-                            order_channels=not no_order, recovery=recovery, progress=prog,
-                            allow_degenerate=allow_degenerate, generation_check=not no_generation_check,
-                            heal=heal_dir)
+
+def _export_speculative(model, out, recipe, subnet, draft_spec, draft_tokens, search, quant, target, seed, force,
+                        archive, no_measure, calibration, calib_samples, calib_seq_len, task_list, accuracy_limit,
+                        data_dir, no_order, quiet):
+    from hwnas.deploy.speculative import export_speculative_bundle
+
+    with progress_bar(f"export speculative {quant}", enabled=not quiet) as prog:
+        res = export_speculative_bundle(model, out, recipe=recipe, draft=subnet, num_assistant_tokens=draft_tokens,
+                                        draft_rule=(search or {}).get("pick") or ("--draft" if draft_spec else None),
+                                        target=target, seed=seed, force=force, archive=archive, measure=not no_measure,
+                                        progress=prog, calibration=calibration, calib_samples=calib_samples,
+                                        calib_seq_len=calib_seq_len, accuracy_tasks=task_list,
+                                        accuracy_limit=accuracy_limit or None, data_dir=data_dir,
+                                        order_channels=not no_order)
+    click.echo(f"speculative bundle {res.path}: {res.manifest.recipe.describe()}, {res.nbytes / 1e6:.1f} MB, "
+               f"draft {subnet.key if subnet else 'default'} with {draft_tokens} draft tokens per step")
+
+
+def _print_bundle(res, layers, search):
+    """What was written: recipe, size, runtime settings, speed, holdout accuracy, generation check."""
     m = res.manifest
     if layers is not None and m.subnet:
         click.echo(f"--layers {layers} kept layers {list(m.subnet['layers'])} (the search space's layer mode)")
     click.echo(f"bundle {res.path}: {m.recipe.describe()}, {res.nbytes / 1e6:.1f} MB"
                + (f", subnet {m.subnet['key']}" if m.subnet else ", whole model")
                + (" (healed)" if (m.supernet or {}).get("heal") else ""))
+    if m.runtime:
+        click.echo("  runtime settings: " + ", ".join(f"{k}={v}" for k, v in m.runtime["genes"].items()))
     if m.measurement:
         click.echo(f"  TTFT {m.measurement['ttft_ms']:.1f} ms, TPOT {m.measurement['tpot_ms']:.2f} ms, "
                    f"throughput {m.measurement['throughput_tok_s']:.1f} tok/s ({m.target['name']})")
     if search and search.get("claim_on_select_split"):
         click.echo(f"  pick ({search['pick']}): select split {search['claim_on_select_split']}")
     if m.accuracy and m.accuracy.get("vs_full"):
-        vs = m.accuracy["vs_full"]["acc_norm"]
-        o = vs["overall"]
-        full_mean = sum(t["full"] for t in vs["tasks"].values()) / len(vs["tasks"])
-        sub_mean = sum(t["subnet"] for t in vs["tasks"].values()) / len(vs["tasks"])
-        click.echo(f"  acc_norm on the {m.accuracy['split']} split ({o['items']} items no pick rule saw, mean of "
-                   f"{len(vs['tasks'])} tasks): bundle {sub_mean:.1f}%, full model {full_mean:.1f}%, "
-                   f"paired difference {o['points']:+.2f} ± {o['stderr']:.2f} points (95% CI {o['ci95'][0]:+.2f} to "
-                   f"{o['ci95'][1]:+.2f})")
-        click.echo(f"  {m.accuracy['verdict_1pt']}")
+        _print_accuracy(m.accuracy)
     if m.generation:
         from hwnas.accuracy.genquality import GenQualityReport
 
@@ -227,6 +275,18 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
                    + (" -- shipped anyway (--allow-degenerate)" if m.generation.get("forced_ship") else ""))
     if res.archive:
         click.echo(f"  archive {res.archive}")
+
+
+def _print_accuracy(accuracy):
+    vs = accuracy["vs_full"]["acc_norm"]
+    o = vs["overall"]
+    full_mean = sum(t["full"] for t in vs["tasks"].values()) / len(vs["tasks"])
+    sub_mean = sum(t["subnet"] for t in vs["tasks"].values()) / len(vs["tasks"])
+    click.echo(f"  acc_norm on the {accuracy['split']} split ({o['items']} items no pick rule saw, mean of "
+               f"{len(vs['tasks'])} tasks): bundle {sub_mean:.1f}%, full model {full_mean:.1f}%, "
+               f"paired difference {o['points']:+.2f} ± {o['stderr']:.2f} points (95% CI {o['ci95'][0]:+.2f} to "
+               f"{o['ci95'][1]:+.2f})")
+    click.echo(f"  {accuracy['verdict_1pt']}")
 
 
 @click.command()
@@ -317,17 +377,11 @@ def run(bundle, prompt, max_new_tokens, chat, target):
 
     from hwnas.deploy.manifest import read_manifest
     from hwnas.deploy.runtime import genai_pipeline
-    from hwnas.hardware.host import detect_host
-    from hwnas.hardware.targets import Target, load_target
+    from hwnas.deploy.settings import bundle_properties
 
     man = read_manifest(bundle)
     text = _chat_prompt(bundle, prompt) if chat else prompt  # before the (slow) pipeline load
-    tgt = load_target(target) if target else (Target.from_dict(dict(man.target), source="bundle manifest") if man.target else None)
-    props = {}
-    if tgt is not None:
-        props = {k: v for k, v in tgt.resolved_properties(detect_host(measure_bandwidth=False)).items()
-                 if k in ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
-                          "PERFORMANCE_HINT", "ENABLE_HYPER_THREADING", "ENABLE_CPU_PINNING")}
+    props = bundle_properties(man, target)  # the target's properties with the bundle's runtime genes over them
     pipe = genai_pipeline(bundle, props)
     cfg = openvino_genai.GenerationConfig()
     cfg.max_new_tokens = max_new_tokens

@@ -59,11 +59,15 @@ def folder_bytes(folder: str | Path) -> int:
 
 
 def ir_rows(items: Sequence[tuple[str, str, str | Path]], target: Any, *, host: Any = None, seed: int = 0,
-            progress: Progress | None = None) -> list[BenchRow]:
-    """Measure several IR folders (name, kind, folder) with their repeats interleaved (hwnas.hardware.measure.measure_many)."""
+            progress: Progress | None = None, properties: Sequence[dict | None] | None = None) -> list[BenchRow]:
+    """Measure several IR folders (name, kind, folder) with their repeats interleaved (hwnas.hardware.measure.measure_many).
+
+    properties: per item, OpenVINO properties set over the target's (a bundle's runtime genes), or None."""
     from hwnas.hardware.measure import MeasureJob, measure_many
 
-    jobs = [MeasureJob(str(Path(folder)), name, kind="model") for name, _, folder in items]
+    props = list(properties or [None] * len(items))
+    jobs = [MeasureJob(str(Path(folder)), name, kind="model", properties=dict(p) if p else None)
+            for (name, _, folder), p in zip(items, props)]
     ms = measure_many(jobs, target, host=host, seed=seed, progress=progress)
     rows = []
     for (name, kind, folder), m in zip(items, ms):
@@ -178,6 +182,7 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
                   torch_baseline: bool = True, seed: int = 0, progress: Progress | None = None) -> list[BenchRow]:
     """Measure each bundle and the baselines of `against` (default: the first bundle's source model)."""
     from hwnas.deploy.manifest import read_manifest
+    from hwnas.deploy.settings import bundle_properties, manifest_genes
     from hwnas.deploy.spec_bundle import draft_of
     from hwnas.deploy.speculative import measure_speculative
     from hwnas.hardware.host import detect_host
@@ -199,20 +204,20 @@ def bench_bundles(bundles: Sequence[str | Path], *, against: str | None = None, 
     base_dir = nncf_int8_ir(loaded)
     tick(1, total, "measuring (interleaved)")
     items = [("full model", NNCF_INT8, base_dir)] + [(Path(b).name, "bundle", b) for b in bundles]
-    rows = ir_rows(items, target, host=host, seed=seed)
+    rows = ir_rows(items, target, host=host, seed=seed,
+                   properties=[None] + [manifest_genes(m) or None for m in manifests])
     spec_rows = []
     for row, man, b in zip(rows[1:], manifests, bundles):
         row.accuracy = man.accuracy
         row.extra["quantization"] = man.quantization.get("name")
         row.extra["subnet"] = (man.subnet or {}).get("key")
+        row.extra["runtime_genes"] = manifest_genes(man)
         if draft_of(b)[0] is not None:
             # The timed IR above is the bundle's full model without its draft; the speculative pair is
             # timed through openvino-genai (the runtime that runs the draft), against itself without the draft.
             row.name = f"{row.name} (no draft)"
             tick(1, total, f"measuring {Path(b).name} with its draft (openvino-genai)")
-            from hwnas.deploy.serving.server import RUNTIME_KEYS
-
-            props = {k: v for k, v in target.resolved_properties(host).items() if k in RUNTIME_KEYS}
+            props = bundle_properties(man, target, host)
             sp = measure_speculative(b, props, tokens=max(32, target.workload.new_tokens),
                                      repeats=max(3, target.measure.repeats))
             spec_rows.append(BenchRow(name=f"{Path(b).name} (draft {sp['draft']}, k={sp['num_assistant_tokens']})",

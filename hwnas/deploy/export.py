@@ -18,6 +18,7 @@ into the IR (`hwnas.hardware.ov_compress`) -> save without f16 compression.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -29,7 +30,6 @@ from typing import Any, Sequence
 from hwnas.deploy.archive import checksum_files, write_archive
 from hwnas.deploy.ir_accuracy import ir_accuracy
 from hwnas.deploy.manifest import (
-    EXACT_PROPERTIES,
     IR_BIN,
     IR_XML,
     SMOKE_PROMPT,
@@ -77,6 +77,33 @@ def archive_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".tar.gz")
 
 
+@dataclass
+class _Source:
+    """What the build steps share: the loaded model, the dense subnet, its references and calibration."""
+
+    loaded: Any
+    dense: Any
+    supernet_meta: dict | None
+    subnet: Any
+    recipe: QuantRecipe
+    plan: Any = None            # per-layer formats (hwnas.deploy.mixed) when the subnet carries weight_formats
+    reference: Any = None       # (TaskSuite, full model's items) for the paired holdout accuracy
+    gen_ref: Any = None         # the full model's reference generations
+    calib: Any = None
+    owned: bool = False         # loaded by this call (its torch weights may be released once traced)
+
+
+@dataclass
+class _Runtime:
+    """Where and how the bundle runs: target with the subnet's runtime genes, host, numerics of the checks."""
+
+    base_target: Any            # the target profile as given (recorded in the manifest)
+    target: Any                 # with the genes over its properties (what everything runs under)
+    host: Any
+    numerics: dict
+    record: dict | None
+
+
 def export_bundle(
     model: str | Any,
     out: str | Path,
@@ -110,6 +137,9 @@ def export_bundle(
 
     model: a --model spec ("default", folder, .gguf) or a LoadedModel. subnet: SubnetConfig, or
     `layers` [+ `mlp_width`] (first N layers, one width; default full), or neither (the model as loaded).
+    A subnet's deployment genes decide what `recipe` would: `weight_formats` quantize each layer in its
+    own format (`hwnas.deploy.mixed`), `head_format` the embeddings/lm_head, `runtime` the OpenVINO
+    properties everything below runs with and the manifest records (`hwnas.deploy.settings`).
     recovery: refit the subnet's down_proj weights to the full model first (hwnas.model.recovery).
     accuracy_tasks: tasks scored on the final IR on `accuracy_split` (default the holdout split, which
     took no part in choosing the subnet), paired with the full model on the same items (None: skip).
@@ -129,112 +159,187 @@ def export_bundle(
     tgt = load_target(target)
     steps = 7
     tick(0, steps, "loading model")
+    src = _prepare_source(model, recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, heal=heal,
+                          order_channels=order_channels, recovery=recovery, generation_check=generation_check)
+    src.owned = isinstance(model, (str, Path))
+    if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
+        tick(0, steps, f"full model on the {accuracy_split} split (cached per item)")
+        src.reference = _full_reference(src.loaded, accuracy_tasks, accuracy_split, accuracy_limit, data_dir, seed)
+    _load_calibration(src, calibration, calib_samples, calib_seq_len, seed)
+    tick(1, steps, f"quantizing ({src.recipe.describe() if src.plan else src.recipe.name})")
+    result = _quantize(src)
+    run = _runtime(tgt, src.subnet)
+    out = Path(out)
+    opts = _Checks(generation_check, generation_thresholds, allow_degenerate, measure, accuracy_split, search, seed)
+    with atomic_dir(out, force=force) as tmp:
+        manifest = _build_into(tmp, out.name, src, result, run, opts, tick, steps)
+    tick(7, steps, "done")
+    arch = write_archive(out, archive_path(out), force=force) if archive else None
+    log.info("bundle %s written (%s)", out, manifest.recipe.describe())
+    return BundleResult(path=out, manifest=manifest, archive=arch)
+
+
+@dataclass
+class _Checks:
+    generation_check: bool
+    thresholds: Any
+    allow_degenerate: bool
+    measure: bool
+    accuracy_split: str
+    search: dict | None
+    seed: int
+
+
+def _build_into(tmp: Path, name: str, src: _Source, result: Any, run: _Runtime, opts: _Checks, tick: Any,
+                steps: int) -> BundleManifest:
+    """IR with integer weights, smoke and generation checks, speed, paired accuracy, manifest: all in `tmp`."""
+    tick(2, steps, "exporting OpenVINO IR")
+    if result is None:  # RTN: trace the untouched model, then compute the codes (see `_quantize`)
+        from hwnas.deploy.quantize import quantize_model
+
+        # After tracing, the torch weights are dead weight unless the generation check scores NLL with
+        # the full model: a model this call loaded itself is released before the IR is compressed.
+        keep = not src.owned or (opts.generation_check and src.subnet is None)
+        dense = src.dense
+        summary, result = _write_ir(dense, src.loaded.tokenizer, None, tmp,
+                                    release=None if keep else _releaser(src.loaded, dense),
+                                    quantize=lambda: quantize_model(dense, src.recipe, src.calib, inplace=True))
+    else:
+        summary, result = _write_ir(materialize_result(result), src.loaded.tokenizer, result, tmp)
+    tick(3, steps, "smoke generation and generation check")
+    smoke = _smoke(tmp, src.loaded.tokenizer, run.numerics)
+    generation = None
+    if opts.generation_check:
+        generation = _generation(tmp, src, run, opts.thresholds, opts.allow_degenerate)
+    measurement = None
+    if opts.measure:
+        tick(4, steps, "measuring speed")
+        measurement = _measure(tmp, run.target, name)
+    accuracy = None
+    if src.reference is not None:
+        tick(5, steps, f"scoring accuracy ({opts.accuracy_split} split, paired with the full model)")
+        accuracy = _paired_ir_accuracy(tmp, src.loaded, src.reference, run.target.resolved_properties(run.host))
+    tick(6, steps, "checksums and manifest")
+    return _manifest(tmp, name, src, result.recipe, run, opts.seed, ir=summary, measurement=measurement,
+                     accuracy=accuracy, smoke=smoke, search=opts.search, generation=generation)
+
+
+def _prepare_source(model: Any, recipe: QuantRecipe, *, subnet: Any, layers: int | None, mlp_width: int | None,
+                    heal: Any, order_channels: bool, recovery: bool, generation_check: bool) -> _Source:
+    """Load the model and the dense subnet; the recipe the subnet's genes decide; the full model's generations."""
     if heal is not None and subnet is None and layers is None and mlp_width is None:
         from hwnas.model.healed import heal_subnet
 
         subnet = heal_subnet(heal)
-    loaded, dense, supernet_meta, subnet = _load_dense(model, subnet, order_channels, layers, mlp_width,
-                                                       recovery=recovery, heal=heal)
-    tokenizer = loaded.tokenizer
-    reference = None
-    if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
-        tick(0, steps, f"full model on the {accuracy_split} split (cached per item)")
-        reference = _full_reference(loaded, accuracy_tasks, accuracy_split, accuracy_limit, data_dir, seed)
-    calib = None
-    if recipe.needs_calibration:
-        from hwnas.deploy.quantize import load_calibration
+    loaded, dense, meta, subnet = _load_dense(model, subnet, order_channels, layers, mlp_width,
+                                              recovery=recovery, heal=heal)
+    plan = None
+    if subnet is not None and subnet.head_format is not None:
+        recipe = dataclasses.replace(recipe, head=subnet.head_format)
+    if subnet is not None and subnet.weight_formats is not None:
+        from hwnas.deploy.mixed import layer_plan, mixed_recipe
 
-        calib = load_calibration(tokenizer, calibration, n_samples=calib_samples, seq_len=calib_seq_len, seed=seed)
-    gen_ref = None
+        plan = layer_plan(subnet, dense)
+        recipe = mixed_recipe(plan, recipe.head)
+    src = _Source(loaded=loaded, dense=dense, supernet_meta=meta, subnet=subnet, recipe=recipe, plan=plan)
     if generation_check:  # before quantization: in-place quantization of a subnet can touch shared weights
         from hwnas.deploy.gencheck import prepare_reference
 
-        gen_ref = prepare_reference(loaded)
-    tick(1, steps, f"quantizing ({recipe.name})")
-    from hwnas.deploy.quantize import materialize, quantize_model, resolve_group_size
+        src.gen_ref = prepare_reference(loaded)
+    return src
 
-    # RTN leaves the model untouched: its float weights are traced as placeholders that `compress_ir`
-    # replaces by the integer ones, so no dequantized float32 copy is made, and the codes are computed
-    # after the trace (the trace's graph and the codes are never in memory together). GPTQ/AWQ change
-    # weights (AWQ folds scales into the norms), so their dequantized model is what gets traced.
-    if recipe.algorithm in ("rtn", "none"):
-        recipe = resolve_group_size(recipe, dense)  # a bad group size fails before the trace
-        qmodel, result = dense, None
-        traced = dense
 
-        def quantize():
-            return quantize_model(traced, recipe, calib, inplace=True)
-    else:
-        result = quantize_model(dense, recipe, calib, inplace=dense is not loaded.model)
-        recipe = result.recipe
-        qmodel, quantize = materialize(result), None
-        result.model = None
-    dense = None
-    out = Path(out)
-    with atomic_dir(out, force=force) as tmp:
-        tick(2, steps, "exporting OpenVINO IR")
-        # After tracing, the torch weights are dead weight unless the generation check scores NLL with
-        # the full model: a model this call loaded itself is released before the IR is compressed.
-        owned = isinstance(model, (str, Path))
-        release = _releaser(loaded, qmodel) if owned and not (generation_check and subnet is None) else None
-        summary, result = _write_ir(qmodel, tokenizer, result, tmp, release=release, quantize=quantize)
-        recipe = result.recipe
-        del qmodel
-        traced = None
-        tick(3, steps, "smoke generation")
-        prompt_ids = [int(i) for i in tokenizer(SMOKE_PROMPT, add_special_tokens=False)["input_ids"]][:32] or [0]
-        smoke = {"prompt": SMOKE_PROMPT, "prompt_ids": prompt_ids, "tokens": greedy_tokens(tmp, prompt_ids),
-                 "properties": dict(EXACT_PROPERTIES)}
-        generation = None
-        if generation_check:
-            from hwnas.deploy.gencheck import check_built_bundle
+def _load_calibration(src: _Source, calibration: Any, n: int, seq_len: int, seed: int) -> None:
+    if src.recipe.needs_calibration:
+        from hwnas.deploy.quantize import load_calibration
 
-            tick(3, steps, "generation check")
-            what = f"subnet {subnet.key}" if subnet is not None else "the whole model"
-            # NLL only where the full model is certainly intact (whole-model export quantizes a copy);
-            # bench/genquality_calibration.py measured an absurd NLL after a subnet's in-place quantization
-            generation = check_built_bundle(tmp, loaded, thresholds=generation_thresholds,
-                                            allow_degenerate=allow_degenerate, what=what, reference=gen_ref,
-                                            nll_model=subnet is None)
-        host = current_host()
-        measurement = None
-        if measure:
-            tick(4, steps, "measuring speed")
-            try:
-                measurement = measure_bundle(tmp, tgt, name=out.name)
-            except ImportError:
-                log.warning("hwnas.hardware.measure is not available; the manifest holds no speed measurement")
-        accuracy = None
-        if accuracy_tasks:
-            tick(5, steps, f"scoring accuracy ({accuracy_split} split, paired with the full model)")
-            accuracy = _paired_ir_accuracy(tmp, loaded, reference, tgt.resolved_properties(_host_obj()))
-        tick(6, steps, "checksums and manifest")
-        files = checksum_files(tmp)
-        manifest = BundleManifest(
-            name=out.name,
-            model=_model_record(loaded),
-            subnet=dict(subnet.to_dict(), key=subnet.key) if subnet is not None else None,
-            supernet=supernet_meta,
-            quantization=recipe.to_dict(),
-            calibration_sha256=recipe.calibration.sha256 if recipe.calibration else None,
-            ir=summary,
-            target=tgt.to_dict(),
-            host=host,
-            measurement=measurement,
-            accuracy=accuracy,
-            smoke=smoke,
-            search=search,
-            generation=generation,
-            files=files,
-            tool_versions=tool_versions(),
-            seed=seed,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        manifest.write(tmp)
-    tick(7, steps, "done")
-    arch = write_archive(out, archive_path(out), force=force) if archive else None
-    log.info("bundle %s written (%s)", out, recipe.describe())
-    return BundleResult(path=out, manifest=manifest, archive=arch)
+        src.calib = load_calibration(src.loaded.tokenizer, calibration, n_samples=n, seq_len=seq_len, seed=seed)
+
+
+def _quantize(src: _Source) -> Any:
+    """INC quantization: one recipe for every layer, or each layer in its gene's format."""
+    from hwnas.deploy.quantize import quantize_model
+
+    inplace = src.dense is not src.loaded.model
+    if src.plan is not None:
+        from hwnas.deploy.mixed import quantize_mixed
+
+        return quantize_mixed(src.dense, src.plan, src.recipe.head, src.calib, inplace=inplace)
+    if src.recipe.algorithm in ("rtn", "none"):
+        # RTN leaves the model untouched: its float weights are traced as placeholders that `compress_ir`
+        # replaces by the integer ones, so no dequantized float32 copy is made, and the codes are computed
+        # after the trace (the trace's graph and the codes are never in memory together; `_build_into`).
+        # GPTQ/AWQ change weights (AWQ folds scales into the norms): their dequantized model is traced.
+        from hwnas.deploy.quantize import resolve_group_size
+
+        src.recipe = resolve_group_size(src.recipe, src.dense)  # a bad group size fails before the trace
+        return None
+    return quantize_model(src.dense, src.recipe, src.calib, inplace=inplace)
+
+
+def materialize_result(result: Any) -> Any:
+    """The float torch model with the dequantized weights that is exported before the integers go in."""
+    from hwnas.deploy.quantize import materialize
+
+    return materialize(result)
+
+
+def _runtime(target: Any, subnet: Any) -> _Runtime:
+    from hwnas.deploy.settings import numeric_properties, runtime_record, with_genes
+
+    genes = dict(subnet.runtime) if subnet is not None else {}
+    host = _host_obj()
+    return _Runtime(base_target=target, target=with_genes(target, genes), host=host, numerics=numeric_properties(genes, host),
+                    record=runtime_record(genes, target, host))
+
+
+def _smoke(folder: Path, tokenizer: Any, properties: dict) -> dict:
+    """Greedy tokens of the smoke prompt (verify reproduces them with the same numerics)."""
+    prompt_ids = [int(i) for i in tokenizer(SMOKE_PROMPT, add_special_tokens=False)["input_ids"]][:32] or [0]
+    return {"prompt": SMOKE_PROMPT, "prompt_ids": prompt_ids,
+            "tokens": greedy_tokens(folder, prompt_ids, properties=properties), "properties": dict(properties)}
+
+
+def _generation(folder: Path, src: _Source, run: _Runtime, thresholds: Any, allow_degenerate: bool) -> dict:
+    from hwnas.deploy.gencheck import check_built_bundle
+
+    what = f"subnet {src.subnet.key}" if src.subnet is not None else "the whole model"
+    # NLL only where the full model is certainly intact (whole-model export quantizes a copy);
+    # bench/genquality_calibration.py measured an absurd NLL after a subnet's in-place quantization
+    return check_built_bundle(folder, src.loaded, thresholds=thresholds, allow_degenerate=allow_degenerate, what=what,
+                              reference=src.gen_ref, nll_model=src.subnet is None, properties=run.numerics)
+
+
+def _measure(folder: Path, target: Any, name: str) -> dict | None:
+    try:
+        return measure_bundle(folder, target, name=name)
+    except ImportError:
+        log.warning("hwnas.hardware.measure is not available; the manifest holds no speed measurement")
+        return None
+
+
+def _manifest(folder: Path, name: str, src: _Source, recipe: QuantRecipe, run: _Runtime, seed: int,
+              **records: Any) -> BundleManifest:
+    """Checksum every file and write the manifest into `folder`."""
+    subnet = src.subnet
+    manifest = BundleManifest(
+        name=name,
+        model=_model_record(src.loaded),
+        subnet=dict(subnet.to_dict(), key=subnet.key) if subnet is not None else None,
+        supernet=src.supernet_meta,
+        quantization=recipe.to_dict(),
+        calibration_sha256=recipe.calibration.sha256 if recipe.calibration else None,
+        target=run.base_target.to_dict(),
+        host=current_host(),
+        runtime=run.record,
+        files=checksum_files(folder),
+        tool_versions=tool_versions(),
+        seed=seed,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **records,
+    )
+    manifest.write(folder)
+    return manifest
 
 
 def _host_obj():
@@ -295,19 +400,20 @@ def _load_dense(model: Any, subnet: Any, order_channels: bool, layers: int | Non
         loaded, sn = load_supernet(model, order=order_channels)
     if subnet is None:
         subnet = resolve_subnet_option(None, layers, mlp_width, sn.full_width, space=sn.space)
-    sn.space.validate(subnet, structure=False)
+    arch = subnet.architecture()  # what the supernet slices; the deployment genes are the export's
+    sn.space.validate(arch, structure=False)
     if recovery and heal is None:
         from hwnas.model.recovery import make_recoverer
 
         sn.recoverer = make_recoverer(sn, loaded.tokenizer)
-    dense = sn.extract(subnet)
+    dense = sn.extract(arch)
     meta = {k: v for k, v in sn.meta.items() if k not in ("channel_order", "layer_scores")}
     meta["channels_ordered"] = bool(sn.meta.get("channels_ordered", order_channels))
-    meta["recovery"] = sn.recovery_record(subnet)
+    meta["recovery"] = sn.recovery_record(arch)
     if heal is not None:
         from hwnas.model.healed import apply_heal, read_record
 
-        meta["heal"] = apply_heal(dense, heal, subnet=subnet, model_sha256=loaded.source.sha256())
+        meta["heal"] = apply_heal(dense, heal, subnet=arch, model_sha256=loaded.source.sha256())
         meta["recovery"] = read_record(heal).get("recovery")
     return loaded, dense, meta, subnet
 

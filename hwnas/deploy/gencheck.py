@@ -86,20 +86,23 @@ def prepare_reference(loaded: Any) -> Any:
 
 def check_built_bundle(folder: str | Path, loaded: Any, *, thresholds: GenThresholds | None = None,
                        allow_degenerate: bool = False, what: str = "the bundle", reference: Any = None,
-                       nll_model: bool = True) -> dict:
+                       nll_model: bool = True, properties: Mapping[str, Any] | None = None) -> dict:
     """Score a freshly built bundle against the full model's `reference` (default: computed from
     `loaded.model`); the manifest record. `nll_model`: loaded.model is intact, score NLL with it.
+    properties: the numerics to decode with (default `EXACT_PROPERTIES`; a bundle's numeric runtime
+    genes over them, `hwnas.deploy.settings.numeric_properties`), recorded for `verify_generation`.
 
     Raises DegenerateGenerationError (one line) when it fails, unless `allow_degenerate`.
     """
     ref = reference or prepare_reference(loaded)
-    cand = BundleCandidate(folder, EXACT_PROPERTIES, ref.eos_ids)
+    props = dict(properties or EXACT_PROPERTIES)
+    cand = BundleCandidate(folder, props, ref.eos_ids)
     report, toks = check_candidate(cand, ref, full_model=loaded.model if nll_model else None,
                                    thresholds=thresholds or DEFAULT_THRESHOLDS)
     log.info("generation check of %s: %s", what, report.summary())
     if not report.passed and not allow_degenerate:
         raise DegenerateGenerationError(failure_message(what, report))
-    return generation_record(ref, report, toks, forced_ship=not report.passed, properties=EXACT_PROPERTIES)
+    return generation_record(ref, report, toks, forced_ship=not report.passed, properties=props)
 
 
 def verify_generation(folder: str | Path, record: dict, *, full_model: Any = None) -> tuple[GenQualityReport, list[str]]:

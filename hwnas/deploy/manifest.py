@@ -69,6 +69,7 @@ _MANIFEST_FIELDS = {
     "accuracy": (dict, type(None)), "smoke": (dict, type(None)), "files": dict, "tool_versions": dict,
     "seed": int, "search": (dict, type(None)),
     "generation": (dict, type(None)),  # optional: older manifests have none
+    "runtime": (dict, type(None)),     # optional: runtime genes and the properties they resolved to
 }
 
 
@@ -84,6 +85,8 @@ class BundleManifest:
     or None; smoke: {"prompt", "prompt_ids", "tokens"} greedy output on the build host;
     generation: the generation-quality check (`hwnas.deploy.gencheck`): prompt ids, the full
     model's reference greedy tokens, the bundle's tokens, thresholds and scores; None when not run;
+    runtime: the subnet's runtime genes, the OpenVINO properties they resolved to on the build host,
+    and the numerics of the smoke/generation checks (`hwnas.deploy.settings`); None without genes.
     files: {relative path: FileEntry} for every file but the manifest.
     """
 
@@ -102,6 +105,7 @@ class BundleManifest:
     smoke: dict | None = None
     search: dict | None = None
     generation: dict | None = None
+    runtime: dict | None = None
     tool_versions: dict = field(default_factory=dict)
     seed: int = 0
     created: str = ""

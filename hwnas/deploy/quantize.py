@@ -48,6 +48,8 @@ QUANT_METHODS: dict[str, tuple[str, int | None, bool]] = {
     "int4": ("rtn", 4, False),
     "gptq-int4": ("gptq", 4, False),
     "awq-int4": ("awq", 4, False),
+    # per-layer formats from a subnet's deployment genes (`hwnas.deploy.mixed`); not a --quant choice
+    "mixed": ("mixed", None, True),
 }
 HEAD_PRECISIONS = ("f32", "f16", "int8")
 DEFAULT_CALIB_SAMPLES = 32
@@ -96,15 +98,20 @@ class QuantRecipe:
     sym: bool
     head: str = "int8"
     calibration: CalibrationInfo | None = None
+    layers: tuple[tuple[str, str], ...] = ()   # "mixed" only: (module name, weight format) per decoder linear
     schema_version: int = RECIPE_SCHEMA_VERSION
 
     @property
     def needs_calibration(self) -> bool:
-        return self.algorithm in ("gptq", "awq")
+        return self.algorithm in ("gptq", "awq") or any(f.startswith(("gptq-", "awq-")) for _, f in self.layers)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["calibration"] = self.calibration.to_dict() if self.calibration else None
+        if self.layers:
+            d["layers"] = dict(self.layers)
+        else:
+            d.pop("layers")
         return d
 
     @classmethod
@@ -119,6 +126,7 @@ class QuantRecipe:
                 group_size=None if d["group_size"] is None else int(d["group_size"]),
                 sym=bool(d["sym"]), head=str(d.get("head", "int8")),
                 calibration=CalibrationInfo.from_dict(calib) if calib else None,
+                layers=tuple((str(k), str(v)) for k, v in dict(d.get("layers") or {}).items()),
                 schema_version=int(d.get("schema_version", RECIPE_SCHEMA_VERSION)),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -135,6 +143,8 @@ class QuantRecipe:
             raise ExportError(
                 f"quantization {self.name!r} means algorithm {algorithm} with {bits} bits, "
                 f"not {self.algorithm} with {self.bits}")
+        if self.algorithm == "mixed" and not self.layers:
+            raise ExportError("quantization 'mixed' needs a weight format per layer (a subnet's weight_formats)")
         if self.head not in HEAD_PRECISIONS:
             raise ExportError(f"unknown embedding/lm_head precision {self.head!r}; accepted: {', '.join(HEAD_PRECISIONS)}")
         gs = self.group_size
@@ -143,6 +153,12 @@ class QuantRecipe:
         return self
 
     def describe(self) -> str:
+        if self.algorithm == "mixed":
+            from collections import Counter
+
+            counts = Counter(f for _, f in self.layers)
+            return (f"per-layer formats ({', '.join(f'{n} {f}' for f, n in counts.most_common())} linears), "
+                    f"embeddings/lm_head {self.head}")
         if self.algorithm == "none":
             return f"no weight quantization (embeddings/lm_head {self.head})"
         g = {-1: "per-channel", None: "group auto"}.get(self.group_size, f"group {self.group_size}")
@@ -385,6 +401,18 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
                               "recipe cannot be exported as integer weights")
         if any(type(m).__name__ == "MulLinear" for m in model.modules()):
             raise ExportError("INC AWQ left input scales (MulLinear) that cannot be folded; use int4 or gptq-int4")
+    head_weights, head_f16 = quantize_head(model, recipe.head)
+    weights.update(head_weights)
+    tick(3, 3, "quantized")
+    n_int = sum(1 for n in weights)
+    log.info("quantized %d weight matrices with %s", n_int, recipe.describe())
+    return QuantResult(recipe=recipe, model=model, weights=weights, head_f16=tuple(head_f16),
+                       float_model=streamed and not inplace)
+
+
+def quantize_head(model: Any, head: str) -> tuple[dict[str, QuantizedLinear], list[str]]:
+    """Embeddings and lm_head (once when tied) per `head`: int8 per-row RTN weights, or names kept as f16 (f32: neither)."""
+    weights: dict[str, QuantizedLinear] = {}
     head_f16: list[str] = []
     emb = model.get_input_embeddings()
     lm_head = model.get_output_embeddings()
@@ -392,15 +420,11 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
     for name, mod in (("model.embed_tokens", emb), ("lm_head", lm_head)):
         if mod is None or (name == "lm_head" and tied):
             continue
-        if recipe.head == "int8":
+        if head == "int8":
             weights[name] = rtn_int8_rows(name, mod.weight.detach())
-        elif recipe.head == "f16":
+        elif head == "f16":
             head_f16.append(name)
-    tick(3, 3, "quantized")
-    n_int = sum(1 for n in weights)
-    log.info("quantized %d weight matrices with %s", n_int, recipe.describe())
-    return QuantResult(recipe=recipe, model=model, weights=weights, head_f16=tuple(head_f16),
-                       float_model=streamed and not inplace)
+    return weights, head_f16
 
 
 def _rtn_by_layer(model: Any, recipe: QuantRecipe, tick: Progress) -> dict[str, QuantizedLinear]:

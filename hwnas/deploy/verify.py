@@ -9,7 +9,6 @@ from typing import Any, Callable, Mapping
 from hwnas.deploy.archive import extract_archive, list_files, sha256_file
 from hwnas.deploy.manifest import (
     ARCHIVE_SUFFIXES,
-    EXACT_PROPERTIES,
     IR_XML,
     REQUIRED_FILES,
     SMOKE_PROMPT,
@@ -18,6 +17,7 @@ from hwnas.deploy.manifest import (
     read_manifest,
 )
 from hwnas.deploy.runtime import generate_text, greedy_tokens
+from hwnas.deploy.settings import bundle_target, check_properties
 from hwnas.errors import BundleError
 
 # ----------------------------------------------------------------------------- verification
@@ -128,7 +128,8 @@ def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True,
         smoke = manifest.smoke or {}
         prompt_ids = smoke.get("prompt_ids") or [0]
         try:
-            toks = greedy_tokens(path, prompt_ids, len(smoke.get("tokens") or []) or SMOKE_TOKENS)
+            toks = greedy_tokens(path, prompt_ids, len(smoke.get("tokens") or []) or SMOKE_TOKENS,
+                                 properties=check_properties(manifest))
         except Exception as e:  # noqa: BLE001
             report.problems.append(f"greedy generation failed: {type(e).__name__}: {e}")
             return report
@@ -139,7 +140,8 @@ def verify_bundle(path: str | Path, *, load: bool = True, generate: bool = True,
             report.checks.append(f"greedy generation of {len(toks)} tokens matches the manifest")
         if (path / "openvino_tokenizer.xml").is_file() and (path / "openvino_detokenizer.xml").is_file():
             try:
-                report.generated = generate_text(path, smoke.get("prompt") or SMOKE_PROMPT, 8, properties=EXACT_PROPERTIES)
+                report.generated = generate_text(path, smoke.get("prompt") or SMOKE_PROMPT, 8,
+                                                 properties=check_properties(manifest))
                 report.checks.append("openvino_genai.LLMPipeline generates text")
             except Exception as e:  # noqa: BLE001
                 report.problems.append(f"openvino_genai.LLMPipeline failed: {type(e).__name__}: {e}")
@@ -181,7 +183,7 @@ def _verify_speed(report: VerifyReport, path: Path, manifest: BundleManifest, to
     recorded = manifest.measurement or {}
     fn = measure_fn or measure_bundle
     try:
-        m = fn(path, manifest.target)
+        m = fn(path, bundle_target(manifest))  # the bundle's runtime genes over its target
     except Exception as e:  # noqa: BLE001
         report.problems.append(f"speed re-measurement failed: {type(e).__name__}: {e}")
         return

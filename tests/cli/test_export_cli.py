@@ -26,6 +26,22 @@ def test_unknown_quant(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_gene_in_subnet(tmp_path, tiny_model_dir):
+    bad = {"layers": [0, 1], "mlp_widths": [128, 128], "weight_formats": [["int8", "int3"], ["int8", "int8"]]}
+    r = CliRunner().invoke(main, ["export", "--model", str(tiny_model_dir), "--subnet", json.dumps(bad),
+                                  "--out", str(tmp_path / "o")])
+    _one_line_error(r, "'int3'", "int4_sym_gG")
+    rt = {"layers": [0, 1], "mlp_widths": [128, 128], "runtime": {"KV_CACHE_PRECISION": "u2"}}
+    r = CliRunner().invoke(main, ["export", "--model", str(tiny_model_dir), "--subnet", json.dumps(rt),
+                                  "--out", str(tmp_path / "o")])
+    _one_line_error(r, "KV_CACHE_PRECISION='u2'", "'u8'")
+    grp = {"layers": [0, 1], "mlp_widths": [128, 128], "weight_formats": [["int8", "int8"], ["int4_sym_g256", "int8"]]}
+    r = CliRunner().invoke(main, ["export", "--model", str(tiny_model_dir), "--subnet", json.dumps(grp), "--no-accuracy",
+                                  "--no-measure", "--no-generation-check", "--quiet", "--out", str(tmp_path / "o")])
+    _one_line_error(r, "int4_sym_g256", "does not divide its input width 64")
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_calibration(tmp_path):
     r = CliRunner().invoke(main, ["export", "--quant", "gptq-int4", "--calibration", str(tmp_path / "c.jsonl"),
                                   "--out", str(tmp_path / "o")])

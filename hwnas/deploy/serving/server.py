@@ -70,23 +70,12 @@ def prepare(bundle: str | Path, *, target: str | None = None, properties: Mappin
     return Prepared(folder, model_id or man.name, ctx, props, draft, k, info, int(vocab) if vocab else None)
 
 
-RUNTIME_KEYS = ("INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
-                "PERFORMANCE_HINT", "ENABLE_HYPER_THREADING", "ENABLE_CPU_PINNING", "DYNAMIC_QUANTIZATION_GROUP_SIZE")
-
-
 def target_properties(manifest: Any, target: str | None = None) -> dict:
-    """The runtime OpenVINO properties of `target`, or of the bundle's recorded target, on this host."""
-    from hwnas.hardware.host import detect_host
-    from hwnas.hardware.targets import Target, load_target
+    """The runtime OpenVINO properties of `target`, or of the bundle's recorded target, on this host,
+    with the bundle's runtime genes over them (`hwnas.deploy.settings`)."""
+    from hwnas.deploy.settings import bundle_properties
 
-    if target:
-        tgt = load_target(target)
-    elif manifest.target:
-        tgt = Target.from_dict(dict(manifest.target), source="bundle manifest")
-    else:
-        return {}
-    props = tgt.resolved_properties(detect_host(measure_bandwidth=False))
-    return {k: v for k, v in props.items() if k in RUNTIME_KEYS}
+    return bundle_properties(manifest, target)
 
 
 def build_app(prep: Prepared, *, api_key: str | None = None, max_active: int = 8, max_queue: int = 8,
