@@ -99,13 +99,13 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
 
     recipe = _check_inputs(model, subnet_spec, layers, mlp_width, search_dir, pick, quant, group_size, sym, head,
                            target, out, force, archive, calibration)
+    subnet, search, draft_tokens = _resolve_subnet(model, subnet_spec, layers, mlp_width, search_dir, pick,
+                                                   speculative, draft_spec, draft_tokens, heal_dir)
+    task_list = _task_list(no_accuracy, tasks, data_dir)
     if not search_dir and not speculative:  # --from/--speculative resolve their subnets later; checked there by size
         check_resources("export", model, subnet_spec=subnet_spec, layers=layers, mlp_width=mlp_width, out=out,
                         quant_bits={"int8": 8, "none": 16}.get(quant, 4),
                         calibrated_quant=quant in ("gptq-int4", "awq-int4"))
-    subnet, search, draft_tokens = _resolve_subnet(model, subnet_spec, layers, mlp_width, search_dir, pick,
-                                                   speculative, draft_spec, draft_tokens, heal_dir)
-    task_list = _task_list(no_accuracy, tasks, data_dir)
     if subnet is not None and subnet.weight_formats is not None and quant != "int8":
         click.echo(f"note: subnet {subnet.key} carries a weight format per layer; --quant {quant} is not used", err=True)
     if speculative:

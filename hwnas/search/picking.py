@@ -75,7 +75,7 @@ def pick_fastest_within(
             drop = None  # the report split decides; a record without one is not shown to qualify
         else:
             drop = record_drop(r, full, "search")
-            if drop is None:
+            if drop is None and not (r.get("paired") or {}).get("at_chance"):  # at chance: cannot qualify
                 raise SearchError("cannot pick 'fastest-within': the records hold no full-model accuracy")
         if drop is not None and drop <= points + 1e-9 and speed_of(r, speed) is not None:
             ok.append(r)
