@@ -189,6 +189,8 @@ warmup = 1
 repeats = 2
 max_remeasure = 0
 """
+# The same with an f32 KV cache: exact numerics, for comparing an IR's logits with the torch model's.
+TINY_TARGET_EXACT = TINY_TARGET.replace('NUM_STREAMS = 1', 'KV_CACHE_PRECISION = "f32"\nNUM_STREAMS = 1')
 
 
 def one_line_error(result, *needles):

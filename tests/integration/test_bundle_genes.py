@@ -10,26 +10,13 @@ from hwnas.deploy.export import export_bundle
 from hwnas.deploy.manifest import EXACT_PROPERTIES, read_manifest
 from hwnas.deploy.quantize import make_recipe
 from hwnas.model.space import SubnetConfig
+from tests.conftest import TINY_TARGET_EXACT  # noqa: E402
 
 FORMATS = (("int8", "int4_sym_g32"), ("int4_asym_g32", "f16"), ("f16", "int8"))
 RUNTIME = {"KV_CACHE_PRECISION": "u8", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 32, "INFERENCE_NUM_THREADS": 1}
 GENES = SubnetConfig((0, 1, 3), (128, 64, 128), weight_formats=FORMATS, head_format="f16", runtime=RUNTIME)
 PLAIN = SubnetConfig((0, 1, 3), (128, 64, 128))
-TINY_TARGET = """
-name = "tiny"
-[openvino]
-INFERENCE_PRECISION_HINT = "f32"
-KV_CACHE_PRECISION = "f32"
-NUM_STREAMS = 1
-[workload]
-prompt_tokens = 8
-new_tokens = 4
-batch_sizes = [1]
-[measure]
-warmup = 1
-repeats = 2
-max_remeasure = 0
-"""
+TINY_TARGET = TINY_TARGET_EXACT
 ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 ELEMENT = {"int8": "i8", "int4_sym_g32": "i4", "int4_asym_g32": "u4", "f16": "f16"}

@@ -10,24 +10,11 @@ import torch
 
 from hwnas.model.space import SubnetConfig
 from tests.conftest import FAMILIES, make_tiny_model, make_tiny_tokenizer
+from tests.conftest import TINY_TARGET_EXACT  # noqa: E402
 
 CFG = SubnetConfig((0, 2, 3), (128, 64, 128))
 OV_EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
-TARGET = """
-name = "tiny"
-[openvino]
-INFERENCE_PRECISION_HINT = "f32"
-KV_CACHE_PRECISION = "f32"
-NUM_STREAMS = 1
-[workload]
-prompt_tokens = 8
-new_tokens = 4
-batch_sizes = [1]
-[measure]
-warmup = 1
-repeats = 2
-max_remeasure = 0
-"""
+TARGET = TINY_TARGET_EXACT
 CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen2-untied": "Qwen2ForCausalLM",
          "mistral": "MistralForCausalLM"}
 TIED = {"llama": True, "qwen2": True, "qwen2-untied": False, "mistral": False}
