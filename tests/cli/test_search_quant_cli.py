@@ -14,14 +14,7 @@ from tests.conftest import TINY_TARGET
 from tests.conftest import one_line_error
 
 
-@pytest.fixture
-def tiny_task(tmp_path):
-    path = tmp_path / "tinyqa.jsonl"
-    with open(path, "w") as f:
-        for i in range(40):
-            f.write(json.dumps({"id": str(i), "question": f"what is {i} plus one?",
-                                "choices": [str(i + 1), str(i + 7), "blue"], "answer": 0}) + "\n")
-    return path
+from tests.cli.test_search_cli import tiny_task  # noqa: E402,F401  (the same local task file fixture)
 
 
 def test_quant_auto_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task, monkeypatch):
