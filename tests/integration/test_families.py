@@ -125,9 +125,11 @@ def test_bundle_logits_match_sliced_supernet(family_dir, ids, tmp_path, quant, h
     assert len(out.texts) == 1
 
 
-def test_bf16_checkpoint_loads_bf16_and_exports_int8_from_the_16bit_trace(tmp_path, ids):
+def test_bf16_checkpoint_loads_bf16_and_exports_int8_from_the_16bit_trace(tmp_path, ids, monkeypatch):
     """A bf16 checkpoint stays bf16 (dtype auto) and its int8 bundle is traced with the 16-bit patch
-    (ov_ext:: weight sites, bf16 constants read correctly); logits match the bf16 torch model."""
+    (ov_ext:: weight sites, bf16 constants read correctly); logits match the bf16 torch model.
+    $HWNAS_PRECISION=fp32 (make test's first pass) would force float32, so the test unsets it."""
+    monkeypatch.delenv("HWNAS_PRECISION", raising=False)
     from optimum.intel import OVModelForCausalLM
 
     from hwnas.deploy.export import export_bundle
