@@ -160,6 +160,10 @@ def _only_visible(model: Any, modules: list[str]):
 
 def _inc_pass_quiet(model: Any, fmt: WeightFormat, modules: list[str], calibration: Calibration | None) -> dict[str, QuantizedLinear]:
     import torch
+
+    from hwnas.deploy.quantize import bind_inc_transformers
+
+    bind_inc_transformers()
     from neural_compressor.torch.quantization import convert, prepare
 
     hide = _only_visible(model, modules) if fmt.algorithm in ("gptq", "awq") else contextlib.nullcontext()
@@ -195,6 +199,23 @@ def _inc_pass_quiet(model: Any, fmt: WeightFormat, modules: list[str], calibrati
     return weights
 
 
+def _minmax_pass(model: Any, fmt: WeightFormat, modules: list[str]) -> dict[str, QuantizedLinear]:
+    """`int4_minmax_gG` layers: hwnas's own RTN (`hwnas.model.rtn`), since INC's grids have integer zero
+    points; the model's linears are left float with the dequantized weights, as after an INC pass."""
+    import torch
+
+    from hwnas.model.rtn import quantize_rtn
+
+    weights = {}
+    for m in modules:
+        lin = model.get_submodule(m)
+        q = quantize_rtn(lin.weight.detach().float().numpy(), fmt, m)
+        weights[m] = q
+        with torch.no_grad():  # a new tensor: a subnet's weights may share storage with the full model
+            lin.weight = torch.nn.Parameter(torch.from_numpy(q.dequantize()).to(lin.weight.dtype), requires_grad=False)
+    return weights
+
+
 def _check_untouched(model: Any, before: Mapping[str, Any], fmt: WeightFormat) -> None:
     """Layers quantized by an earlier pass must keep their weights (AWQ folds scales into neighbours)."""
     import torch
@@ -224,9 +245,13 @@ def quantize_mixed(model: Any, plan: Mapping[str, WeightFormat], head: str,
     model.eval()
     weights: dict[str, QuantizedLinear] = {}
     for fmt, modules in _groups(plan).items():
-        log.info("INC %s on %d layers", fmt.name, len(modules))
         before = {m: model.get_submodule(m).weight.detach().clone() for m in weights}
-        weights.update(_inc_pass(model, fmt, modules, calibration))
+        if fmt.float_zero:
+            log.info("numpy RTN %s on %d layers (a fractional zero point: not an INC grid)", fmt.name, len(modules))
+            weights.update(_minmax_pass(model, fmt, modules))
+        else:
+            log.info("INC %s on %d layers", fmt.name, len(modules))
+            weights.update(_inc_pass(model, fmt, modules, calibration))
         _check_untouched(model, before, fmt)
     f16 = [m for m, f in plan.items() if not f.quantized]
     for m in f16:  # a new tensor: a subnet's weights may share storage with the full model

@@ -324,7 +324,25 @@ def _quiet_inc():
         inc_log.setLevel(before)
 
 
+def bind_inc_transformers() -> None:
+    """Work around an import-order bug of INC 3.x: its weight-only modules bind `transformers` only when it was
+    imported before them, yet test `is_transformers_imported()` when they run, so an INC imported first fails
+    later with "NameError: name 'transformers' is not defined". Imports transformers, then binds it where missing."""
+    import importlib
+    import sys
+
+    import transformers
+
+    for name in ("neural_compressor.torch.algorithms.weight_only.rtn", "neural_compressor.torch.algorithms.weight_only.gptq",
+                 "neural_compressor.torch.algorithms.weight_only.teq", "neural_compressor.torch.quantization.config",
+                 "neural_compressor.torch.utils.utility"):
+        mod = sys.modules.get(name) or importlib.import_module(name)
+        if not hasattr(mod, "transformers"):
+            mod.transformers = transformers
+
+
 def _inc_config(recipe: QuantRecipe, tmp: str, model: Any = None):
+    bind_inc_transformers()
     from neural_compressor.torch.quantization import AWQConfig, GPTQConfig, RTNConfig
 
     common = dict(bits=recipe.bits, use_sym=recipe.sym, group_size=recipe.group_size)
@@ -371,6 +389,7 @@ def quantize_model(model: Any, recipe: QuantRecipe, calibration: Calibration | N
             model = copy.deepcopy(model)
         model.eval()
     if not streamed:
+        bind_inc_transformers()
         from neural_compressor.torch.quantization import convert, prepare
 
         tick(0, 3, f"INC {recipe.algorithm} prepare")

@@ -36,7 +36,7 @@ from hwnas.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: extracted subnets keep MLP channels in the base model's order (Supernet.base_order)
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
 TOKENIZER_XML = "openvino_tokenizer.xml"

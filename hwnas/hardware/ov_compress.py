@@ -9,6 +9,7 @@ Gather (the same pattern NNCF emits):
                   -> Multiply(scale f16 [out, 1]) -> Convert(f32)
     grouped:      Constant(i4|u4 [out, G, gs]) -> Convert(f16) [-> Subtract(Convert(zp u4 [out, G, 1]))]
                   -> Multiply(scale f16 [out, G, 1]) -> Reshape([out, in]) -> Convert(f32)
+    minmax:       as grouped u4, with the zero point an f16 constant [out, G, 1] (no Convert)
 
 Symmetric codes (every zero point at the mid-point) are stored signed with no Subtract.
 Constants are built from C-contiguous numpy arrays and their element type is checked after
@@ -96,7 +97,10 @@ def decompression_subgraph(q: QuantizedLinear, name: str, out_type: Any = None) 
     codes = (q.signed_codes() if signed else q.codes).reshape(shape)
     w = _constant(codes, ov_type, name)
     x = ops.convert(w, ov.Type.f16)
-    if not signed:
+    if q.float_zero:  # fractional zero point (GGUF Q4_1's grid): an f16 constant, fused by the CPU plugin alike
+        zp = _constant(q.zero_point.reshape(sshape), ov.Type.f16, f"{name}/zero_point")
+        x = ops.subtract(x, zp, name=f"{name}/zero_point/subtract")
+    elif not signed:
         zp = _constant(q.zero_point.reshape(sshape), ov_type, f"{name}/zero_point")
         x = ops.subtract(x, ops.convert(zp, ov.Type.f16), name=f"{name}/zero_point/subtract")
     scale = _constant(q.scale.reshape(sshape), ov.Type.f16, f"{name}/scale")
@@ -157,14 +161,6 @@ def _check_rows(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, CHECK_ROWS)).astype(np.int64))
 
 
-def _dequantize_rows(q: QuantizedLinear, rows: np.ndarray) -> np.ndarray:
-    """`q.dequantize()[rows]` without dequantizing the other rows."""
-    g = q.n_groups
-    codes = q.codes[rows].reshape(len(rows), g, q.group_size).astype(np.int16)
-    diff = codes - q.zero_point[rows][:, :, None].astype(np.int16)
-    return (diff.astype(np.float16) * q.scale[rows][:, :, None]).astype(np.float32).reshape(len(rows), -1)
-
-
 def _float_data(const: Any, rows: np.ndarray | None = None) -> np.ndarray:
     data = np.asarray(const.get_data())
     if rows is not None:
@@ -199,7 +195,7 @@ def compress_ir(model: Any, weights: Mapping[str, QuantizedLinear], *, head_f16:
                 raise ExportError(f"IR weight of {label} has shape {ir_shape}, quantized weights {q.shape}")
             rows = _check_rows(q.shape[0])  # a sample of rows: the check is for mapping errors
             ir_w = _float_data(site.const, rows)
-            deq = _dequantize_rows(q, rows)
+            deq = q.dequantize_rows(rows)
             rel = float(np.linalg.norm(ir_w - deq) / max(np.linalg.norm(ir_w), 1e-12))
             if rel > max_rel_error:
                 raise ExportError(f"IR weight of {label} does not match its quantized weights (relative error {rel:.3f}); "

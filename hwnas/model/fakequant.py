@@ -26,11 +26,18 @@ log = logging.getLogger(__name__)
 ATTENTION_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def _fq_tensor(weight: Any, fmt: str) -> Any:
+def _fq_tensor(weight: Any, fmt: str, cols: Any = None) -> Any:
+    """`weight` fake-quantized in `fmt`; with `cols` (positions, `Supernet.base_order`) its columns are
+    grouped in that order, as the extracted model ships them, and returned in the slice's own order."""
+    import numpy as np
     import torch
 
     w = weight.detach().float().cpu().numpy()
-    return torch.from_numpy(fake_quantize(w, fmt)).to(weight.dtype)
+    if cols is None:
+        return torch.from_numpy(fake_quantize(w, fmt)).to(weight.dtype)
+    out = np.empty_like(w)
+    out[:, cols] = fake_quantize(np.ascontiguousarray(w[:, cols]), fmt)
+    return torch.from_numpy(out).to(weight.dtype)
 
 
 def apply_genes(supernet: Any, cfg: SubnetConfig) -> Callable[[], None]:
@@ -58,7 +65,7 @@ def apply_genes(supernet: Any, cfg: SubnetConfig) -> Callable[[], None]:
                 down = mlp.down_override if mlp.down_override is not None else mlp.down_proj.weight[:, :w]
                 swap(mlp, "gate_override", _fq_tensor(mlp.gate_proj.weight[:w], mfmt))
                 swap(mlp, "up_override", _fq_tensor(mlp.up_proj.weight[:w], mfmt))
-                swap(mlp, "down_override", _fq_tensor(down, mfmt))
+                swap(mlp, "down_override", _fq_tensor(down, mfmt, supernet.base_order(i, w)))
         if cfg.head_format is not None:
             model = supernet.model
             emb = model.get_input_embeddings()
@@ -107,7 +114,7 @@ def fake_quantize_part(supernet: Any, layer: int, part: str, fmt: str) -> Callab
             mlp = blk.mlp
             swap(mlp, "gate_override", _fq_tensor(mlp.gate_proj.weight, fmt))
             swap(mlp, "up_override", _fq_tensor(mlp.up_proj.weight, fmt))
-            swap(mlp, "down_override", _fq_tensor(mlp.down_proj.weight, fmt))
+            swap(mlp, "down_override", _fq_tensor(mlp.down_proj.weight, fmt, supernet.base_order(layer, mlp.full_width)))
 
     def restore() -> None:
         for module, attr, value in reversed(swapped):

@@ -5,8 +5,11 @@ One place names them so the search space, the search records, INC quantization, 
 the latency model and the bundle manifest all spell a format the same way:
 
 - a layer weight format is ``f16`` (left unquantized), ``int8`` (per-output-channel symmetric),
-  or ``int4_{sym|asym}_g{G}`` (grouped, G input channels per scale), optionally prefixed by a
-  data-aware algorithm (``gptq-``, ``awq-``); RTN when no prefix;
+  ``int4_{sym|asym}_g{G}`` (grouped, G input channels per scale, integer zero point as INC writes
+  it), optionally prefixed by a data-aware algorithm (``gptq-``, ``awq-``; RTN when no prefix), or
+  ``int4_minmax_g{G}``: each group's min and max mapped onto codes 0 and 15, the zero point kept
+  fractional (f16). That is GGUF's Q4_1 grid: a model read from a Q4_1 GGUF (the default model)
+  is stored in ``int4_minmax_g32`` without any loss, where INC's integer zero point re-rounds it;
 - a head format (embeddings and lm_head) is ``int8`` or ``f16``;
 - a runtime setting is an OpenVINO CPU property from `RUNTIME_GENES` with one of its values.
 """
@@ -29,8 +32,9 @@ RUNTIME_GENES: dict[str, tuple[Any, ...]] = {
     "INFERENCE_NUM_THREADS": tuple(range(1, 257)),
     "NUM_STREAMS": tuple(range(1, 65)),
 }
-_FORMAT_RE = re.compile(r"^(?:(gptq|awq)-)?(?:(f16)|(int8)|int4_(sym|asym)_g(\d+))$")
-FORMAT_HELP = "f16, int8, or int4_sym_gG / int4_asym_gG (G a group size, e.g. 64), optionally prefixed gptq- or awq-"
+_FORMAT_RE = re.compile(r"^(?:(gptq|awq)-)?(?:(f16)|(int8)|int4_(sym|asym|minmax)_g(\d+))$")
+FORMAT_HELP = ("f16, int8, or int4_sym_gG / int4_asym_gG / int4_minmax_gG (G a group size, e.g. 64), "
+               "optionally prefixed gptq- or awq- (not minmax)")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class WeightFormat:
     sym: bool = True
     group_size: int | None = None
     algorithm: str = "rtn"
+    float_zero: bool = False  # minmax: fractional (f16) zero point, scale = (max - min) / 15 (GGUF Q4_1's grid)
 
     @property
     def name(self) -> str:
@@ -49,7 +54,8 @@ class WeightFormat:
         elif self.bits == 8:
             base = "int8"
         else:
-            base = f"int4_{'sym' if self.sym else 'asym'}_g{self.group_size}"
+            kind = "minmax" if self.float_zero else ("sym" if self.sym else "asym")
+            base = f"int4_{kind}_g{self.group_size}"
         return base if self.algorithm == "rtn" else f"{self.algorithm}-{base}"
 
     @property
@@ -80,7 +86,10 @@ def parse_weight_format(name: str) -> WeightFormat:
     g = int(group)
     if g < 16 or g & (g - 1):
         raise InvalidSubnetError(f"weight format {name!r}: group size {g} must be a power of two >= 16")
-    return WeightFormat(bits=4, sym=(sym == "sym"), group_size=g, algorithm=algorithm)
+    if sym == "minmax" and algo:
+        raise InvalidSubnetError(f"weight format {name!r}: minmax is round-to-nearest on each group's own range; "
+                                 f"{algo}- applies to int4_sym_gG / int4_asym_gG (INC's grids)")
+    return WeightFormat(bits=4, sym=(sym == "sym"), group_size=g, algorithm=algorithm, float_zero=(sym == "minmax"))
 
 
 def check_head_format(name: str) -> str:

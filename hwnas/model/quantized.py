@@ -18,6 +18,8 @@ class QuantizedLinear:
 
     codes and zero points are unsigned (0 .. 2**bits - 1, INC's convention); `symmetric` is true
     when every zero point is the mid-point, so the codes can be stored signed with no zero point.
+    A float zero point (float16, the `int4_minmax_gG` format: GGUF Q4_1's grid) is kept fractional
+    and stored as an f16 constant.
     """
 
     name: str
@@ -36,10 +38,12 @@ class QuantizedLinear:
             raise ExportError(f"{self.name}: scale/zero-point shape {self.scale.shape}/{self.zero_point.shape} "
                               f"does not match codes {self.codes.shape} with group size {self.group_size}")
         hi = 2 ** self.bits - 1
-        if self.codes.min(initial=0) < 0 or self.codes.max(initial=0) > hi or self.zero_point.max(initial=0) > hi:
+        float_zero = np.asarray(self.zero_point).dtype.kind == "f"
+        if self.codes.min(initial=0) < 0 or self.codes.max(initial=0) > hi or (
+                not float_zero and self.zero_point.max(initial=0) > hi):
             raise ExportError(f"{self.name}: codes outside 0..{hi} for {self.bits}-bit weights")
         self.codes = np.ascontiguousarray(self.codes, dtype=np.uint8)
-        self.zero_point = np.ascontiguousarray(self.zero_point, dtype=np.uint8)
+        self.zero_point = np.ascontiguousarray(self.zero_point, dtype=np.float16 if float_zero else np.uint8)
         self.scale = np.ascontiguousarray(self.scale, dtype=np.float16)
 
     @property
@@ -51,8 +55,13 @@ class QuantizedLinear:
         return self.codes.shape[1] // self.group_size
 
     @property
+    def float_zero(self) -> bool:
+        """Whether the zero points are fractional (f16), as GGUF's Q4_1 grid needs."""
+        return self.zero_point.dtype == np.float16
+
+    @property
     def symmetric(self) -> bool:
-        return bool(np.all(self.zero_point == 2 ** (self.bits - 1)))
+        return not self.float_zero and bool(np.all(self.zero_point == 2 ** (self.bits - 1)))
 
     def signed_codes(self) -> np.ndarray:
         """int8 codes minus the mid-point (only meaningful when `symmetric`)."""
@@ -60,16 +69,27 @@ class QuantizedLinear:
 
     def dequantize(self) -> np.ndarray:
         """float32 weights computed the way OpenVINO's decompression does: f16 (code - zp) * f16 scale."""
-        out, inp = self.codes.shape
+        return self.dequantize_rows(np.arange(self.codes.shape[0]))
+
+    def dequantize_rows(self, rows: np.ndarray) -> np.ndarray:
+        """`dequantize()[rows]` without the other rows. A fractional zero point is subtracted in float32
+        (the CPU plugin decompresses in f32; f16 would round code - zp by up to 1/128)."""
         g = self.n_groups
-        diff = self.codes.reshape(out, g, self.group_size).astype(np.int16) - self.zero_point[:, :, None].astype(np.int16)
-        w = diff.astype(np.float16) * self.scale[:, :, None]
-        return w.astype(np.float32).reshape(out, inp)
+        codes = self.codes[rows].reshape(len(rows), g, self.group_size)
+        zp = self.zero_point[rows][:, :, None]
+        if self.float_zero:
+            w = (codes.astype(np.float32) - zp.astype(np.float32)) * self.scale[rows][:, :, None].astype(np.float32)
+        else:
+            diff = codes.astype(np.int16) - zp.astype(np.int16)
+            w = diff.astype(np.float16) * self.scale[rows][:, :, None]
+        return w.astype(np.float32).reshape(len(rows), -1)
 
     def nbytes(self) -> int:
         """Bytes of the stored constants (codes packed at `bits`, f16 scales, zero points unless symmetric)."""
         n = self.codes.size * self.bits // 8 + self.scale.size * 2
-        if not self.symmetric:
+        if self.float_zero:
+            n += self.zero_point.size * 2
+        elif not self.symmetric:
             n += (self.zero_point.size * self.bits + 7) // 8
         return n
 

@@ -15,6 +15,12 @@ use_full_range=use_sym)`), so what the search scored is what the bundle ships:
   ``scale = (wmax - wmin) / (2**b - 1)``, ``zp = round(-wmin / scale)``,
   ``q = clip(round(w / scale) + zp, 0, 2**b - 1)``.
 
+- minmax (``int4_minmax_gG``, not an INC grid): per group ``scale = (max - min) / (2**b - 1)`` (1 when 0),
+  ``q = clip(round((w - min) / scale), 0, 2**b - 1)``, the zero point ``-min / scale`` kept fractional (f16).
+  This is GGUF's Q4_1: on weights dequantized from a Q4_1 tensor it gives back the file's own codes and
+  scales, so a Q4_1 model ships without a second rounding (the zero point's f16 rounding moves a weight
+  by < 0.5% of its step).
+
 Everything is float32 as in INC (round half to even, like torch.round); the scale is then stored
 as f16 (`QuantizedLinear`), and `fake_quantize` dequantizes the way OpenVINO's decompression
 does: ``f16(code - zp) * f16 scale``. Data-aware algorithms (gptq-, awq-) need calibration and
@@ -50,6 +56,8 @@ def quantize_rtn(weight: np.ndarray, fmt: WeightFormat | str, name: str = "weigh
         raise InvalidSubnetError(f"{name}: group size {gs} of {fmt.name} does not divide the input width {inp}")
     bits = int(fmt.bits)
     g = w.reshape(out * (inp // gs), gs)
+    if fmt.float_zero:
+        return _quantize_minmax(w, bits, gs, name)
     if fmt.sym:
         maxq, minq = np.float32(2 ** (bits - 1) - 1), np.float32(-(2 ** (bits - 1)))
         mx, mn = g.max(axis=1), g.min(axis=1)
@@ -76,6 +84,22 @@ def quantize_rtn(weight: np.ndarray, fmt: WeightFormat | str, name: str = "weigh
                            codes=q.reshape(out, inp).astype(np.uint8),
                            scale=scale.reshape(out, groups).astype(np.float16),
                            zero_point=zp.reshape(out, groups).astype(np.uint8))
+
+
+def _quantize_minmax(w: np.ndarray, bits: int, gs: int, name: str) -> QuantizedLinear:
+    """Each group's [min, max] onto codes 0 .. 2**bits - 1, fractional zero point (GGUF Q4_1's grid)."""
+    out, inp = w.shape
+    g = w.reshape(out * (inp // gs), gs)
+    maxq = np.float32(2 ** bits - 1)
+    mn, mx = g.min(axis=1), g.max(axis=1)
+    scale = ((mx - mn) / maxq).astype(np.float32)
+    scale = np.where(scale == 0, np.float32(1), scale).astype(np.float16)  # stored f16: round with it
+    s32 = scale.astype(np.float32)
+    q = np.clip(np.rint((g - mn[:, None]) / s32[:, None]), 0, maxq)
+    zp = (-mn / s32).astype(np.float16)
+    groups = inp // gs
+    return QuantizedLinear(name=name, bits=bits, group_size=gs, codes=q.reshape(out, inp).astype(np.uint8),
+                           scale=scale.reshape(out, groups), zero_point=zp.reshape(out, groups))
 
 
 def fake_quantize(weight: np.ndarray, fmt: WeightFormat | str) -> np.ndarray:

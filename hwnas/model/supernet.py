@@ -189,6 +189,24 @@ class Supernet:
     def full_config(self) -> SubnetConfig:
         return SubnetConfig.uniform(self._full_num_layers, self.full_width)
 
+    def base_order(self, layer: int, width: int) -> Any:
+        """Positions that put layer `layer`'s first `width` (importance-ordered) MLP channels back in the base
+        model's order, or None when they already are (no recorded permutation, or it is the identity there).
+
+        Why: the order of a layer's channels does not change what it computes, but grouped int4 formats
+        quantize down_proj's columns in runs of G, and a model that came quantized (a GGUF's Q4_1 blocks)
+        is on its own grid only in its own order. Extraction and fake quantization both use this order,
+        so what the search scores is what ships, and the full-width layers of a Q4_1 model ship losslessly.
+        """
+        import numpy as np
+
+        perms = (self.meta.get("channel_order") or {}).get("permutations")
+        if not perms or layer >= len(perms):
+            return None
+        origin = np.asarray(perms[layer][:width])
+        pos = np.argsort(origin, kind="stable")
+        return None if np.array_equal(pos, np.arange(len(pos))) else pos
+
     def recovered_down(self, cfg: SubnetConfig) -> dict[int, Any]:
         """Recovered down_proj weights of `cfg` by layer index ({} without a recoverer or for the full model)."""
         if self.recoverer is None or cfg.architecture() == self.full_config():
@@ -247,12 +265,14 @@ class Supernet:
         for j, (i, w) in enumerate(zip(cfg.layers, cfg.mlp_widths)):
             layer = self._all_layers[i]
             prefix = f"{a.layers}.{j}."
+            pos = self.base_order(i, int(w))  # channels back in the base model's order (see base_order)
             for name, p in layer.named_parameters():
                 t = p.detach()
                 if name.startswith(rows):
-                    t = t[:w]
+                    t = t[:w] if pos is None else t[:w][pos]
                 elif name == a.mlp["down"] + ".weight":
-                    t = down[i] if i in down else t[:, :w].contiguous()
+                    t = down[i] if i in down else t[:, :w]
+                    t = t.contiguous() if pos is None else t[:, pos].contiguous()
                 yield prefix + name, cast(t)
         for pname, p in m.get_submodule(a.final_norm).named_parameters():
             yield f"{a.final_norm}.{pname}", cast(p.detach())

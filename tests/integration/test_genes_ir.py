@@ -13,16 +13,19 @@ import pytest
 
 from hwnas.model.deploy_space import DeploySpace
 from hwnas.model.space import SearchSpace, SubnetConfig
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+
+TEXTS = ["The quick brown fox jumps over the lazy dog. " * 4, "Pack my box with five dozen liquor jugs! " * 4]
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 ATOL = 2e-3
-FORMATS = (("int8", "int4_sym_g32"), ("int4_asym_g32", "int8"), ("f16", "int4_asym_g16"))
-ETYPE = {"int8": "i8", "int4_sym_g32": "i4", "int4_asym_g32": "u4", "int4_asym_g16": "u4", "f16": "f16"}
+FORMATS = (("int8", "int4_sym_g32"), ("int4_asym_g32", "int4_minmax_g32"), ("f16", "int4_asym_g16"))
+ETYPE = {"int8": "i8", "int4_sym_g32": "i4", "int4_asym_g32": "u4", "int4_asym_g16": "u4", "f16": "f16",
+         "int4_minmax_g32": "u4"}
 
 
 def _space():
-    dep = DeploySpace(("int8", "int4_asym_g32", "f16"), ("int8", "int4_sym_g32", "int4_asym_g16"),
+    dep = DeploySpace(("int8", "int4_asym_g32", "f16"), ("int8", "int4_sym_g32", "int4_asym_g16", "int4_minmax_g32"),
                       ("int8", "f16"), (("KV_CACHE_PRECISION", ("u8", "f32")),))
     return SearchSpace(num_layers=4, full_width=128, widths=(32, 64, 96, 128), min_layers=1, layer_mode="skip",
                        deploy=dep)
@@ -35,6 +38,7 @@ def setup(tmp_path_factory):
 
     model = make_tiny_llama(seed=3)
     sn = Supernet(model, space=_space())
+    sn.order_channels(make_tiny_tokenizer(), TEXTS)  # MLP channels permuted: extraction puts them back in order
     cfg = SubnetConfig((0, 2, 3), (128, 64, 96)).with_deploy(FORMATS, "int8", {"KV_CACHE_PRECISION": "f32"})
     sn.space.validate(cfg)
     d = tmp_path_factory.mktemp("ir") / "float"

@@ -195,3 +195,28 @@ def test_cached_supernet_serves_the_tokenizer_of_its_own_source(tiny_model_dir, 
     own, swapped = ids[str(tiny_model_dir)], ids[str(other)]
     assert own[0] == own[1] and swapped[0] == swapped[1]
     assert own[0] != swapped[0]
+
+
+def test_extraction_keeps_the_base_models_channel_order():
+    """The ordered supernet slices channels by importance, but an extracted subnet lists each layer's kept
+    channels in the base model's order: a full-width layer is the base layer itself (grouped int4 formats
+    group down_proj's columns as the source did, e.g. a GGUF's Q4_1 blocks), and logits are unchanged."""
+    base = make_tiny_llama()
+    sn = Supernet(make_tiny_llama(), space=space_for(base))
+    sn.order_channels(make_tiny_tokenizer(), TEXTS)
+    perm = sn.meta["channel_order"]["permutations"][1]
+    assert perm != sorted(perm)                                      # the supernet's own weights are permuted
+    full = sn.extract(SubnetConfig((0, 1, 2, 3), (128,) * 4))
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        torch.testing.assert_close(getattr(full.model.layers[1].mlp, name).weight,
+                                   getattr(base.model.layers[1].mlp, name).weight, atol=0, rtol=0)
+    cfg = SubnetConfig((0, 1, 3), (64, 128, 32))
+    dense = sn.extract(cfg)
+    kept = sorted(sn.meta["channel_order"]["permutations"][0][:64])
+    torch.testing.assert_close(dense.model.layers[0].mlp.down_proj.weight, base.model.layers[0].mlp.down_proj.weight[:, kept],
+                               atol=0, rtol=0)
+    ids = torch.randint(3, 300, (1, 16))
+    with sn.subnet(cfg) as m, torch.no_grad():
+        sliced = m(ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(dense(ids).logits, sliced, atol=1e-5, rtol=1e-5)

@@ -12,13 +12,15 @@ from hwnas.model.space import SubnetConfig
     ("int4_sym_g64", WeightFormat(bits=4, sym=True, group_size=64)),
     ("int4_asym_g32", WeightFormat(bits=4, sym=False, group_size=32)),
     ("gptq-int4_asym_g64", WeightFormat(bits=4, sym=False, group_size=64, algorithm="gptq")),
+    ("int4_minmax_g32", WeightFormat(bits=4, sym=False, group_size=32, float_zero=True)),
 ])
 def test_parse_round_trip(name, fmt):
     assert parse_weight_format(name) == fmt
     assert fmt.name == name
 
 
-@pytest.mark.parametrize("bad", ["int3", "int4_sym", "int4_sym_g48", "int4_sym_g8", "gptq-f16", "fp8", ""])
+@pytest.mark.parametrize("bad", ["int3", "int4_sym", "int4_sym_g48", "int4_sym_g8", "gptq-f16", "fp8", "",
+                                 "gptq-int4_minmax_g32", "int4_minmax_g8"])
 def test_bad_formats_name_the_value(bad):
     with pytest.raises(InvalidSubnetError, match="weight format"):
         parse_weight_format(bad)

@@ -81,3 +81,40 @@ def test_refuses_what_rtn_cannot_do():
         quantize_rtn(w, "int4_sym_g32")
     with pytest.raises(InvalidSubnetError, match="calibration"):
         quantize_rtn(np.zeros((4, 64), np.float32), "gptq-int4_sym_g32")
+
+
+def _q4_1_grid(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """Weights as a GGUF Q4_1 tensor holds them: per block of 32, f16 d and m, codes 0..15 with both ends used."""
+    rng = np.random.default_rng(seed)
+    g = cols // 32
+    d = (rng.uniform(0.002, 0.02, (rows, g))).astype(np.float16).astype(np.float32)
+    m = (-7.3 * d + rng.normal(0, 0.01, (rows, g))).astype(np.float16).astype(np.float32)
+    q = rng.integers(0, 16, (rows, g, 32)).astype(np.float32)
+    q[:, :, 0], q[:, :, 1] = 0, 15
+    return (d[:, :, None] * q + m[:, :, None]).reshape(rows, cols).astype(np.float32), q.reshape(rows, cols)
+
+
+def test_minmax_gives_back_a_q4_1_grid():
+    """int4_minmax_g32 on weights dequantized from Q4_1 finds the file's own codes and scales: no second
+    rounding (what int4_asym_g32, INC's integer zero point, cannot do on the same weights)."""
+    w, codes = _q4_1_grid(16, 128)
+    q = quantize_rtn(w, "int4_minmax_g32")
+    assert q.float_zero and q.zero_point.dtype == np.float16 and not q.symmetric
+    np.testing.assert_array_equal(q.codes, codes.astype(np.uint8))
+    step = q.scale.astype(np.float32).repeat(32, axis=1)
+    assert np.max(np.abs(q.dequantize() - w) / step) < 0.01           # f16 zero point: < 1% of a step
+    inc_grid = np.abs(quantize_rtn(w, "int4_asym_g32").dequantize() - w) / step
+    assert inc_grid.max() > 0.2                                        # INC's grid re-rounds by up to half a step
+    assert q.nbytes() == 16 * 128 // 2 + 2 * (16 * 4) * 2              # codes + f16 scales + f16 zero points
+
+
+def test_minmax_on_any_weights_maps_each_groups_range():
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((8, 64)) * 0.05).astype(np.float32)
+    w[2, :32] = 0.25                                                   # a constant group: scale 1, code 0
+    q = quantize_rtn(w, "int4_minmax_g16")
+    g = q.codes.reshape(8, 4, 16)
+    assert g[[0, 1, 3]].min(axis=2).max() == 0 and g[[0, 1, 3]].max(axis=2).min() == 15
+    assert np.allclose(q.dequantize()[2, :32], 0.25, atol=1e-3)
+    rel = np.linalg.norm(q.dequantize() - w) / np.linalg.norm(w)
+    assert 0 < rel < 0.12
