@@ -118,6 +118,10 @@ def hand_rows(n_layers: int, width: int) -> list[RowSpec]:
         genes("hwnas attn int8 + MLP int4 asym g64", ("int8", "int4_asym_g64")),
         genes("hwnas int4 asym g64 + edges int8", lambda i: ("int8", "int8") if edge(i) else ("int4_asym_g64",) * 2),
         genes("hwnas int4 asym g64 + head int8", ("int4_asym_g64", "int4_asym_g64")),
+        # the source's own grid (a Q4_1 GGUF: `hwnas.model.source_grid`): no second rounding of the weights
+        genes("hwnas int4 minmax g32 (source grid)", ("int4_minmax_g32", "int4_minmax_g32")),
+        genes("hwnas int4 minmax g32 + KV u8", ("int4_minmax_g32", "int4_minmax_g32"),
+              runtime={"KV_CACHE_PRECISION": "u8"}),
     ]
     # more to try with --rows: attention int4 + MLP int8, head f16, dynamic quantization group 64
     # (hand_rows_extra), kept out of the default run to stay within the bench's time budget

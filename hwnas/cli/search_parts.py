@@ -26,7 +26,7 @@ def check_space_file(space_file: str | None, quant: str) -> None:
     DeploySpace.from_dict(deploy, defaults=DeploySpace(("int8",), ("int8",)))
 
 
-def search_space(supernet: Any, space_file: str | None, quant: str, has_bf16: bool) -> Any:
+def search_space(supernet: Any, space_file: str | None, quant: str, has_bf16: bool, source: Any = None) -> Any:
     """The space searched: the supernet's, with deployment genes for --quant auto, then the --space file's overrides."""
     from hwnas.errors import SearchError
     from hwnas.model.deploy_space import DeploySpace
@@ -38,7 +38,10 @@ def search_space(supernet: Any, space_file: str | None, quant: str, has_bf16: bo
     heads = int(cfg.num_attention_heads)
     attn_in = (hidden, heads * int(getattr(cfg, "head_dim", None) or hidden // heads))
     if quant == "auto":
-        space = space.with_(deploy=DeploySpace.default(attn_in + space.widths, has_bf16=has_bf16))
+        from hwnas.model.source_grid import lossless_formats
+
+        space = space.with_(deploy=DeploySpace.default(attn_in + space.widths, has_bf16=has_bf16,
+                                                       source_formats=lossless_formats(source) if source else ()))
     if space_file:
         space = SearchSpace.from_file(space_file, defaults=space)
         if quant != "auto" and space.deploy is not None:
@@ -59,7 +62,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
 
     loaded, supernet = load_supernet(setup["source"].spec)  # importance-ordered (cached after the first time)
     host = detect_host()
-    supernet.space = search_space(supernet, space_file, quant, host.has_bf16)
+    supernet.space = search_space(supernet, space_file, quant, host.has_bf16, setup["source"])
     if recovery:
         from hwnas.model.recovery import make_recoverer
 

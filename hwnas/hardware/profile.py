@@ -244,6 +244,9 @@ def _as_supernet(loaded_or_supernet: Any, space: Any) -> tuple[Any, dict[str, An
         )
     sn = Supernet.from_loaded(loaded, order=False, space=space)  # channel order does not change speed
     info = dict(loaded.source.to_dict())
+    from hwnas.model.source_grid import lossless_formats
+
+    info["lossless_formats"] = list(lossless_formats(loaded.source))  # the source's own grid (a GGUF's Q4_1)
     try:
         info["sha256"] = loaded.source.sha256()
     except Exception as e:  # noqa: BLE001 - provenance only
@@ -341,7 +344,8 @@ def run_profile(
         hidden, heads = int(sn.config.hidden_size), int(sn.config.num_attention_heads)
         attn_in = (hidden, heads * int(getattr(sn.config, "head_dim", None) or hidden // heads))
         gene_space = space if space.deploy is not None else space.with_(
-            deploy=DeploySpace.default(attn_in + space.widths, has_bf16=host.has_bf16))
+            deploy=DeploySpace.default(attn_in + space.widths, has_bf16=host.has_bf16,
+                                       source_formats=model_info.get("lossless_formats", ())))
         for cfg in design_variants(gene_space, subnets, np.random.default_rng(seed + 7), max_variants=MAX_VARIANTS):
             ir = irs[cfg.architecture().key]
             jobs.append(MeasureJob(str(ir), cfg.key, cfg.to_dict(), cfg.mlp_widths, cfg.n_params(sn.config), "variant",

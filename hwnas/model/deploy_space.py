@@ -95,15 +95,21 @@ class DeploySpace:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def default(cls, input_widths: Iterable[int], *, has_bf16: bool = False, formats: Iterable[str] | None = None
-                ) -> "DeploySpace":
-        """Per-channel int8 plus int4 sym/asym at the largest group size dividing every input width;
-        runtime: KV cache u8 or f16, dynamic activation quantization off or group 32, and bf16 vs f32
-        inference precision only where the CPU runs bf16 natively (`has_bf16`)."""
+    def default(cls, input_widths: Iterable[int], *, has_bf16: bool = False, formats: Iterable[str] | None = None,
+                source_formats: Iterable[str] = ()) -> "DeploySpace":
+        """Per-channel int8 plus int4 sym/asym at the largest group size dividing every input width, plus
+        the formats the source file stores its weights in (`hwnas.model.source_grid.lossless_formats`, e.g.
+        int4_minmax_g32 for a Q4_1 GGUF) where they divide every width; runtime: KV cache u8 or f16,
+        dynamic activation quantization off or group 32, and bf16 vs f32 inference precision only where
+        the CPU runs bf16 natively (`has_bf16`)."""
+        widths = list(input_widths)
         if formats is None:
-            g = default_group_size(input_widths)
+            g = default_group_size(widths)
             formats = ("int8", f"int4_asym_g{g}", f"int4_sym_g{g}")
         formats = tuple(formats)
+        for f in source_formats:
+            if f not in formats and all(parse_weight_format(f).divides(w) for w in widths):
+                formats += (f,)
         runtime: dict[str, tuple[Any, ...]] = {"KV_CACHE_PRECISION": ("u8", "f16"),
                                                "DYNAMIC_QUANTIZATION_GROUP_SIZE": (0, 32)}
         if has_bf16:
