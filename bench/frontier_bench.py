@@ -302,6 +302,11 @@ def gguf_path() -> Path | None:
     return found[0] if found else None
 
 
+def llama_cpp_importable() -> bool:
+    """Whether the `bench` extra is installed (found, not imported: llama.cpp runs in a child process)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 @dataclass
 class LlamaCppBlocks:
     """llama.cpp's timing blocks around the OpenVINO session, each in a child process (`llamacpp_timing`).
@@ -544,7 +549,7 @@ def time_rows(specs: Sequence[RowSpec], built: Mapping[str, Any], loaded: Any, a
     from hwnas.deploy.benchmark import NNCF_INT8, ir_rows, ratios
 
     llama, gguf = None, gguf_path()
-    if not args.no_llamacpp and gguf is not None and importlib.util.find_spec("llama_cpp") is not None:
+    if not args.no_llamacpp and gguf is not None and llama_cpp_importable():
         prompt = np.random.default_rng(args.seed).integers(0, gguf_vocab_size(gguf), size=args.prompt_tokens).tolist()
         llama = LlamaCppBlocks(gguf, args.llamacpp_threads, prompt, args.new_tokens, max(2, args.repeats // 2))
         llama.time_block()

@@ -142,3 +142,42 @@ def test_llamacpp_child_times_the_real_gguf(bench):
     row = llama.row({"tpot_ms": 10.0, "ttft_ms": 50.0})
     assert row["gguf"] == gguf.name and row["rounds"] == 1 and row["decode_tok_s"] > 0 and "decode_speedup" in row
     assert row["extra_buffers"] is False     # llama.cpp's AMX buffers fault where the VM gives no tile state
+
+
+def test_time_rows_times_llamacpp_around_the_openvino_session(bench, monkeypatch, tmp_path):
+    """Blocks before and after the OpenVINO rows, in that order; a child failing after the session skips the row."""
+    import types
+
+    import hwnas.deploy.benchmark as hb
+
+    calls = []
+    gguf = tmp_path / "m.gguf"
+
+    def child(path, threads, prompt, new_tokens, rounds, timeout_s, extra_buffers):
+        calls.append(("llama", len(prompt), new_tokens, rounds))
+        if fail_after and len([c for c in calls if c[0] == "llama"]) > 1:
+            raise bench.LlamaCppChildError("llama.cpp child was killed by SIGSEGV: boom")
+        return [(20.0, [5.0, 5.0])] * rounds
+
+    def ir_rows(items, target, **kw):
+        calls.append(("openvino", [n for n, _, _ in items]))
+        return [types.SimpleNamespace(name=n, measurement=None) for n, _, _ in items]
+
+    monkeypatch.setattr(bench, "time_llamacpp_child", child)
+    monkeypatch.setattr(bench, "gguf_path", lambda: gguf)
+    monkeypatch.setattr(bench, "gguf_vocab_size", lambda p: 1000)
+    monkeypatch.setattr(bench, "llama_cpp_importable", lambda: True)
+    monkeypatch.setattr(hb, "ir_rows", ir_rows)
+    monkeypatch.setattr(hb, "ratios", lambda rows, seed=0: [{"name": r.name, "tpot_ms": 10.0, "ttft_ms": 40.0}
+                                                            for r in rows])
+    args = bench.parse_args(["--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "4"])
+    specs = [bench.RowSpec(bench.BASELINE, "optimum")]
+    for fail_after in (False, True):
+        calls.clear()
+        out, _ = bench.time_rows(specs, {bench.BASELINE: tmp_path}, None, args, None, None)
+        assert calls[:3] == [("llama", 8, 3, 2), ("openvino", [bench.BASELINE]), ("llama", 8, 3, 2)]
+        if fail_after:
+            assert out["llamacpp"] == {"skipped": "llama.cpp child was killed by SIGSEGV: boom"}
+        else:
+            assert out["llamacpp"]["rounds"] == 4 and out["llamacpp"]["decode_speedup"] == pytest.approx(2.0)
+            assert out["llamacpp"]["gguf"] == "m.gguf" and out["llamacpp"]["extra_buffers"] is False
