@@ -18,7 +18,9 @@ Per row, all on this host:
   (`hwnas.hardware.measure.measure_many`, the target's properties with each row's runtime genes
   over them); ratios to the optimum-intel int8 row with 95% bootstrap intervals over the rounds
   (`hwnas.hardware.measure.speedup`). llama.cpp (2 threads, greedy, same 128 prompt tokens, 64 new)
-  is timed in blocks before and after that session: its ratio is unpaired (no interval);
+  is timed in blocks before and after that session, each block in a child process (`llamacpp_timing`:
+  llama.cpp and OpenVINO in one process crashed once; a failed child is a skipped row): its ratio is
+  unpaired (no interval);
 - accuracy: the holdout split of ARC-e, ARC-c, MMLU and PIQA (--limit items per task), the same
   items for every row, scored with OpenVINO on each IR under its own runtime settings, paired with
   the full float model (PyTorch fp32) item by item: acc_norm difference ± stderr (items) and the
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -55,6 +58,9 @@ from typing import Any, Callable, Mapping, Sequence
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llamacpp_timing import (CHILD_TIMEOUT_S, LlamaCppChildError, LlamaCppTimer, gguf_vocab_size,  # noqa: E402,F401
+                             time_llamacpp, time_llamacpp_child)
 
 log = logging.getLogger("frontier_bench")
 TASKS = ["arc_easy", "arc_challenge", "mmlu", "piqa"]
@@ -300,37 +306,46 @@ def gguf_path() -> Path | None:
     return found[0] if found else None
 
 
-class LlamaCppTimer:
-    """Greedy generation with llama-cpp-python: TTFT (prompt eval + first token) and decode step times."""
-
-    def __init__(self, path: Path, threads: int = 2):
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512,
-                         n_batch=512, verbose=False)
-        self.vocab = self.llm.n_vocab()
-
-    def generate(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, list[float]]:
-        self.llm.reset()
-        t0 = time.perf_counter()
-        steps: list[float] = []
-        ttft = 0.0
-        last = t0
-        for i, _ in enumerate(self.llm.generate(list(prompt), top_k=1, temp=0.0, reset=True)):
-            now = time.perf_counter()
-            if i == 0:
-                ttft = (now - t0) * 1e3
-            else:
-                steps.append((now - last) * 1e3)
-            last = now
-            if i + 1 >= new_tokens:
-                break
-        return ttft, steps
+def llama_cpp_importable() -> bool:
+    """Whether the `bench` extra is installed (found, not imported: llama.cpp runs in a child process)."""
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
-def time_llamacpp(timer: LlamaCppTimer, prompt: Sequence[int], new_tokens: int, n: int) -> list[tuple[float, list[float]]]:
-    timer.generate(prompt, new_tokens)  # warm-up
-    return [timer.generate(prompt, new_tokens) for _ in range(n)]
+@dataclass
+class LlamaCppBlocks:
+    """llama.cpp's timing blocks around the OpenVINO session, each in a child process (`llamacpp_timing`).
+
+    A child that crashes or times out is logged and ends the row as {"skipped": reason}: llama.cpp in
+    the same process as OpenVINO once took a whole run down with a general protection fault.
+    """
+
+    gguf: Path
+    threads: int
+    prompt: Sequence[int]
+    new_tokens: int
+    rounds: int
+    timeout_s: float = CHILD_TIMEOUT_S
+    extra_buffers: bool = False        # llama.cpp's AMX/repack buffers: they fault on this VM (llamacpp_timing)
+    blocks: list = field(default_factory=list)
+    skipped: str | None = None
+
+    def time_block(self) -> None:
+        """One block of rounds (blocks the caller); after a failure, nothing more is tried."""
+        if self.skipped is not None:
+            return
+        try:
+            self.blocks.append(time_llamacpp_child(self.gguf, self.threads, self.prompt, self.new_tokens,
+                                                   self.rounds, timeout_s=self.timeout_s,
+                                                   extra_buffers=self.extra_buffers))
+        except LlamaCppChildError as e:
+            self.skipped = str(e)
+            log.warning("no llama.cpp row: %s", e)
+
+    def row(self, base: Any) -> dict:
+        if self.skipped is not None or not self.blocks:
+            return {"skipped": self.skipped or "llama.cpp was not timed"}
+        return {"gguf": Path(self.gguf).name, "threads": self.threads, "extra_buffers": self.extra_buffers,
+                **llamacpp_row(self.blocks, base)}
 
 
 def llamacpp_row(blocks: Sequence[Sequence[tuple[float, list[float]]]], base: Any) -> dict:
@@ -537,25 +552,23 @@ def time_rows(specs: Sequence[RowSpec], built: Mapping[str, Any], loaded: Any, a
 
     from hwnas.deploy.benchmark import NNCF_INT8, ir_rows, ratios
 
-    timer, gguf = None, gguf_path()
-    if not args.no_llamacpp and gguf is not None:
-        try:
-            timer = LlamaCppTimer(gguf, args.llamacpp_threads)
-        except ImportError:
-            log.warning("llama_cpp is not importable (pip install '.[bench]'): no llama.cpp row")
-    prompt = np.random.default_rng(args.seed).integers(0, timer.vocab if timer else 100, size=args.prompt_tokens).tolist()
-    blocks = [time_llamacpp(timer, prompt, args.new_tokens, max(2, args.repeats // 2))] if timer else []
+    llama, gguf = None, gguf_path()
+    if not args.no_llamacpp and gguf is not None and llama_cpp_importable():
+        prompt = np.random.default_rng(args.seed).integers(0, gguf_vocab_size(gguf), size=args.prompt_tokens).tolist()
+        llama = LlamaCppBlocks(gguf, args.llamacpp_threads, prompt, args.new_tokens, max(2, args.repeats // 2))
+        llama.time_block()
     items = [(s.name, NNCF_INT8 if s.name == BASELINE else s.family, built[s.name]) for s in specs]
     rows = ir_rows(items, target, host=host, seed=args.seed,
                    properties=[row_genes(s, built[s.name]) or None for s in specs])
-    if timer:
-        blocks.append(time_llamacpp(timer, prompt, args.new_tokens, max(2, args.repeats // 2)))
+    if llama:
+        llama.time_block()
     table = {d["name"]: d for d in ratios(rows, seed=args.seed)}
     base = table.get(BASELINE)
     out: dict[str, Any] = {"rows": table}
-    if timer:
-        out["llamacpp"] = {"gguf": gguf.name, "threads": args.llamacpp_threads, **llamacpp_row(blocks, base)}
+    if llama:
+        out["llamacpp"] = llama.row(base)
     elif not args.no_llamacpp:
+        log.warning("llama_cpp is not importable (pip install '.[bench]') or the GGUF was not found: no llama.cpp row")
         out["llamacpp"] = {"skipped": "llama_cpp not importable or the GGUF not found (optional `bench` extra)"}
     return out, {r.name: r.measurement for r in rows}
 

@@ -147,7 +147,11 @@ def _print_report(prof) -> None:
                       f"{m.throughput_tok_s:.1f}", f"{cvp[i]:.2f}" if i < len(cvp) and cvp[i] is not None else "")
     console.print(table)
     err = prof.latency_model.error
-    if err.get("n_subnets"):
+    if "ttft_ms_mape_pct" not in err:   # cross_validate could not refit without one subnet: no error figure
+        why = err.get("note", "the profile holds no leave-one-out figure")
+        console.print(f"latency model ({prof.latency_model.form}): its error could not be estimated with "
+                      f"{len(prof.measurements)} measured subnets ({why}); measure more with --samples")
+    else:
         console.print(
             f"latency model (additive per-layer table, {prof.latency_model.form}), leave-one-out MAPE on "
             f"{err['n_subnets']} whole subnets: TTFT {err['ttft_ms_mape_pct']:.1f}%, TPOT {err['tpot_ms_mape_pct']:.1f}%, "

@@ -15,6 +15,7 @@ carries no interval.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -118,8 +119,9 @@ def nncf_int8_ir(loaded: Any, out: str | Path | None = None) -> Path:
         warnings.simplefilter("ignore")
         stage = tmp / ".float"
         export_from_model(loaded.model, stage, task="text-generation-with-past")
-        ov_model = OVModelForCausalLM.from_pretrained(str(stage), quantization_config=OVWeightQuantizationConfig(bits=8),
-                                                      compile=False)
+        with nncf_progress(nncf_logs_info()):
+            ov_model = OVModelForCausalLM.from_pretrained(str(stage), quantization_config=OVWeightQuantizationConfig(bits=8),
+                                                          compile=False)
         ov_model.save_pretrained(str(tmp))
         del ov_model
         shutil.rmtree(stage)
@@ -127,6 +129,40 @@ def nncf_int8_ir(loaded: Any, out: str | Path | None = None) -> Path:
         if (tmp / "openvino_model.bin").stat().st_size > 0.6 * float_bytes:
             raise ExportError("optimum-intel did not compress the baseline's weights to int8")
     return out
+
+
+def nncf_logs_info() -> bool:
+    """Whether NNCF's INFO records would get through its logger (its level and filters, e.g. the CLI's
+    errors-only filter without -v): NNCF's progress bars follow the same rule as its log."""
+    lg = logging.getLogger("nncf")
+    rec = lg.makeRecord("nncf", logging.INFO, __file__, 0, "progress", (), None)
+    return lg.isEnabledFor(logging.INFO) and bool(lg.filter(rec))
+
+
+@contextlib.contextmanager
+def nncf_progress(enabled: bool):
+    """NNCF's rich progress bars ("Applying Weight Compression", statistics collection) on or off.
+
+    NNCF draws them with its own `track` class straight to rich's console, outside logging, and has
+    no switch for them (`nncf.set_log_level` covers its log only); every NNCF algorithm builds its
+    bars through that one class, so while off each one is made with `disable=True`.
+    """
+    if enabled:
+        yield
+        return
+    from nncf.common.logging.track_progress import track
+
+    init = track.__init__
+
+    def quiet_init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    track.__init__ = quiet_init
+    try:
+        yield
+    finally:
+        track.__init__ = init
 
 
 def measure_torch(model: Any, target: Any, *, seed: int = 0) -> BenchRow:

