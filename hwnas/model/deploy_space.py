@@ -60,6 +60,9 @@ class DeploySpace:
     # Measured, not chosen: per base layer the KL when its attention / MLP alone is int4 (`hwnas.search.sensitivity`),
     # a predictor feature. Not part of the space's identity or its file.
     sensitivity: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, compare=False, repr=False)
+    # Known, not chosen: formats the source file holds its weights in (`hwnas.model.source_grid`), exact for this
+    # model: the search is seeded with them (`hwnas.search.sensitivity.source_grid_seeds`). Not part of the identity.
+    lossless: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for field_name in ("attention_formats", "mlp_formats"):
@@ -107,14 +110,13 @@ class DeploySpace:
             g = default_group_size(widths)
             formats = ("int8", f"int4_asym_g{g}", f"int4_sym_g{g}")
         formats = tuple(formats)
-        for f in source_formats:
-            if f not in formats and all(parse_weight_format(f).divides(w) for w in widths):
-                formats += (f,)
+        lossless = tuple(f for f in source_formats if all(parse_weight_format(f).divides(w) for w in widths))
+        formats += tuple(f for f in lossless if f not in formats)
         runtime: dict[str, tuple[Any, ...]] = {"KV_CACHE_PRECISION": ("u8", "f16"),
                                                "DYNAMIC_QUANTIZATION_GROUP_SIZE": (0, 32)}
         if has_bf16:
             runtime["INFERENCE_PRECISION_HINT"] = ("bf16", "f32")
-        return cls(formats, formats, HEAD_FORMATS, tuple(runtime.items()))
+        return cls(formats, formats, HEAD_FORMATS, tuple(runtime.items()), lossless=lossless)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], defaults: "DeploySpace | None" = None) -> "DeploySpace":
@@ -177,8 +179,10 @@ class DeploySpace:
                                      f"input width {bad[0]}; use a group size dividing {sorted(set(widths))}")
 
     def int4_probe_format(self) -> str | None:
-        """The most precise 4-bit format both attention and MLP may use (what sensitivity is measured in)."""
+        """The most precise 4-bit format both attention and MLP may use (what sensitivity is measured in), other
+        than the source's own grid (exact for this model: nothing to measure) unless it is the only one."""
         both = [f for f in self.attention_formats if f in self.mlp_formats and parse_weight_format(f).bits == 4]
+        both = [f for f in both if f not in self.lossless] or both
         return min(both, key=precision_rank) if both else None
 
     def precise_index(self) -> tuple[int, int, int, tuple[int, ...]]:

@@ -109,4 +109,24 @@ def seed_subnets(space: SearchSpace, sens: Sensitivity, fractions: tuple[float, 
         mlp = [m_prec if (i, "mlp") in keep else m4 for i in big.layers]
         cfg = space.with_genes(big, att, mlp, h_fast, r_fast)
         out.setdefault(cfg.key, cfg)
+    return source_grid_seeds(space) + [c for c in out.values()]
+
+
+def source_grid_seeds(space: SearchSpace) -> list[SubnetConfig]:
+    """The full architecture with every layer in the source file's own format (`DeploySpace.lossless`, e.g. a
+    Q4_1 GGUF's int4_minmax_g32: the full model's weights, in 4 bits), runtime genes at the precise and the
+    fast corner: where a search of a quantized source should start."""
+    dep = space.deploy
+    if dep is None:
+        return []
+    big = space.largest()
+    _, _, h_fast, r_fast = dep.fast_index()
+    _, _, _, r_prec = dep.precise_index()
+    out: dict[str, SubnetConfig] = {}
+    for f in dep.lossless:
+        if f in dep.attention_formats and f in dep.mlp_formats:
+            a, m = dep.attention_formats.index(f), dep.mlp_formats.index(f)
+            for rt in (r_prec, r_fast):
+                cfg = space.with_genes(big, [a] * len(big.layers), [m] * len(big.layers), h_fast, rt)
+                out.setdefault(cfg.key, cfg)
     return list(out.values())

@@ -118,3 +118,23 @@ def test_minmax_on_any_weights_maps_each_groups_range():
     assert np.allclose(q.dequantize()[2, :32], 0.25, atol=1e-3)
     rel = np.linalg.norm(q.dequantize() - w) / np.linalg.norm(w)
     assert 0 < rel < 0.12
+
+
+def test_the_default_gguf_is_q4_1_and_minmax_reads_its_codes_back():
+    """The default model's decoder linears are Q4_1 blocks: `lossless_formats` names int4_minmax_g32, and on a
+    tensor dequantized from the file (as transformers loads it) minmax finds the file's own 4-bit codes."""
+    import gguf
+
+    from hwnas.model.loading import resolve_model
+    from hwnas.model.source_grid import lossless_formats
+
+    source = resolve_model("default")
+    assert lossless_formats(source) == ("int4_minmax_g32",)
+    assert lossless_formats({"kind": "hf", "path": "/nowhere"}) == ()
+    t = next(t for t in gguf.GGUFReader(str(source.path)).tensors if t.name == "blk.0.ffn_up.weight")
+    rows = int(t.shape[1])
+    w = gguf.dequantize(t.data, t.tensor_type).reshape(rows, -1)
+    blocks = np.asarray(t.data).reshape(rows, -1, 20)[:, :, 4:]
+    codes = np.concatenate([blocks & 15, blocks >> 4], axis=-1).reshape(rows, -1)
+    q = quantize_rtn(w, "int4_minmax_g32")
+    np.testing.assert_array_equal(q.codes, codes)

@@ -150,3 +150,24 @@ def test_gene_features_see_formats():
     mixed = big.with_deploy([("int4_sym_g64", "int8")] + list(big.weight_formats[1:]), big.head_format, dict(big.runtime))
     diff = np.flatnonzero(space.features(mixed) != fb)
     assert 62 in diff and 92 not in diff             # attention of layer 0 changed, its MLP did not
+
+
+def test_source_grid_joins_the_default_space_and_seeds_the_search():
+    """A Q4_1 source: int4_minmax_g32 is one more format, never the sensitivity probe, and the first seeds put
+    every layer in it (runtime at the precise and the fast corner); a float source changes nothing."""
+    from hwnas.model.deploy_space import DeploySpace
+    from hwnas.model.space import SearchSpace
+    from hwnas.search.sensitivity import source_grid_seeds
+
+    widths = (576, 576, 768, 1536)
+    plain = DeploySpace.default(widths)
+    dep = DeploySpace.default(widths, source_formats=("int4_minmax_g32",))
+    assert dep.attention_formats == plain.attention_formats + ("int4_minmax_g32",) and dep.lossless == ("int4_minmax_g32",)
+    assert dep == DeploySpace(dep.attention_formats, dep.mlp_formats, dep.head_formats, dep.runtime)
+    assert dep.int4_probe_format() == plain.int4_probe_format() == "int4_asym_g64"
+    assert DeploySpace.default(widths, source_formats=("int4_minmax_g128",)).lossless == ()   # 576 % 128
+    space = SearchSpace(num_layers=3, full_width=1536, widths=(768, 1536), min_layers=1, layer_mode="skip", deploy=dep)
+    seeds = source_grid_seeds(space)
+    assert len(seeds) == 2 and all(s.weight_formats == (("int4_minmax_g32",) * 2,) * 3 for s in seeds)
+    assert {dict(s.runtime)["KV_CACHE_PRECISION"] for s in seeds} == {"f16", "u8"}
+    assert source_grid_seeds(space.with_(deploy=plain)) == []
