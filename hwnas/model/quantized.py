@@ -5,6 +5,7 @@ Lives in `model/` because every stage that writes or times an IR with integer we
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +99,13 @@ def rtn_int8_rows(name: str, weight: np.ndarray) -> QuantizedLinear:
     """Per-row symmetric int8 round-to-nearest (embeddings / lm_head), codes in 1..255 around 128."""
     import torch  # multi-threaded and chunked: a 49k x 4096 embedding is 200M values
 
-    w = torch.as_tensor(np.asarray(weight)) if not isinstance(weight, torch.Tensor) else weight
+    if isinstance(weight, torch.Tensor):
+        w = weight
+    else:  # only read: a read-only array (an OpenVINO constant) is wrapped without a copy, torch's warning silenced
+        arr = np.asarray(weight)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            w = torch.as_tensor(arr)
     amax = w.abs().amax(dim=1, keepdim=True).float()
     scale = (torch.where(amax > 0, amax, torch.ones_like(amax)) / 127.0).half()
     scale = torch.where(scale == 0, torch.tensor(torch.finfo(torch.float16).tiny, dtype=torch.float16), scale)
