@@ -112,15 +112,33 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
         return _export_speculative(model, out, recipe, subnet, draft_spec, draft_tokens, search, quant, target, seed,
                                    force, archive, no_measure, calibration, calib_samples, calib_seq_len, task_list,
                                    accuracy_limit, data_dir, no_order, quiet)
-    with progress_bar(f"export {quant if subnet is None or subnet.weight_formats is None else 'per-layer formats'}",
-                      enabled=not quiet) as prog:
-        res = export_bundle(model, out, recipe=recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, target=target, calibration=calibration,
-                            calib_samples=calib_samples, calib_seq_len=calib_seq_len, seed=seed, force=force,
-                            archive=archive, measure=not no_measure, accuracy_tasks=task_list,
-                            accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
-                            order_channels=not no_order, recovery=recovery, progress=prog,
-                            allow_degenerate=allow_degenerate, generation_check=not no_generation_check,
-                            heal=heal_dir)
+    from hwnas.accuracy.genquality import DegenerateGenerationError
+
+    refused: list[str] = []   # front candidates whose bundle failed the generation check (a fastest-within pick)
+    while True:
+        with progress_bar(f"export {quant if subnet is None or subnet.weight_formats is None else 'per-layer formats'}",
+                          enabled=not quiet) as prog:
+            try:
+                res = export_bundle(model, out, recipe=recipe, subnet=subnet, layers=layers, mlp_width=mlp_width,
+                                    target=target, calibration=calibration, calib_samples=calib_samples,
+                                    calib_seq_len=calib_seq_len, seed=seed, force=force, archive=archive,
+                                    measure=not no_measure, accuracy_tasks=task_list,
+                                    accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
+                                    order_channels=not no_order, recovery=recovery, progress=prog,
+                                    allow_degenerate=allow_degenerate, generation_check=not no_generation_check,
+                                    heal=heal_dir)
+                break
+            except DegenerateGenerationError as e:
+                key = (search or {}).get("record", {}).get("key")
+                if not (search_dir and pick.strip().startswith("fastest-within") and key) or key in refused:
+                    raise
+                refused.append(key)   # nothing was written: try the next fastest candidate the rule allows
+                subnet, search = _from_search(search_dir, pick, exclude=refused)
+                if search["record"].get("key") in refused:   # no other candidate (the full model was refused)
+                    raise
+                click.echo(f"note: {key} fails the generation check ({e}); trying the next candidate of "
+                           f"--pick {pick!r}, {search['record'].get('key')}", err=True)
+                search["refused_by_generation_check"] = list(refused)
     _print_bundle(res, layers, search)
 
 
@@ -192,11 +210,11 @@ def _from_draft_search(model, search_dir, pick, draft_tokens):
     return dp.subnet, search, dp.k if draft_tokens is None else draft_tokens
 
 
-def _from_search(search_dir, pick):
+def _from_search(search_dir, pick, exclude=()):
     """The picked subnet (with the deployment genes the search gave it) and what the manifest records of the pick."""
     from hwnas.search.picking import pick_from_search
 
-    p = pick_from_search(search_dir, pick)
+    p = pick_from_search(search_dir, pick, exclude=exclude)
     search = {"dir": str(search_dir), "pick": p.rule, "record": {k: p.record.get(k) for k in
                                                                  ("key", "accuracy", "tpot_ms", "ttft_ms", "vs_full",
                                                                   "paired", "report") if k in p.record}}

@@ -165,7 +165,7 @@ class Pick:
     rule: str              # how it was chosen, for the manifest
 
 
-def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
+def pick_from_search(search_dir: str | Path, pick: str, exclude: Sequence[str] = ()) -> Pick:
     """A subnet from a search folder's ``pareto.json``.
 
     pick: an index N into pareto.json (0 = first record as listed), a subnet key (``l18-3fa9c01b``),
@@ -174,6 +174,7 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
     on the report split too; the full model itself when no subnet qualifies. The full model's
     accuracy is the record flagged ``full_model`` in candidates.jsonl (the search always
     validates the full model), else the ``vs_full`` the search stored in each pareto.json record.
+    exclude: keys a ``fastest-within`` pick passes over (front records whose bundle failed the generation check).
     """
 
     search_dir = Path(search_dir)
@@ -203,7 +204,8 @@ def pick_from_search(search_dir: str | Path, pick: str) -> Pick:
                 if (search_dir / REPORT_FILE).is_file() else {}
         except (json.JSONDecodeError, KeyError):
             full, reports = None, {}
-        front = [dict(r, report=r.get("report") or reports.get(r.get("key"))) for r in front]
+        front = [dict(r, report=r.get("report") or reports.get(r.get("key"))) for r in front
+                 if r.get("key") not in set(exclude)]
         if full is not None:
             full = dict(full, report=reports.get(full["key"]))
         rec = pick_from_front(front, full, points)

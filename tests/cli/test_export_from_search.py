@@ -124,3 +124,60 @@ def test_bench_default_path_times_both_baselines(shipped, tmp_path):
     lo, hi = b["decode_speedup_ci95"]
     assert b["tpot_ms"] > 0 and 0 < lo <= b["decode_speedup"] <= hi, b
     assert "speed-up = TPOT of the NNCF int8 full model / TPOT" in r.output
+
+
+def _front_copy(search, root, tpot_by_key):
+    """A copy of a search folder whose Pareto records get the given TPOTs and accuracies equal to the full model's."""
+    import shutil
+
+    from hwnas.io import read_jsonl
+
+    dst = root / "search-copy"
+    shutil.copytree(search, dst)
+    full = next(r for r in read_jsonl(dst / "candidates.jsonl") if r.get("full_model"))
+    front = json.loads((dst / "pareto.json").read_text())
+    subs = [r for r in front if r["key"] != full["key"]][: len(tpot_by_key)]
+    for r, tpot in zip(subs, tpot_by_key):
+        paired = {"points": 0.0, "stderr": 0.5, "items": 8}
+        r.update(tpot_ms=tpot, accuracy=full["accuracy"], paired=paired,
+                 report={"accuracy": full["accuracy"], "paired": paired, "split": "select"})
+        r.pop("vs_full", None)
+    (dst / "pareto.json").write_text(json.dumps(subs + [r for r in front if r not in subs]))
+    return dst, [r["key"] for r in subs]
+
+
+def test_a_pick_that_fails_the_generation_check_gives_way_to_the_next(shipped, tmp_path, monkeypatch):
+    """`--pick fastest-within X`: when the picked candidate's bundle fails the generation check, nothing is written
+    for it and the next fastest candidate the rule allows is exported instead (recorded in the manifest); when
+    there is no other candidate the export fails in one line."""
+    from hwnas.accuracy.genquality import DegenerateGenerationError
+    from hwnas.deploy import export as export_mod
+    from hwnas.deploy.manifest import read_manifest
+    from hwnas.search.picking import pick_from_search
+
+    search, _, _, _ = shipped
+    copy, keys = _front_copy(search, tmp_path, [1.0, 2.0])
+    if len(keys) < 2:
+        pytest.skip("the tiny search left fewer than two subnets on its front")
+    first = pick_from_search(copy, PICK).record["key"]
+    assert first == keys[0] and pick_from_search(copy, PICK, exclude=[first]).record["key"] == keys[1]
+    calls = []
+
+    def failing_first(folder, src, run, thresholds, allow_degenerate):
+        calls.append(folder)
+        if len(calls) == 1:
+            raise DegenerateGenerationError("generation check: 20 prompts, prefix 0.01 (FAIL: a test)")
+        return None   # as with --no-generation-check: no record
+
+    monkeypatch.setattr(export_mod, "_generation", failing_first)
+    args = ["export", "--model", str(search.parent / "tiny"), "--from", str(copy), "--pick", PICK,
+            "--target", str(search.parent / "tiny.toml"), "--no-recovery", "--no-accuracy", "--no-measure", "-q"]
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert f"{first} fails the generation check" in r.output and len(calls) == 2
+    m = read_manifest(tmp_path / "b")
+    assert m.search["record"]["key"] == keys[1] and m.search["refused_by_generation_check"] == [first]
+    # every candidate refused: the full model is the rule's last answer; refused too, the export fails, writes nothing
+    monkeypatch.setattr(export_mod, "_generation", lambda *a: (_ for _ in ()).throw(DegenerateGenerationError("FAIL")))
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "FAIL" in r.output and not (tmp_path / "c").exists()
