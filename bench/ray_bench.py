@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/hwnas-ray-bench")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tiny", action="store_true", help="a tiny random LLaMA instead of the default model")
+    ap.add_argument("--shared-note", default="unknown: read the load average",
+                    help="what else ran on the host during the bench (recorded as given)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the discarded warm-up run (the default model's caches are already warm)")
     a = ap.parse_args()
@@ -208,7 +210,7 @@ def main() -> None:
         "command": ".venv/bin/python bench/ray_bench.py " + " ".join(sys.argv[1:]),
         "heavy_lock_held": bool(os.environ.get("HWNAS_BENCH_LOCKED")),
         "model": "tiny random LLaMA (4 layers, hidden 64)" if a.tiny else "default", "target": Path(a.target).stem, "tasks": a.tasks, "limit_items_per_task": a.limit, "evaluations": p,
-        "host": {"cpus": os.cpu_count(), "shared": "yes: five helpers' jobs ran on the same 2-core machine",
+        "host": {"cpus": os.cpu_count(), "shared": a.shared_note,
                  "loadavg_1min_before_and_after_each_run": [round(x, 2) for x in load]},
         "same_subnets_in_every_run": len({tuple(v) for v in keys.values()}) == 1, "subnets": keys,
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "records"} for k, v in runs.items() if k != "micro"},
