@@ -115,6 +115,8 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
     from hwnas.accuracy.genquality import DegenerateGenerationError
 
     refused: list[str] = []   # front candidates whose bundle failed the generation check (a fastest-within pick)
+    # a fastest-within pick has a next candidate to fall back to: judge its weights in torch before building an IR
+    fallback = bool(search_dir) and pick.strip().startswith("fastest-within")
     while True:
         with progress_bar(f"export {quant if subnet is None or subnet.weight_formats is None else 'per-layer formats'}",
                           enabled=not quiet) as prog:
@@ -126,11 +128,11 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
                                     accuracy_limit=accuracy_limit or None, data_dir=data_dir, search=search,
                                     order_channels=not no_order, recovery=recovery, progress=prog,
                                     allow_degenerate=allow_degenerate, generation_check=not no_generation_check,
-                                    heal=heal_dir)
+                                    heal=heal_dir, precheck=fallback)
                 break
             except DegenerateGenerationError as e:
                 key = (search or {}).get("record", {}).get("key")
-                if not (search_dir and pick.strip().startswith("fastest-within") and key) or key in refused:
+                if not (fallback and key) or key in refused:
                     raise
                 refused.append(key)   # nothing was written: try the next fastest candidate the rule allows
                 subnet, search = _from_search(search_dir, pick, exclude=refused)

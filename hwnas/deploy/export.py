@@ -132,6 +132,7 @@ def export_bundle(
     allow_degenerate: bool = False,
     generation_thresholds: Any = None,
     heal: str | Path | None = None,
+    precheck: bool = False,
 ) -> BundleResult:
     """Quantize `subnet` of `model` with `recipe` and write the bundle to `out`.
 
@@ -148,6 +149,9 @@ def export_bundle(
     generation_check: score the bundle's greedy generations against the full model
     (`hwnas.deploy.gencheck`) into the manifest; a failing bundle raises DegenerateGenerationError
     (nothing written) unless `allow_degenerate`. generation_thresholds: a GenThresholds (default: calibrated).
+    precheck: with the generation check, first check a subnet with weight formats in PyTorch (its weights
+    fake-quantized, `hwnas.deploy.gencheck.precheck_fake_quantized`): a fail raises before anything is
+    quantized or exported (`hwnas export --pick fastest-within` then moves to its next candidate).
     heal: a `hwnas heal` folder whose trained tensors replace the subnet's (its subnet when none is given).
     """
     from hwnas.hardware.targets import load_target
@@ -162,6 +166,13 @@ def export_bundle(
     src = _prepare_source(model, recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, heal=heal,
                           order_channels=order_channels, recovery=recovery, generation_check=generation_check)
     src.owned = isinstance(model, (str, Path))
+    if precheck and generation_check and not allow_degenerate and src.subnet is not None \
+            and src.subnet.weight_formats is not None:
+        from hwnas.deploy.gencheck import precheck_fake_quantized
+
+        tick(0, steps, "generation pre-check (fake-quantized weights, PyTorch)")
+        precheck_fake_quantized(src.dense, src.subnet, src.gen_ref, thresholds=generation_thresholds,
+                                what=f"subnet {src.subnet.key}")
     if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
         tick(0, steps, f"full model on the {accuracy_split} split (cached per item)")
         src.reference = _full_reference(src.loaded, accuracy_tasks, accuracy_split, accuracy_limit, data_dir, seed)
@@ -364,12 +375,24 @@ def _full_reference(loaded: Any, tasks: Sequence[str], split: str, limit: int | 
 def _paired_ir_accuracy(folder: Path, loaded: Any, reference: tuple[Any, dict], properties: dict) -> dict:
     """Accuracy of the bundle's IR on the reference suite, and its paired difference from the full
     (float) model on the same items: what a user gives up, quantization included."""
+    from hwnas.accuracy.chance import chance_tests
     from hwnas.accuracy.paired import compare_items, comparison_verdict
 
     suite, full = reference
+    # Tasks where the full model is not above chance (on these items) support no claim and are left out of
+    # the verdict: the bundle is not scored on them (MMLU on the default model: a third of the export's time).
+    tests = chance_tests(full, "acc_norm")
+    above = [n for n in suite.data if n in tests and tests[n].above]
+    unscored = [n for n in suite.data if n not in above] if above else []
+    if unscored:
+        suite = suite.only(above)
     acc = ir_accuracy(folder, loaded.tokenizer, suite=suite, properties=properties, keep_items=True)
     items = acc.pop("_items")
-    acc["vs_full"] = {m: compare_items(items, full, m) for m in ("acc_norm", "acc")}
+    acc["vs_full"] = {m: compare_items(items, {n: full[n] for n in items}, m) for m in ("acc_norm", "acc")}
+    if unscored:
+        acc["unscored_tasks"] = {n: tests[n].describe() + "; the bundle was not scored on it" for n in unscored}
+        for cmp in acc["vs_full"].values():
+            cmp["chance_tasks"] = [n for n in reference[0].data if n in set(cmp["chance_tasks"]) | set(unscored)]
     acc["vs_full_basis"] = "bundle (OpenVINO IR) minus the full float model (PyTorch), same items"
     acc["verdict_1pt"] = comparison_verdict(acc["vs_full"]["acc_norm"], 1.0)  # names chance-level tasks
     return acc

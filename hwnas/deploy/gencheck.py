@@ -24,6 +24,7 @@ from hwnas.accuracy.genquality import (
     reference_from_record,
     reference_generations,
     score_generations,
+    TorchCandidate,
 )
 from hwnas.deploy.manifest import EXACT_PROPERTIES, IR_XML
 
@@ -103,6 +104,28 @@ def check_built_bundle(folder: str | Path, loaded: Any, *, thresholds: GenThresh
     if not report.passed and not allow_degenerate:
         raise DegenerateGenerationError(failure_message(what, report))
     return generation_record(ref, report, toks, forced_ship=not report.passed, properties=props)
+
+
+def precheck_fake_quantized(dense: Any, subnet: Any, reference: Any, *, thresholds: GenThresholds | None = None,
+                            what: str = "the subnet") -> GenQualityReport:
+    """The generation check on the dense torch subnet with its weight formats fake-quantized (the codes
+    INC ships, `hwnas.model.fakequant.apply_genes_dense`), before any IR is built: seconds, where a
+    quantized IR costs minutes. Runtime genes (u8 KV cache, dynamic quantization) are not in it, so a
+    pass is no verdict (the bundle is checked as built); a fail already refuses the weights.
+    Raises DegenerateGenerationError when it fails."""
+    from hwnas.model.fakequant import apply_genes_dense
+
+    restore = apply_genes_dense(dense, subnet)
+    try:
+        report, _ = check_candidate(TorchCandidate(dense, reference.eos_ids), reference,
+                                    thresholds=thresholds or DEFAULT_THRESHOLDS)
+    finally:
+        restore()
+    log.info("generation pre-check of %s (fake-quantized weights in PyTorch): %s", what, report.summary())
+    if not report.passed:
+        raise DegenerateGenerationError(failure_message(f"{what} (PyTorch pre-check of its fake-quantized weights, "
+                                                        "before its IR was built)", report))
+    return report
 
 
 def verify_generation(folder: str | Path, record: dict, *, full_model: Any = None) -> tuple[GenQualityReport, list[str]]:

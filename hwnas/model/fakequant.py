@@ -47,10 +47,7 @@ def apply_genes(supernet: Any, cfg: SubnetConfig) -> Callable[[], None]:
 
     t0 = time.perf_counter()
     swapped: list[tuple[Any, str, Any]] = []   # (module, attribute, original value)
-
-    def swap(module: Any, attr: str, value: Any) -> None:
-        swapped.append((module, attr, getattr(module, attr)))
-        setattr(module, attr, value)
+    swap = _swapper(swapped)
 
     with torch.no_grad():
         if cfg.weight_formats is not None:
@@ -67,21 +64,63 @@ def apply_genes(supernet: Any, cfg: SubnetConfig) -> Callable[[], None]:
                 swap(mlp, "up_override", _fq_tensor(mlp.up_proj.weight[:w], mfmt))
                 swap(mlp, "down_override", _fq_tensor(down, mfmt, supernet.base_order(i, w)))
         if cfg.head_format is not None:
-            model = supernet.model
-            emb = model.get_input_embeddings()
-            head = model.get_output_embeddings()
-            tied = head is not None and head.weight is emb.weight
-            q = torch.from_numpy(fake_quantize_head(emb.weight.detach().float().cpu().numpy(), cfg.head_format))
-            new = nn.Parameter(q.to(emb.weight.dtype), requires_grad=False)
-            swap(emb, "weight", new)
-            if head is not None:
-                if tied:
-                    swap(head, "weight", new)
-                else:
-                    hq = fake_quantize_head(head.weight.detach().float().cpu().numpy(), cfg.head_format)
-                    swap(head, "weight", nn.Parameter(torch.from_numpy(hq).to(head.weight.dtype), requires_grad=False))
+            _swap_head(supernet.model, cfg.head_format, swap)
     log.debug("fake-quantized %s in %.2f s", cfg.key, time.perf_counter() - t0)
+    return _restorer(swapped)
 
+
+def apply_genes_dense(model: Any, cfg: SubnetConfig) -> Callable[[], None]:
+    """The same on an extracted dense subnet (`Supernet.extract`: layer j is cfg's j-th kept layer, MLP
+    channels already in the base order, so down_proj groups run as shipped); returns the restore function.
+    Lets export judge a candidate's weight formats in torch before building its IR."""
+    import torch
+    import torch.nn as nn
+
+    swapped: list[tuple[Any, str, Any]] = []   # (module, attribute, original value)
+    swap = _swapper(swapped)
+
+    with torch.no_grad():
+        if cfg.weight_formats is not None:
+            layers = model.model.layers
+            if len(layers) != len(cfg.weight_formats):
+                raise ValueError(f"model has {len(layers)} layers, subnet {cfg.key} {len(cfg.weight_formats)}")
+            for layer, (afmt, mfmt) in zip(layers, cfg.weight_formats):
+                for mod, fmt in ([(getattr(layer.self_attn, n), afmt) for n in ATTENTION_PROJ]
+                                 + [(getattr(layer.mlp, n), mfmt) for n in ("gate_proj", "up_proj", "down_proj")]):
+                    swap(mod, "weight", nn.Parameter(_fq_tensor(mod.weight, fmt), requires_grad=False))
+        if cfg.head_format is not None:
+            _swap_head(model, cfg.head_format, swap)
+    return _restorer(swapped)
+
+
+def _swap_head(model: Any, fmt: str, swap: Callable[[Any, str, Any], None]) -> None:
+    """Embeddings and lm_head (once when tied) fake-quantized in the head format."""
+    import torch
+    import torch.nn as nn
+
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is emb.weight
+    q = torch.from_numpy(fake_quantize_head(emb.weight.detach().float().cpu().numpy(), fmt))
+    new = nn.Parameter(q.to(emb.weight.dtype), requires_grad=False)
+    swap(emb, "weight", new)
+    if head is not None:
+        if tied:
+            swap(head, "weight", new)
+        else:
+            hq = fake_quantize_head(head.weight.detach().float().cpu().numpy(), fmt)
+            swap(head, "weight", nn.Parameter(torch.from_numpy(hq).to(head.weight.dtype), requires_grad=False))
+
+
+def _swapper(swapped: list[tuple[Any, str, Any]]) -> Callable[[Any, str, Any], None]:
+    def swap(module: Any, attr: str, value: Any) -> None:
+        swapped.append((module, attr, getattr(module, attr)))
+        setattr(module, attr, value)
+
+    return swap
+
+
+def _restorer(swapped: list[tuple[Any, str, Any]]) -> Callable[[], None]:
     def restore() -> None:
         for module, attr, value in reversed(swapped):
             setattr(module, attr, value)
@@ -98,11 +137,8 @@ def fake_quantize_part(supernet: Any, layer: int, part: str, fmt: str) -> Callab
 
     if part not in ("attention", "mlp"):
         raise ValueError(f"part must be 'attention' or 'mlp', got {part!r}")
-    swapped: list[tuple[Any, str, Any]] = []
-
-    def swap(module: Any, attr: str, value: Any) -> None:
-        swapped.append((module, attr, getattr(module, attr)))
-        setattr(module, attr, value)
+    swapped: list[tuple[Any, str, Any]] = []   # (module, attribute, original value)
+    swap = _swapper(swapped)
 
     blk = supernet._all_layers[layer]
     with torch.no_grad():
@@ -115,10 +151,4 @@ def fake_quantize_part(supernet: Any, layer: int, part: str, fmt: str) -> Callab
             swap(mlp, "gate_override", _fq_tensor(mlp.gate_proj.weight, fmt))
             swap(mlp, "up_override", _fq_tensor(mlp.up_proj.weight, fmt))
             swap(mlp, "down_override", _fq_tensor(mlp.down_proj.weight, fmt, supernet.base_order(layer, mlp.full_width)))
-
-    def restore() -> None:
-        for module, attr, value in reversed(swapped):
-            setattr(module, attr, value)
-        swapped.clear()
-
-    return restore
+    return _restorer(swapped)

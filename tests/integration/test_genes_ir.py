@@ -119,3 +119,54 @@ def test_runtime_genes_reach_the_compiled_model(setup):
     qmodel, _ = quantized_model(float_dir, cfg)
     _, compiled = _ir_logits(qmodel, ids, {"KV_CACHE_PRECISION": "u8"})
     assert _kv(compiled) == "u8"
+
+
+def test_dense_fake_quantization_matches_the_slice_and_restores(setup):
+    """What export's generation pre-check runs (the extracted subnet, fake-quantized) is what the search
+    scored (the supernet slice, fake-quantized), and the extracted model gets its float weights back."""
+    import torch
+
+    from hwnas.model.fakequant import apply_genes_dense
+
+    sn, cfg, _ = setup
+    dense = sn.extract(cfg.architecture())
+    ids = torch.randint(3, 300, (1, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        lf = dense(ids).logits
+        restore = apply_genes_dense(dense, cfg)
+        lq = dense(ids).logits
+        restore()
+        back = dense(ids).logits
+        with sn.subnet(cfg) as m:
+            ls = m(ids).logits
+    torch.testing.assert_close(lq, ls, atol=1e-4, rtol=0)
+    assert (lq - lf).abs().max() > 5 * ATOL
+    assert torch.equal(back, lf)
+
+
+def test_generation_precheck_refuses_before_any_ir_and_restores_the_weights(setup):
+    """The pre-check scores the fake-quantized dense subnet's generations against the full model; a fail
+    raises the one-line error naming the pre-check, and the dense model keeps its float weights."""
+    import torch
+
+    from hwnas.accuracy.genquality import DegenerateGenerationError, GenThresholds, reference_generations
+    from hwnas.deploy.gencheck import precheck_fake_quantized
+
+    sn, cfg, _ = setup
+    sn.reset()
+    ref = reference_generations(sn.model, make_tiny_tokenizer(), max_new_tokens=12)
+    full = sn.space.largest()
+    dense = sn.extract(full)
+    ids = torch.randint(3, 300, (1, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = dense(ids).logits
+    # the full architecture at int8: its generations are the full model's (a random tiny model's margins
+    # between tokens are wide enough for int8)
+    int8 = full.with_deploy(tuple(("int8", "int8") for _ in full.layers), "f16", {})
+    rep = precheck_fake_quantized(dense, int8, ref, thresholds=GenThresholds(min_prefix=0.5))
+    assert rep.passed and rep.aggregate["prefix"] > 0.5
+    coarse = full.with_deploy(tuple(("int4_asym_g16", "int4_asym_g16") for _ in full.layers), "int8", {})
+    with pytest.raises(DegenerateGenerationError, match="PyTorch pre-check"):
+        precheck_fake_quantized(dense, coarse, ref, thresholds=GenThresholds(min_prefix=1.01))
+    with torch.no_grad():
+        assert torch.equal(dense(ids).logits, before)
