@@ -146,6 +146,19 @@ class TaskSuite:
                 self.data[t.name] = _TaskData(t, windows=[wins[k] for k in sorted(keep)])
         self._layouts: dict[tuple, Any] = {}
 
+    def only(self, names: Sequence[str]) -> "TaskSuite":
+        """The same suite restricted to the tasks `names` (same items, tokenized once; nothing reloaded)."""
+        import copy
+
+        unknown = [n for n in names if n not in self.data]
+        if unknown:
+            raise DataError(f"task(s) {', '.join(unknown)} not in this suite; it has {', '.join(self.data)}")
+        sub = copy.copy(self)
+        sub.data = {n: d for n, d in self.data.items() if n in names}
+        sub.tasks = [t for t in self.tasks if t.name in sub.data]
+        sub._layouts = {}
+        return sub
+
     @property
     def n_items(self) -> int:
         """Multiple-choice items in the suite."""

@@ -369,14 +369,17 @@ def _finish(
         if small is not None:
             hv_ref = HypervolumeReference.from_extremes(config.ranked, [full, small])
     front = _front_fastest_first(records, config)
-    if remeasure is not None and front and full is not None:
-        full = _remeasure_front(front, full, full_key, known, store, remeasure, progress)
     if report is not None:
         full = dict(full) if full is not None else None
         evaluate_reports(front, full, report, known=prior.reports,
                          save=store.append_report if store is not None else None, progress=progress,
                          speed=next((o for o in config.objectives if o != "accuracy"), "tpot_ms"),
                          metric=config.metric)
+    if remeasure is not None and front and full is not None:
+        # only what a pick rule can take is timed again: the records the report split scored (the others
+        # are ruled out by it), or the whole front when there is no report split
+        timed = [r for r in front if report is None or r.get("report")]
+        full = _remeasure_front(timed, full, full_key, known, store, remeasure, progress)
     for r in front:
         r["vs_full"] = compare_to_full(r, full)
     history = prior.history + [h for h in loop.history if h["iteration"] not in done_iters]
@@ -405,10 +408,11 @@ def _remeasure_front(
     store: SearchStore | None, remeasure: Callable[[list[SubnetConfig]], dict[str, dict[str, Any]]],
     progress: Callable[[int, int, str], None] | None,
 ) -> dict[str, Any]:
-    """Time the front and the full model again in one session (cached in --out); returns the full model's record."""
+    """Time `front` and the full model again in one session (cached in --out: a resumed run reuses a session
+    that timed at least these); returns the full model's record."""
     want = [r["key"] for r in front] + ([full_key] if full_key not in {r["key"] for r in front} else [])
     cached = store.load_remeasured() if store is not None else {}
-    if sorted(cached) != sorted(want):
+    if not set(want) <= set(cached):
         if progress:
             progress(0, len(want), "re-measuring the front and the full model (interleaved)")
         cfgs = [SubnetConfig.from_dict(known[k]["subnet"]) for k in want]

@@ -129,7 +129,9 @@ def compare_to_full(record: Mapping[str, Any], full: Mapping[str, Any] | None) -
         return {}
     out: dict[str, Any] = {"accuracy_points": round(100.0 * (float(record["accuracy"]) - float(full["accuracy"])), 3)}
     if record.get("report") and full.get("report"):
-        out["report_accuracy_points"] = round(100.0 * (float(record["report"]["accuracy"]) - float(full["report"]["accuracy"])), 3)
+        a, b = record["report"], full["report"]
+        key = "pick_accuracy" if a.get("pick_accuracy") is not None and b.get("pick_accuracy") is not None else "accuracy"
+        out["report_accuracy_points"] = round(100.0 * (float(a[key]) - float(b[key])), 3)
     if record.get("paired"):
         out["paired_search"] = record["paired"]
     if (record.get("report") or {}).get("paired"):

@@ -191,10 +191,14 @@ def _front_table(result: "SearchResult") -> list[str]:
     has_report = any(r.get("report") for r in result.pareto)
     metric = next((r.get("accuracy_metric") for r in result.records if r.get("accuracy_metric")), "accuracy")
     n_search = next((r.get("items") for r in result.records if r.get("items")), None)
-    n_report = next(((r.get("report") or {}).get("items") for r in rows_of(result) if (r.get("report") or {}).get("items")), None)
+    reps = [r.get("report") or {} for r in rows_of(result)]
+    n_report = next((p["items"] for p in ((x.get("paired") or {}) for x in reps) if p.get("items")), None)
+    picked = next((x.get("pick_tasks") for x in reps if x.get("pick_tasks")), None)
     lines = ["", f"Accuracy: mean {metric} over the tasks, in %, on the search split"
              + (f" ({n_search} items)" if n_search else "")
-             + (f"; the report split (select part, {n_report} items the search never saw) in brackets" if has_report else "")
+             + (f"; the report split (select part, {n_report} items the search never saw"
+                + (f", mean over the pick rule's tasks {', '.join(picked)}" if picked else "") + ") in brackets"
+                if has_report else "")
              + ". Δ: the subnet minus the full model **on the same items** (paired), in points ± standard error.", ""]
     remeasured = any(r.get("remeasured") for r in result.pareto)
     kl_col = cfg.metric if any(fidelity_kl(r, cfg.metric) is not None for r in result.records) else None
@@ -224,7 +228,8 @@ def _front_row(r: Mapping[str, Any], cols: Sequence[str], kl_col: str | None, me
     for c in cols:
         s = _fmt(r.get(c), c)
         if c == "accuracy" and r.get("report"):
-            s += f" [{_fmt(r['report'].get('accuracy'), c)}]"
+            rep = r["report"]
+            s += f" [{_fmt(rep['pick_accuracy'] if rep.get('pick_accuracy') is not None else rep.get('accuracy'), c)}]"
         cells.append(s)
     if kl_col:
         kl = fidelity_kl(r, metric)

@@ -116,3 +116,39 @@ def test_report_split_is_not_scored_when_no_task_is_above_chance():
     evaluate_reports(front, dict(full), lambda cfg: (scored.append(cfg), {"accuracy": 0.5, "paired": {
         "points": -0.1, "stderr": 0.5, "items": 60}})[1], known={})
     assert len(scored) == 2 and front[0]["report"]["paired"]["points"] == -0.1
+
+
+def test_report_split_scores_a_candidate_on_the_pick_rules_tasks_only(tmp_path):
+    """On the report split a candidate is not scored on a task where the full model is at chance (it
+    supports no claim); the record says which were left unscored, and its paired figures are unchanged."""
+    import dataclasses
+
+    for name in ("sure", "guess"):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for i in range(30):
+                f.write(json.dumps({"id": str(i), "question": f"{name} {i}?", "choices": ["a", "b", "c"],
+                                    "answer": i % 3}) + "\n")
+    tok = make_tiny_tokenizer()
+    tasks = [str(tmp_path / "sure.jsonl"), str(tmp_path / "guess.jsonl")]
+    search = TaskSuite(tok, tasks, split="all", data_dir=tmp_path)
+    select = TaskSuite(tok, tasks, split="all", data_dir=tmp_path)
+    sn = Supernet(make_tiny_llama(layers=4))
+    sub = SubnetConfig((0, 3), (64, 64))
+    v = SubnetValidator(sn, search, model_id="tiny", metric="acc_norm", latency_model=_Latency())
+    report = v.report(select)
+    chance = v.chance_tests()   # both at chance on a random model: declare "sure" above chance
+    chance["sure"] = dataclasses.replace(chance["sure"], score=0.99, stderr=0.01)
+    full = report(sn.full_config())
+    assert set(full["tasks"]) == {"sure", "guess"} and full["pick_tasks"] == ["sure"]
+    r = report(sub)
+    assert set(r["tasks"]) == {"sure"} and r["unscored_tasks"] == ["guess"] and r["chance_tasks"] == ["guess"]
+    assert r["pick_accuracy"] == r["accuracy"] == r["tasks"]["sure"]
+    assert full["pick_accuracy"] == full["tasks"]["sure"]
+    # the same candidate scored on every task pairs the same way on the pick rule's task
+    keep = SubnetValidator(sn, search, model_id="tiny", metric="acc_norm", latency_model=_Latency(),
+                           include_chance_tasks=True)
+    r_all = keep.report(select)(sub)
+    assert set(r_all["tasks"]) == {"sure", "guess"}
+    assert r["paired_tasks"]["sure"] == r_all["paired_tasks"]["sure"]
+    # the search split is scored on every task (its choice KL ranks the search)
+    assert set(v(sub)["tasks"]) == {"sure", "guess"}
