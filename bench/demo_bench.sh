@@ -2,7 +2,7 @@
 # Times the main job (`make demo`'s scripts/demo.sh) from an empty demo folder and keeps its small
 # outputs (step timings, search summary and front, report split, bundle manifest) in bench/results/.
 # Usage: bash bench/demo_bench.sh [RESULTS_DIR]   (default bench/results/demo_main_job)
-# Env: HWNAS_EVALUATIONS etc. as for scripts/demo.sh. The IR cache (~/.cache/hwnas/ir) is kept, so this
+# Env: HWNAS_EVALUATIONS etc. as for scripts/demo.sh; HWNAS_CACHE_DIR=/tmp/empty times a cold run. The IR cache is kept, so by default this
 # times a warm run; the demo_timing.json says how loaded the host was at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ HWNAS_DEMO_DIR="$RUN" bash scripts/demo.sh 2>&1 | tee "$RUN/demo.log"
 TMP="$DEST.tmp"
 rm -rf "$TMP" && mkdir -p "$TMP"
 cp "$RUN/demo_timing.json" "$TMP/"
-cp "$RUN"/search/{summary.md,pareto.json,history.jsonl,report.jsonl,config.json} "$TMP/"
+cp "$RUN"/search/{summary.md,pareto.json,history.jsonl,report.jsonl,config.json,stage_seconds.json} "$TMP/"
 cp "$RUN/bundle/hwnas_manifest.json" "$TMP/bundle_manifest.json"
 grep -E '^\[demo|main job finished|pick|holdout|within|generation check' "$RUN/demo.log" > "$TMP/console.txt" || true
 rm -rf "$DEST" && mv "$TMP" "$DEST"
