@@ -193,8 +193,8 @@ def stage_command(stage: str, folder: Path, work: Path, cfg: dict) -> tuple[list
         return HWNAS + ["export", "--model", str(folder), "--quant", "int8", "--no-accuracy", "--no-generation-check",
                         "--no-measure", "--target", str(target), "--out", str(work / "bundle-int8"), "--force"], {"quant_bits": 8}
     if stage == "profile":
-        return HWNAS + ["profile", "--model", str(folder), "--target", str(target), "--samples", "1",
-                        "--out", str(work / "profile"), "--force"], {"samples": 1}
+        return HWNAS + ["profile", "--model", str(folder), "--target", str(target), "--samples", "2",
+                        "--out", str(work / "profile"), "--force"], {"samples": 2}
     if stage == "extract":
         return HWNAS + ["extract", "--model", str(folder), "--layers", str(sub_layers), "--out", str(work / "extract"),
                         "--force"], {"subnet_layers": sub_layers}

@@ -161,8 +161,10 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
         disk = order_disk + int(samples * sub_linear * 1.1)
     elif stage == "profile":
         # timing IRs hold the weights in the loaded dtype (bf16 for a bf16 checkpoint), and the measured
-        # models are compiled together (interleaved rounds): the full model plus each sample (~3/4 of it)
-        t = {"base": BASE_OV, "weights": W, "ir_conversion": W, "compiled_ir": int(W * (1 + 0.75 * samples))}
+        # models are compiled together (interleaved rounds): the full model plus each sample, each counted
+        # at the full model's size (with 3/4 per sample the 1.1B shape's 2-sample profile peaked 2.2 GB
+        # above the estimate: 12.9 GB measured, bench/results/scale_bench.json)
+        t = {"base": BASE_OV, "weights": W, "ir_conversion": W, "compiled_ir": int(W * (1 + samples))}
         disk = int((samples + 1) * W * 0.85)
     elif stage == "export":
         int_bytes = int(sub_linear * quant_bits / 8) + s.head_params()
@@ -175,7 +177,11 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
     elif stage == "heal":
         per_layer = s.layer_params() if train_mode == "all" else s.hidden * s.intermediate + 2 * s.hidden
         trained = int(s.layers * per_layer * sub)   # float32 copy + gradient + two AdamW moments
-        t = {"base": BASE_TORCH, "weights": W, "student_fp32": trained * 4 * 4,
+        # The student is the subnet extracted in float32 (`hwnas.train.heal`): for a 16-bit model that is a
+        # float32 copy of every subnet tensor (measured: the 1.1B shape's heal peaked 2.6 GB above the
+        # estimate without it), the trained ones then need a gradient and two moments on top.
+        student = (trained * 4 * 4 if b >= 4 else sub_W // b * 4 + trained * 4 * 3)
+        t = {"base": BASE_TORCH, "weights": W, "student_fp32": student,
              "teacher_logits": 2 * batch_tokens * s.vocab * 4, "activations": 6 * act,
              "recovery_stats": _recovery_stats(s, b)}
         disk = order_disk + trained * 4 * 2
