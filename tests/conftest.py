@@ -2,6 +2,7 @@
 hwnas cache per session, with the real default model's converted folder shared read-only across sessions."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -191,6 +192,23 @@ max_remeasure = 0
 """
 # The same with an f32 KV cache: exact numerics, for comparing an IR's logits with the torch model's.
 TINY_TARGET_EXACT = TINY_TARGET.replace('NUM_STREAMS = 1', 'KV_CACHE_PRECISION = "f32"\nNUM_STREAMS = 1')
+
+
+@contextlib.contextmanager
+def bench_module(script: str, name: str):
+    """bench/SCRIPT imported as module `name` for the duration (benches are scripts, not a package); its
+    dataclasses resolve annotations through sys.modules, so it is registered there while in use."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / script)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop(name, None)
 
 
 def one_line_error(result, *needles):

@@ -2,29 +2,20 @@
 items, paired with (b), written to the results files; a rerun takes every row's per-item results from the cache."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TARGET
+from tests.conftest import TINY_TARGET, bench_module
 
-ROOT = Path(__file__).resolve().parents[2]
 SUBNET = {"layers": [0, 2], "mlp_widths": [128, 64]}
 
 
 @pytest.fixture()
 def bench():
-    spec = importlib.util.spec_from_file_location("deploy_bench_e2e", ROOT / "bench" / "deploy_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with bench_module("deploy_bench.py", "deploy_bench_e2e") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _heal_folder(model_dir: Path, out: Path) -> Path:

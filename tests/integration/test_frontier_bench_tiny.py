@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TARGET
+from tests.conftest import TINY_TARGET, bench_module
 
-ROOT = Path(__file__).resolve().parents[2]
 GENES = {"layers": [0, 1, 2, 3], "mlp_widths": [128] * 4,
          "weight_formats": [["int8", "int4_asym_g32"]] * 4, "head_format": "int8",
          "runtime": {"KV_CACHE_PRECISION": "u8"}}
@@ -21,14 +19,8 @@ GENES = {"layers": [0, 1, 2, 3], "mlp_widths": [128] * 4,
 
 @pytest.fixture()
 def bench():
-    spec = importlib.util.spec_from_file_location("frontier_bench_e2e", ROOT / "bench" / "frontier_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with bench_module("frontier_bench.py", "frontier_bench_e2e") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_frontier_bench_on_a_tiny_model(bench, tiny_model_dir, tmp_path):

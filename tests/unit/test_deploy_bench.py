@@ -2,31 +2,22 @@
 on synthetic per-item results; its per-item cache, row choice and table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from hwnas.accuracy.paired import TaskItems
+from tests.conftest import bench_module
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def db():
-    spec = importlib.util.spec_from_file_location("deploy_bench_under_test", ROOT / "bench" / "deploy_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass resolves annotations through sys.modules
-    try:
-        spec.loader.exec_module(mod)
+    with bench_module("deploy_bench.py", "deploy_bench_under_test") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _items(correct_norm, correct_raw=None, prefix="i"):
