@@ -15,5 +15,7 @@ cp "$RUN/demo_timing.json" "$TMP/"
 cp "$RUN"/search/{summary.md,pareto.json,history.jsonl,report.jsonl,config.json,stage_seconds.json} "$TMP/"
 cp "$RUN/bundle/hwnas_manifest.json" "$TMP/bundle_manifest.json"
 grep -E '^\[demo|main job finished|pick|holdout|within|generation check' "$RUN/demo.log" > "$TMP/console.txt" || true
+# what `hwnas run` generated with the bundle (the line before "main job finished")
+grep -a -B2 'main job finished' "$RUN/demo.log" | head -n 1 | sed 's/^/hwnas run: /' >> "$TMP/console.txt" || true
 rm -rf "$DEST" && mv "$TMP" "$DEST"
 echo "kept $DEST (the run itself: $RUN)"

@@ -85,6 +85,16 @@ def chance_tests(full_items: Mapping[str, Any], metric: str = "acc_norm") -> dic
     return {name: chance_test(name, it.correct(metric), it.chance(), metric) for name, it in full_items.items()}
 
 
+def scored_tasks(names: Sequence[str], tests: Mapping[str, ChanceTest]) -> tuple[list[str], list[str]]:
+    """(tasks to score, tasks left unscored) for a candidate whose full model was tested as `tests`: a task
+    where the full model is not above chance supports no claim, so it is left out, unless no task is
+    above chance (then all are scored and shown at chance)."""
+    above = [n for n in names if n in tests and tests[n].above]
+    if not above or len(above) == len(names):
+        return list(names), []
+    return above, [n for n in names if n not in above]
+
+
 def at_chance(tests: Mapping[str, ChanceTest]) -> list[str]:
     """The tasks on which the full model is not shown to be above chance."""
     return [name for name, t in tests.items() if not t.above]

@@ -375,24 +375,22 @@ def _full_reference(loaded: Any, tasks: Sequence[str], split: str, limit: int | 
 def _paired_ir_accuracy(folder: Path, loaded: Any, reference: tuple[Any, dict], properties: dict) -> dict:
     """Accuracy of the bundle's IR on the reference suite, and its paired difference from the full
     (float) model on the same items: what a user gives up, quantization included."""
-    from hwnas.accuracy.chance import chance_tests
+    from hwnas.accuracy.chance import chance_tests, scored_tasks
     from hwnas.accuracy.paired import compare_items, comparison_verdict
 
     suite, full = reference
     # Tasks where the full model is not above chance (on these items) support no claim and are left out of
     # the verdict: the bundle is not scored on them (MMLU on the default model: a third of the export's time).
     tests = chance_tests(full, "acc_norm")
-    above = [n for n in suite.data if n in tests and tests[n].above]
-    unscored = [n for n in suite.data if n not in above] if above else []
-    if unscored:
-        suite = suite.only(above)
-    acc = ir_accuracy(folder, loaded.tokenizer, suite=suite, properties=properties, keep_items=True)
+    scored, unscored = scored_tasks(list(suite.data), tests)
+    acc = ir_accuracy(folder, loaded.tokenizer, suite=suite.only(scored) if unscored else suite,
+                      properties=properties, keep_items=True)
     items = acc.pop("_items")
     acc["vs_full"] = {m: compare_items(items, {n: full[n] for n in items}, m) for m in ("acc_norm", "acc")}
     if unscored:
         acc["unscored_tasks"] = {n: tests[n].describe() + "; the bundle was not scored on it" for n in unscored}
         for cmp in acc["vs_full"].values():
-            cmp["chance_tasks"] = [n for n in reference[0].data if n in set(cmp["chance_tasks"]) | set(unscored)]
+            cmp["chance_tasks"] = [n for n in suite.data if n in set(cmp["chance_tasks"]) | set(unscored)]
     acc["vs_full_basis"] = "bundle (OpenVINO IR) minus the full float model (PyTorch), same items"
     acc["verdict_1pt"] = comparison_verdict(acc["vs_full"]["acc_norm"], 1.0)  # names chance-level tasks
     return acc

@@ -16,10 +16,10 @@
   memory from the architecture's cached float IR) compiled with the runtime settings over the
   target's properties; weight bytes are then the shipped bytes (codes, scales, zero points). Runtime
   values that change numerics (KV-cache precision, dynamic quantization, bf16) add their choice-KL
-  effect measured once per model through the IR (`runtime_effects`). The report split is scored the
-  same way (fake-quantized weights in torch, which equal the integer IR within 2e-3 on logits, plus
-  the runtime KL): through OpenVINO it cost ~6-17 minutes per front candidate on 2 cores (2,183
-  items), more than the whole search. `report_through_ir=True` scores it through each candidate's
+  effect measured once per model through the IR (`runtime_effects`). The report split is scored with
+  the fake-quantized weights in torch too (equal to the integer IR within 2e-3 on logits; the runtime
+  settings' effect is not in its paired accuracy, only in the search signal): through OpenVINO it cost
+  ~6-17 minutes per front candidate on 2 cores (2,183 items), more than the whole search. `report_through_ir=True` scores it through each candidate's
   IR with its runtime settings instead (`accuracy_ir`); what ships is scored through its IR on the
   holdout split at export either way;
 - ``signal``, what the search ranks the accuracy objective by (``metric``): the accuracy itself for
@@ -134,14 +134,15 @@ class SubnetValidator:
             return suite, []
         if self._chance is None:
             self._chance_suite = self._chance_suite or suite
-        chance = self.chance_tests()
-        pick = [n for n in suite.data if n in chance and chance[n].above]
-        if not pick or len(pick) == len(suite.data):   # no task above chance: all are scored and shown at chance
+        from hwnas.accuracy.chance import scored_tasks
+
+        pick, unscored = scored_tasks(list(suite.data), self.chance_tests())
+        if not unscored:
             return suite, []
         key = (id(suite), tuple(pick))
         if key not in self._subsuites:
             self._subsuites[key] = suite.only(pick)
-        return self._subsuites[key], [n for n in suite.data if n not in pick]
+        return self._subsuites[key], unscored
 
     def _record(self, ev: dict[str, Any], full_items: Any, suite: Any, t0: float, *,
                 is_full: bool = False) -> dict[str, Any]:

@@ -152,3 +152,13 @@ def test_report_split_scores_a_candidate_on_the_pick_rules_tasks_only(tmp_path):
     assert r["paired_tasks"]["sure"] == r_all["paired_tasks"]["sure"]
     # the search split is scored on every task (its choice KL ranks the search)
     assert set(v(sub)["tasks"]) == {"sure", "guess"}
+
+
+def test_scored_tasks_leave_out_chance_level_tasks_unless_none_is_above():
+    from hwnas.accuracy.chance import ChanceTest, scored_tasks
+
+    sure = ChanceTest("sure", "acc_norm", 0.9, 0.25, 0.02, 300)
+    guess = ChanceTest("guess", "acc_norm", 0.26, 0.25, 0.02, 300)
+    assert scored_tasks(["sure", "guess"], {"sure": sure, "guess": guess}) == (["sure"], ["guess"])
+    assert scored_tasks(["guess"], {"guess": guess}) == (["guess"], [])          # none above: all scored
+    assert scored_tasks(["sure"], {"sure": sure}) == (["sure"], [])
