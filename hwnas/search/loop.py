@@ -38,7 +38,7 @@ from hwnas.model.space import SearchSpace, SubnetConfig
 from hwnas.search.config import Proposal, SearchConfig, Validator
 from hwnas.search.objectives import OBJECTIVES
 from hwnas.search.pareto import HypervolumeReference, pareto_front
-from hwnas.search.picking import compare_to_full, evaluate_reports
+from hwnas.search.picking import compare_to_full, evaluate_reports, screened_out
 from hwnas.search.result import SearchResult, SearchState
 from hwnas.search.store import CONFIG_FILE, IDENTITY_KEYS, SearchStore
 from hwnas.search.strategies import PoolSnapper, make_strategy
@@ -369,17 +369,18 @@ def _finish(
         if small is not None:
             hv_ref = HypervolumeReference.from_extremes(config.ranked, [full, small])
     front = _front_fastest_first(records, config)
+    if remeasure is not None and front and full is not None:
+        # timed again first, so that the report split below orders and skips by what the pick rule compares
+        # (a record slower than one already within the pick's points needs no report scoring); records the
+        # search split already rules out for every pick rule are not timed
+        timed = [r for r in front if report is None or not screened_out(r)]
+        full = _remeasure_front(timed, full, full_key, known, store, remeasure, progress)
     if report is not None:
         full = dict(full) if full is not None else None
         evaluate_reports(front, full, report, known=prior.reports,
                          save=store.append_report if store is not None else None, progress=progress,
                          speed=next((o for o in config.objectives if o != "accuracy"), "tpot_ms"),
                          metric=config.metric)
-    if remeasure is not None and front and full is not None:
-        # only what a pick rule can take is timed again: the records the report split scored (the others
-        # are ruled out by it), or the whole front when there is no report split
-        timed = [r for r in front if report is None or r.get("report")]
-        full = _remeasure_front(timed, full, full_key, known, store, remeasure, progress)
     for r in front:
         r["vs_full"] = compare_to_full(r, full)
     history = prior.history + [h for h in loop.history if h["iteration"] not in done_iters]

@@ -270,6 +270,13 @@ def failed_clearly(record: Mapping[str, Any], points: float = max(PICK_POINTS), 
     return -float(p["points"]) - z * float(p["stderr"]) > points
 
 
+def weights_key(record: Mapping[str, Any]) -> str:
+    """The key of a record's subnet without its runtime settings: records that share it have the same
+    weights, so the same torch-scored accuracy (runtime settings act only inside OpenVINO)."""
+    cfg = SubnetConfig.from_dict(record["subnet"])
+    return cfg.with_deploy(cfg.weight_formats, cfg.head_format, ()).key
+
+
 def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, report: Any, *,
                      known: Mapping[str, Any], save: Any = None, progress: Any = None,
                      speed: str = "tpot_ms", metric: str | None = None) -> None:
@@ -278,14 +285,20 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
     says why). Results go into each record's ``report``; `known` holds earlier results by key
     (resume), `save(key, report)` stores new ones.
 
-    Ranked by an accuracy metric, the front is scored fastest first, and once one record is within
-    min(PICK_POINTS) of the full model the slower ones can no longer be picked. Ranked by a fidelity
-    KL (`metric` choice_kl/token_kl, which tracks the paired drop closely: Spearman 0.89 in
-    bench/signal_bench.py), it is scored closest-to-the-full-model first: on a front, each faster
-    record has a worse KL, so once one fails every pick rule clearly (report-split drop beyond
-    max(PICK_POINTS) by two standard errors), the faster ones with a KL at least as bad are not
-    scored either. On a model where no cut keeps the accuracy this costs one or two report scorings
-    instead of one per front record."""
+    Three rules spare scorings that no pick rule can use:
+    - **a faster pick exists**: once a record is within min(PICK_POINTS) of the full model, a record
+      that is slower (`speed_of`: the interleaved re-measurement when the front was timed again, which
+      is what the pick rule compares) can no longer be picked by any rule; the full model is within
+      0 points of itself, so nothing slower than it is scored either;
+    - **same weights**: a record whose weights equal an already scored record's (they differ only in
+      runtime settings) shares that torch-scored report (``same_weights_as``) instead of scoring it again;
+    - **clear failure** (ranked by a fidelity KL, `metric` choice_kl/token_kl, which tracks the paired
+      drop closely: Spearman 0.89 in bench/signal_bench.py): the front is scored closest-to-the-full-model
+      first (slowest first by the search's own speeds); along the front a faster record has a worse KL, so once one fails every pick rule clearly (report-split
+      drop beyond max(PICK_POINTS) by two standard errors), the faster ones with a KL at least as bad
+      are not scored either. Ranked by an accuracy metric, it is scored fastest first.
+    On a model where no cut keeps the accuracy this costs one or two report scorings instead of one per
+    front record."""
     from hwnas.search.objectives import FIDELITY_METRICS
 
     def run(r: dict[str, Any]) -> dict[str, Any]:
@@ -311,36 +324,56 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
             return
     by_kl = metric in FIDELITY_METRICS
     order = report_order(front, speed)
-    if by_kl:
-        order = order[::-1]
-    done = False
+    if by_kl:   # slowest first along the front as the search saw it (its own speeds): the closest to the full model
+        order = sorted(range(len(front)), key=lambda i: -float(front[i].get(speed) or 0.0))
+    # the fastest record known to be within min(PICK_POINTS): (speed, key); the full model to begin with
+    fastest_ok: tuple[float, str] | None = None
+    if full is not None and speed_of(full, speed) is not None:
+        fastest_ok = (float(speed_of(full, speed)), "the full model")
     failed: dict[str, Any] | None = None   # by_kl: the record that failed clearly
+    by_weights: dict[str, dict[str, Any]] = {}   # weights_key -> the record whose torch-scored report it has
     for n, i in enumerate(order):
         r = front[i]
         if r["key"] == full_key:
             r["report"] = full["report"]
             continue
-        if done:
-            r["report_skipped"] = f"a faster subnet is within {min(PICK_POINTS):g} point(s) on the report split"
-            continue
-        if failed is not None and r["key"] not in known:
-            kl, bad = fidelity_kl(r, metric), fidelity_kl(failed, metric)
-            if kl is not None and bad is not None and kl >= bad:
-                p = failed["report"]["paired"]
-                r["report_skipped"] = (f"{metric} {kl:.3g} is no better than that of {failed['key']} ({bad:.3g}), "
-                                       f"which is {-p['points']:.2f} ± {p['stderr']:.2f} points below the full model "
-                                       f"on the report split ({p.get('items')} items)")
+        if r["key"] not in known:
+            why = _report_not_needed(r, fastest_ok, failed, metric, speed)
+            if why:
+                r["report_skipped"] = why
                 continue
-        why = screened_out(r)
-        if why and r["key"] not in known:
-            r["report_skipped"] = why
-            continue
-        if progress:
-            progress(n, len(order), "report split")
-        r["report"] = run(r)
+        same = by_weights.get(weights_key(r))
+        if same is not None and r["key"] not in known:
+            r["report"] = dict(same["report"], same_weights_as=same["key"])
+            if save is not None:
+                save(r["key"], r["report"])
+        else:
+            if progress:
+                progress(n, len(order), "report split")
+            r["report"] = run(r)
+        if (r["report"] or {}).get("scored_with") == "torch":
+            by_weights.setdefault(weights_key(r), r)
         drop = record_drop(r, full, "report")
-        if by_kl:
-            if failed is None and failed_clearly(r):
-                failed = r
-        elif drop is not None and drop <= min(PICK_POINTS) + 1e-9:
-            done = True
+        s = speed_of(r, speed)
+        if drop is not None and drop <= min(PICK_POINTS) + 1e-9 and s is not None:
+            if fastest_ok is None or s < fastest_ok[0]:
+                fastest_ok = (s, r["key"])
+        if by_kl and failed is None and failed_clearly(r):
+            failed = r
+
+
+def _report_not_needed(r: Mapping[str, Any], fastest_ok: tuple[float, str] | None, failed: Mapping[str, Any] | None,
+                       metric: str | None, speed: str) -> str | None:
+    """Why no pick rule needs `r`'s report split (see `evaluate_reports`), or None when one may."""
+    s = speed_of(r, speed)
+    if fastest_ok is not None and s is not None and s > fastest_ok[0]:
+        return (f"{fastest_ok[1]} is faster ({speed} {fastest_ok[0]:.2f} vs {s:.2f}) and within "
+                f"{min(PICK_POINTS):g} point(s) on the report split, so no pick rule takes this one")
+    if failed is not None:
+        kl, bad = fidelity_kl(r, metric or ""), fidelity_kl(failed, metric or "")
+        if kl is not None and bad is not None and kl >= bad:
+            p = failed["report"]["paired"]
+            return (f"{metric} {kl:.3g} is no better than that of {failed['key']} ({bad:.3g}), "
+                    f"which is {-p['points']:.2f} ± {p['stderr']:.2f} points below the full model "
+                    f"on the report split ({p.get('items')} items)")
+    return screened_out(r)

@@ -218,6 +218,12 @@ def _front_table(result: "SearchResult") -> list[str]:
                  else "fastest first")
         lines += ["", f"¹ The report split is scored {order}, only as far as a pick rule needs it: "
                   + "; ".join(f"`{r['key']}`: {r['report_skipped']}" for r in skipped) + "."]
+    shared = [r for r in result.pareto if (r.get("report") or {}).get("same_weights_as")]
+    if shared:
+        lines += ["", "Same weights, one report-split scoring (they differ only in runtime settings, which torch "
+                  "scoring does not see; the holdout at export scores the bundle through OpenVINO with its settings): "
+                  + "; ".join(f"`{r['key']}` has the report of `{r['report']['same_weights_as']}`" for r in shared)
+                  + "."]
     return lines
 
 

@@ -245,7 +245,7 @@ def test_report_split_measured_fastest_first_as_far_as_the_pick_needs(tmp_path):
     # the full model first, then the fastest front subnet; it is within 0 points, so no slower one is needed
     assert seen == [SPACE.largest().key, fastest["key"]]
     skipped = [r for r in res.pareto if r["key"] not in seen]
-    assert skipped and all("faster subnet" in r["report_skipped"] for r in skipped)
+    assert skipped and all(f"{fastest['key']} is faster" in r["report_skipped"] for r in skipped)
     assert fastest["report"]["accuracy"] == 0.5
     assert "[50.0]" in (tmp_path / "o" / "summary.md").read_text()
     # resuming a finished run measures no report twice
@@ -423,3 +423,47 @@ def test_report_split_under_a_fidelity_metric_walks_from_the_full_model_and_stop
         r.pop("report", None), r.pop("report_skipped", None)
     evaluate_reports(front, dict(full), report, known={}, metric="acc_norm")
     assert seen[:2] == [full["key"], front[0]["key"]]
+
+
+def test_report_split_skips_records_slower_than_a_pick_and_shares_reports_of_equal_weights():
+    """Ranked by choice KL: a record slower (re-measured) than one already within min(PICK_POINTS) is not
+    scored, and a record that differs from a scored one only in runtime settings shares its torch report."""
+    from hwnas.search.picking import evaluate_reports, pick_from_front
+
+    base = SubnetConfig.uniform(8, 256)
+    fmts = [("int4_asym_g64", "int4_asym_g64")] * 8
+
+    def rec(c, tpot, kl, searched):   # searched: the search's (predicted) TPOT, which ordered the front
+        return {"key": c.key, "subnet": c.to_dict(), "tpot_ms": searched, "remeasured": {"tpot_ms": tpot}, "accuracy": 0.5,
+                "choice_kl": kl, "paired": {"points": -0.5, "stderr": 2.0, "items": 200}}
+
+    full = rec(base, 20.0, 0.0, 30.0)
+    precise = base.with_deploy(fmts, "int8", {"KV_CACHE_PRECISION": "f16"})
+    fast_rt = base.with_deploy(fmts, "int8", {"KV_CACHE_PRECISION": "u8"})        # same weights as `precise`
+    slower = base.with_deploy([("int8", "int8")] * 8, "int8", {"KV_CACHE_PRECISION": "u8"})
+    faster = SubnetConfig.uniform(6, 256).with_deploy(fmts[:6], "int8", {"KV_CACHE_PRECISION": "u8"})
+    front = [rec(faster, 10.0, 0.5, 10.0), rec(fast_rt, 15.0, 0.011, 17.0), rec(slower, 16.0, 0.005, 19.0),
+             rec(precise, 15.5, 0.01, 18.0)]
+    seen = []
+
+    def report(c):
+        seen.append(c.key)
+        return {"accuracy": 0.5, "scored_with": "torch",
+                "paired": {"points": -0.2 if c.num_layers == 8 else -3.0, "stderr": 0.3, "items": 1000}}
+
+    evaluate_reports(front, dict(full), report, known={}, metric="choice_kl")
+    # slower first (slowest as searched): within 0.5 point; precise (faster when re-measured) next; fast_rt has
+    # its weights; faster is scored too
+    assert seen == [full["key"], slower.key, precise.key, faster.key]
+    assert front[1]["report"]["same_weights_as"] == precise.key and "report_skipped" not in front[1]
+    assert front[1]["report"]["paired"] == front[3]["report"]["paired"]
+    pick = pick_from_front(front, dict(full, report=None), 1.0)
+    assert pick["key"] == fast_rt.key
+    # with the cheap runtime variant scored first, the slower records are not needed at all
+    for r in front:
+        r.pop("report", None), r.pop("report_skipped", None)
+    front[1]["choice_kl"], front[1]["tpot_ms"] = 0.001, 20.0
+    seen.clear()
+    evaluate_reports(front, dict(full), report, known={}, metric="choice_kl")
+    assert seen == [full["key"], fast_rt.key, faster.key]
+    assert all(f"{fast_rt.key} is faster" in front[k]["report_skipped"] for k in (2, 3))
