@@ -143,11 +143,12 @@ def sensitivity_seeds(supernet: Any, tokenizer: Any, setup: dict[str, Any], seed
 def ir_scorer(tokenizer: Any):
     """(IR folder, TaskSuite, properties) -> multiple-choice scoring with OpenVINO (hwnas.deploy.ir_accuracy)."""
 
-    def score(folder: Any, suite: Any, properties: dict[str, Any]) -> dict[str, Any]:
+    def score(folder: Any, suite: Any, properties: dict[str, Any], context_in_cache: bool = False) -> dict[str, Any]:
         from hwnas.deploy.ir_accuracy import ir_accuracy
 
         props = {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in properties.items()}
-        return ir_accuracy(folder, tokenizer, suite=suite, properties=props, keep_items=True)
+        return ir_accuracy(folder, tokenizer, suite=suite, properties=props, keep_items=True,
+                           context_in_cache=context_in_cache)
 
     return score
 

@@ -12,7 +12,7 @@ from hwnas.deploy.manifest import DEFAULT_TASKS, IR_XML, Progress
 def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAULT_TASKS, *, split: str = "report",
                 limit: int | None = None, data_dir: str | Path | None = None, seed: int = 0,
                 properties: Mapping[str, Any] | None = None, progress: Progress | None = None,
-                suite: Any = None, keep_items: bool = False) -> dict:
+                suite: Any = None, keep_items: bool = False, context_in_cache: bool = False) -> dict:
     """Multiple-choice accuracy of an IR folder, scored with OpenVINO the way hwnas.accuracy.evaluate scores torch.
 
     Items, splits and metrics come from `hwnas.accuracy.evaluate.TaskSuite`; each choice is one prefill
@@ -20,6 +20,13 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     Returns {"split", "limit", "tasks": {name: {"acc", "acc_norm", "n"}}, "mean": mean acc}; with
     `keep_items`, also ``"_items"`` (per-item results for a paired comparison, not JSON). `suite`: a
     TaskSuite to score instead of building one from tasks/split/limit.
+
+    `context_in_cache`: prefill the context once and feed every choice in one batch that reads it
+    back from the KV cache (`_score_from_cache`), as generation reads a prompt: the cache's precision
+    (a u8 KV cache) then acts on the score, which one prefill per choice cannot show (its attention
+    uses the fresh keys and values). Equal to the per-choice scores within ~2e-3 nats with an f16
+    cache and f32 arithmetic; about 2x faster on 4-choice items. The default stays one prefill per
+    choice, with which every committed holdout and frontier figure was measured.
     """
     import numpy as np
     import openvino as ov
@@ -42,7 +49,9 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
         lls = []
         for r in data.requests:
             r = truncate_request(r, max_len)  # as hwnas.accuracy.evaluate does, so both score the same tokens
-            if all(len(c) == 1 for c in r.continuations) and not r.prefixes:
+            if context_in_cache:
+                scores = _score_from_cache(req, logits_out, r)
+            elif all(len(c) == 1 for c in r.continuations) and not r.prefixes:
                 # one-token choices (MMLU's " A".." D"): one prefill of the context scores them all
                 lp = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])
                 scores = [float(lp[0, c[0]]) for c in r.continuations]
@@ -64,6 +73,48 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     return {"split": suite.split, "limit": suite.limit, "scored_with": "openvino", "tasks": results,
             "mean": float(np.mean(accs)) if accs else None, "mean_acc_norm": float(np.mean(accn)) if accn else None,
             **({"_items": suite._task_items(all_lls)} if keep_items else {})}
+
+
+def _score_from_cache(req: Any, logits_out: Any, r: Any) -> list[float]:
+    """Each choice's log-likelihood, with the context prefilled once into the KV cache and the choices
+    (option prefix + continuation but its last token) fed as one right-padded batch that continues from
+    it: `beam_idx` zeros copy the cached context to every row."""
+    import numpy as np
+
+    t = len(r.context)   # empty when a partially scored item's options differ from their first token
+    last = None
+    if t:
+        last = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])[0]   # predicts a run's first token
+    else:
+        req.reset_state()
+    runs = [list(r.prefix(j)) + list(c) for j, c in enumerate(r.continuations)]
+    n_fed = max(len(x) for x in runs) - 1
+    rows = None
+    if n_fed > 0:
+        b = len(runs)
+        ids = np.zeros((b, n_fed), dtype=np.int64)
+        mask = np.zeros((b, t + n_fed), dtype=np.int64)
+        mask[:, :t] = 1
+        for k, x in enumerate(runs):
+            ids[k, :len(x) - 1] = x[:-1]
+            mask[k, t:t + len(x) - 1] = 1
+        rows = req.infer({"input_ids": ids, "attention_mask": mask,
+                          "position_ids": np.tile(np.arange(t, t + n_fed, dtype=np.int64), (b, 1)),
+                          "beam_idx": np.zeros(b, dtype=np.int32)})[logits_out]
+    scores = []
+    for j, cont in enumerate(r.continuations):
+        npre = len(r.prefix(j))
+        # the state predicting continuation token k sits at row position npre + k - 1 (-1: the context's last)
+        at = [npre + k - 1 for k in range(len(cont))]
+        lp = [float(last[cont[k]]) if p < 0 else None for k, p in enumerate(at)]
+        inner = [p for p in at if p >= 0]
+        if inner:
+            ls = _log_softmax(rows[j, inner[0]:inner[-1] + 1])
+            for k, p in enumerate(at):
+                if p >= 0:
+                    lp[k] = float(ls[p - inner[0], cont[k]])
+        scores.append(float(sum(lp)))
+    return scores
 
 
 def _prefill(req: Any, logits_out: Any, seq: list[int]) -> Any:

@@ -67,7 +67,7 @@ class SubnetValidator:
         reference_key: str | None = None,
         fidelity: Any = None,
         include_chance_tasks: bool = False,
-        ir_scorer: Callable[[Path, Any, dict[str, Any]], dict[str, Any]] | None = None,
+        ir_scorer: Callable[..., dict[str, Any]] | None = None,
         report_through_ir: bool = False,
     ):
         if metric not in SEARCH_METRICS:
@@ -93,8 +93,8 @@ class SubnetValidator:
         self._chance: dict[str, Any] | None = None  # ChanceTest per task (decided once)
         self._chance_suite: Any = None  # the report suite, once `report` is asked for
         self._subsuites: dict[tuple, Any] = {}  # report suites restricted to the pick rule's tasks
-        # (IR folder, TaskSuite, compile properties) -> suite.evaluate-like result with "_items", scored with
-        # OpenVINO: what runtime genes do to accuracy cannot be seen in torch (see `runtime_effects`)
+        # (IR folder, TaskSuite, compile properties[, context_in_cache=]) -> suite.evaluate-like result with
+        # "_items", scored with OpenVINO: what runtime genes do to accuracy cannot be seen in torch (`runtime_effects`)
         self.ir_scorer = ir_scorer
         self.report_through_ir = report_through_ir
         self._runtime_effects: dict[str, dict[str, float]] | None = None
@@ -200,9 +200,11 @@ class SubnetValidator:
                                 if self.include_chance_tasks else "left out of the pick rule")
         return self._chance
 
-    def accuracy_ir(self, cfg: SubnetConfig, suite: Any = None) -> dict[str, Any]:
+    def accuracy_ir(self, cfg: SubnetConfig, suite: Any = None, *, context_in_cache: bool = False) -> dict[str, Any]:
         """Like `accuracy`, but scored through `cfg`'s integer IR (its weight formats) compiled with its runtime
-        settings over the target's properties: the accuracy of exactly what ships, runtime numerics included."""
+        settings over the target's properties: the accuracy of exactly what ships, runtime numerics included.
+        `context_in_cache`: the choices read the context back from the KV cache (`hwnas.deploy.ir_accuracy`),
+        so the cache's precision acts on the score too."""
         import tempfile
 
         from hwnas.accuracy.paired import full_model_items
@@ -216,7 +218,8 @@ class SubnetValidator:
         props = runtime_properties(self.target.resolved_properties(self.host), cfg)
         with tempfile.TemporaryDirectory(prefix="hwnas-qir-") as tmp:
             folder = save_quantized_ir(ir, cfg, Path(tmp) / "ir")
-            ev = self.ir_scorer(folder, suite, props)
+            ev = (self.ir_scorer(folder, suite, props, context_in_cache=True) if context_in_cache
+                  else self.ir_scorer(folder, suite, props))
         ev.setdefault("items", suite.n_items)
         full_items = full_model_items(suite, self.supernet, self.reference_key)
         rec = self._record(ev, full_items, suite, t0)

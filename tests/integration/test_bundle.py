@@ -201,13 +201,14 @@ def test_ir_accuracy_agrees_with_torch_evaluate(tmp_path):
     model, tok = make_tiny_llama(), make_tiny_tokenizer()
     export_ir(model, tmp_path / "ir")
     tasks = ["arc_easy", "mmlu"]  # multi-token and one-token choices
-    got = ir_accuracy(tmp_path / "ir", tok, tasks, limit=6, properties={"INFERENCE_PRECISION_HINT": "f32",
-                                                                        "KV_CACHE_PRECISION": "f32"})
+    props = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
     ref = evaluate(model, tok, tasks, split="report", limit=6, precision="fp32")
-    for t in tasks:
-        assert got["tasks"][t]["n"] == ref["tasks"][t]["n"] == 6
-        assert got["tasks"][t]["acc"] == ref["tasks"][t]["acc"]
-        assert got["tasks"][t]["acc_norm"] == ref["tasks"][t]["acc_norm"]
+    for in_cache in (False, True):   # one prefill per choice, or the context once and the choices from the cache
+        got = ir_accuracy(tmp_path / "ir", tok, tasks, limit=6, properties=props, context_in_cache=in_cache)
+        for t in tasks:
+            assert got["tasks"][t]["n"] == ref["tasks"][t]["n"] == 6
+            assert got["tasks"][t]["acc"] == ref["tasks"][t]["acc"]
+            assert got["tasks"][t]["acc_norm"] == ref["tasks"][t]["acc_norm"]
 
 
 @pytest.mark.slow

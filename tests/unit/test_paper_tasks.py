@@ -273,11 +273,15 @@ def test_bundle_ir_scores_partial_and_mc2_items_as_torch(tiny, data_dir, tmp_pat
     export_ir(model, tmp_path / "ir")
     tasks = ["winogrande", "truthfulqa_mc2"]
     suite = TaskSuite(tok, tasks, split="all", data_dir=data_dir)
-    got = ir_accuracy(tmp_path / "ir", tok, tasks, suite=suite, keep_items=True,
-                      properties={"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"})
+    props = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+    got = ir_accuracy(tmp_path / "ir", tok, tasks, suite=suite, keep_items=True, properties=props)
+    # the context prefilled once and the options fed as one batch from the KV cache: the same scores
+    cached = ir_accuracy(tmp_path / "ir", tok, tasks, suite=suite, keep_items=True, properties=props,
+                         context_in_cache=True)
     ref = suite.items(model, precision="fp32")
     for t in tasks:
-        for a, b in zip(got["_items"][t].lls, ref[t].lls):
+        for a, b, c in zip(got["_items"][t].lls, ref[t].lls, cached["_items"][t].lls):
             np.testing.assert_allclose(a, b, atol=2e-3, rtol=0)
+            np.testing.assert_allclose(c, b, atol=2e-3, rtol=0)
         assert got["tasks"][t]["acc"] == pytest.approx(float(ref[t].correct("acc").mean()), abs=1e-3)
         assert got["tasks"][t]["acc_norm"] == pytest.approx(float(ref[t].correct("acc_norm").mean()), abs=1e-3)
