@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${1:-bench/results/demo_main_job}
+mkdir -p runs   # absent in a fresh clone
 RUN=$(mktemp -d runs/demo-bench-XXXXXX)
 HWNAS_DEMO_DIR="$RUN" bash scripts/demo.sh 2>&1 | tee "$RUN/demo.log"
 TMP="$DEST.tmp"
