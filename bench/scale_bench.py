@@ -139,10 +139,14 @@ def run_measured(cmd: list[str], env: dict, timeout: float, *, serve_port: int |
 
     th = threading.Thread(target=reader, daemon=True)
     th.start()
+    anon_peak, at_peak = 0, (0, 0)
     while proc.poll() is None:
         try:
             rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            peak = max(peak, rss)
+            anon, file = _rss_split([ps.pid] + [c.pid for c in ps.children(recursive=True)])
+            anon_peak = max(anon_peak, anon)
+            if rss > peak:
+                peak, at_peak = rss, (anon, file)
         except psutil.Error:
             pass
         if time.perf_counter() - t0 > timeout:
@@ -155,12 +159,35 @@ def run_measured(cmd: list[str], env: dict, timeout: float, *, serve_port: int |
         time.sleep(0.1)
     rc = proc.wait()
     th.join(timeout=5)
-    res = {"rc": rc, "peak_rss_gb": round(peak / GB, 3), "wall_s": round(time.perf_counter() - t0, 1),
+    res = {"rc": rc, "peak_rss_gb": round(peak / GB, 3), "peak_anon_gb": round(anon_peak / GB, 3),
+           "at_peak_anon_gb": round(at_peak[0] / GB, 3), "at_peak_file_gb": round(at_peak[1] / GB, 3),
+           "wall_s": round(time.perf_counter() - t0, 1),
            "cmd": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)),
            "tail": [ln for ln in out_lines if ln.strip()][-3:]}
     if serve_port:
         res["served"] = served
     return res
+
+
+def _available() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _rss_split(pids: list[int]) -> tuple[int, int]:
+    """(anonymous, file-backed + shared) resident bytes of `pids` from /proc/PID/status: the anonymous part
+    has to fit in RAM, the file-backed part (memory-mapped weights, IR .bin) the kernel can drop and re-read."""
+    anon = file = 0
+    for pid in pids:
+        try:
+            fields = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+        except OSError:
+            continue
+        kb = lambda k: int(fields.get(k, "0 kB").split()[0]) * 1024  # noqa: E731
+        anon += kb("RssAnon")
+        file += kb("RssFile") + kb("RssShmem")
+    return anon, file
 
 
 def _try_request(port: int) -> dict | None:
@@ -210,7 +237,7 @@ def stage_command(stage: str, folder: Path, work: Path, cfg: dict) -> tuple[list
 
 
 def estimate_for(stage: str, folder: Path, work: Path, opts: dict, cache: Path) -> dict | None:
-    from hwnas.model.memory import check_bundle, estimate, model_config
+    from hwnas.model.memory import check_bundle, estimate, model_config, weights_mapped
 
     os.environ["HWNAS_CACHE_DIR"] = str(cache)
     if stage == "optimum":
@@ -222,7 +249,8 @@ def estimate_for(stage: str, folder: Path, work: Path, opts: dict, cache: Path) 
     layers = opts.pop("subnet_layers", None)
     frac = 1.0 if layers is None else layers / cfg["num_hidden_layers"]
     ordered = any((cache / "supernets").glob(f"{source.name}-*/config.json"))
-    return estimate(stage, cfg, dtype=dtype, model=source.name, subnet_fraction=frac, ordered_cached=ordered, **opts).to_dict()
+    return estimate(stage, cfg, dtype=dtype, model=source.name, subnet_fraction=frac, ordered_cached=ordered,
+                    mapped_weights=weights_mapped(source, dtype), **opts).to_dict()
 
 
 def estimate_offline(stage: str, shape: str, opts: dict, at_run: dict | None) -> dict | None:
@@ -237,15 +265,16 @@ def estimate_offline(stage: str, shape: str, opts: dict, at_run: dict | None) ->
     layers = opts.pop("subnet_layers", None)
     frac = 1.0 if layers is None else layers / cfg["num_hidden_layers"]
     if stage == "serve":
-        opts["ir_bytes"] = at_run["terms"].get("compiled_ir", 0) / 1.2
+        terms = at_run["terms"]
+        opts["ir_bytes"] = terms["compiled_weights"] if "compiled_weights" in terms else terms.get("compiled_ir", 0) / 1.2
     return estimate(stage, cfg, dtype=at_run["dtype"], model=at_run["model"], subnet_fraction=frac,
                     ordered_cached=stage in ("heal", "search"),  # extract ran first and cached the ordered supernet
-                    **opts).to_dict()
+                    mapped_weights=True, **opts).to_dict()  # the folders are bf16 safetensors
 
 
 def estimate_table() -> None:
     """bench/results/scale_estimates.{json,md}: every stage's estimate for each shape (vocab 32,000 as
-    the real models), per billion parameters, and whether it fits 24 / 32 / 64 GB machines (available
+    the real models, a bf16 safetensors checkpoint: memory-mapped), per billion parameters, and whether it fits 24 / 32 / 64 GB machines (available
     memory taken as the total minus 2 GB for the OS and other processes)."""
     from hwnas.model.memory import GB, ModelShape, estimate
 
@@ -258,7 +287,7 @@ def estimate_table() -> None:
         cfg.update(model_type="llama", vocab_size=32000, tie_word_embeddings=False)
         p = ModelShape.from_config(cfg).params()
         for name, opts in stage_opts.items():
-            e = estimate(name.split()[0], cfg, dtype="bfloat16", model=spec["name"], **opts)
+            e = estimate(name.split()[0], cfg, dtype="bfloat16", model=spec["name"], mapped_weights=True, **opts)
             rows.append({"shape": shape, "params_b": round(p / 1e9, 2), "stage": name, "options": opts,
                          "memory_gb": round(e.memory_gb, 1), "disk_gb": round(e.disk_gb, 1),
                          "memory_gb_per_b": round(e.memory_gb / (p / 1e9), 2),
@@ -292,17 +321,30 @@ def render(res: dict) -> str:
     lines = [f"# Scale bench ({RESULTS.name}): peak RSS and wall time per stage (random-weight bf16 folders)", "",
              "Command: `flock /tmp/hwnas-heavy.lock .venv/bin/python bench/scale_bench.py`; host shared with other "
              f"jobs (load average at the end {res.get('load_avg')}). Estimate: `hwnas.model.memory`.", "",
-             "| shape | params | stage | rc | peak RSS GB | estimate GB | est/measured | wall s | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Anon / file: the anonymous and file-backed (memory-mapped) parts of the peak RSS, and the highest "
+             "anonymous RSS of the run (rows measured before this split have none). Estimate: what must fit in RAM "
+             "(what the resource check compares with available memory), + mapped: memory-mapped files the stage reads, "
+             "in RSS while memory is free. est/measured: (estimate + mapped) / peak RSS; est/anon: estimate / peak anon.", "",
+             "| shape | params | stage | rc | peak RSS GB | anon / file at peak GB | peak anon GB | estimate GB | "
+             "+ mapped GB | est/measured | est/anon | wall s | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         est = r.get("estimate") or {}
         e = est.get("memory_gb")
-        ratio = f"{e / r['peak_rss_gb']:.2f}" if e and r["peak_rss_gb"] > 0.05 and r["rc"] == 0 else ""
+        m = est.get("mapped_gb") or 0.0
+        ok = e and r["peak_rss_gb"] > 0.05 and r["rc"] == 0
+        ratio = f"{(e + m) / r['peak_rss_gb']:.2f}" if ok else ""
+        anon_ratio = f"{e / r['peak_anon_gb']:.2f}" if ok and r.get("peak_anon_gb") else ""
         note = r.get("refusal") or ("" if r["rc"] == 0 else (r["tail"][-1][:100] if r["tail"] else ""))
         if r.get("served"):
             note = f"one request in {r['served']['request_s']} s"
+        split = f"{r['at_peak_anon_gb']:.2f} / {r['at_peak_file_gb']:.2f}" if "at_peak_anon_gb" in r else ""
+        anon = f"{r['peak_anon_gb']:.2f}" if "peak_anon_gb" in r else ""
+        if r.get("resource_check") == "off":
+            note = (note + " (resource check off)").strip()
         lines.append(f"| {r['shape']} | {r['params_b']:.2f}B | {r['stage']}{' #' + str(r['round'] + 1) if r.get('round') else ''} | {r['rc']} | {r['peak_rss_gb']:.2f} | "
-                     f"{'' if e is None else f'{e:.2f}'} | {ratio} | {r['wall_s']} | {note} |")
+                     f"{split} | {anon} | {'' if e is None else f'{e:.2f}'} | {f'{m:.2f}' if m else ''} | {ratio} | "
+                     f"{anon_ratio} | {r['wall_s']} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -354,9 +396,11 @@ def main() -> None:
             cmd, opts = stage_command(stage, folder, work, cfg)
             est = estimate_for(stage, folder, work, opts, cache)
             print(f"[{time.strftime('%H:%M:%S')}] {shape} {stage}: estimate {est and est['memory_gb']} GB", flush=True)
+            available = _available()  # what the resource check compared the estimate with
             row = run_measured(cmd, env, args.timeout, serve_port=18731 if stage == "serve" else None)
             row.update(shape=shape, shape_name=SHAPES[shape]["name"], params_b=params / 1e9, stage=stage, estimate=est,
-                       round=rnd)
+                       round=rnd, resource_check="off" if env.get("HWNAS_RESOURCE_CHECK", "").lower() in
+                       ("off", "0", "no", "false") else "on", mem_available_gb=round(available / GB, 2))
             if row["rc"] == 2 and row["tail"] and row["tail"][-1].startswith("Error:"):
                 row["refusal"] = row["tail"][-1]
             print(f"    rc {row['rc']} peak {row['peak_rss_gb']} GB wall {row['wall_s']} s  {row['tail'][-1:] }", flush=True)

@@ -14,6 +14,14 @@ integer codes, eval a float32 lm_head for the log-softmax), activations and cali
 statistics. The per-stage factors were measured with `bench/scale_bench.py` on random-weight
 1.1B / 3B / 7B folders (bench/results/scale_bench.json); the estimate is meant to be within 25%.
 Set ``HWNAS_RESOURCE_CHECK=off`` to skip the check (e.g. with swap the estimate is conservative).
+
+`memory_bytes` is what has to fit in RAM. Files a stage memory-maps and only reads (a safetensors
+checkpoint loaded in its stored dtype, a bundle's IR .bin) are `mapped_bytes` instead: they count
+in RSS while memory is free, but the kernel drops those clean pages under pressure and re-reads
+them, so they cannot cause an OOM kill (bench/results/scale_bench_rss.json splits each measured
+peak into anonymous and file-backed RSS: the 7B export peaked at 19.7 GB RSS, 12.3 GB of it the mapped
+checkpoint, while its anonymous peak, 14.1 GB, came when those pages had been dropped). Only whole-model RTN export and serve were measured
+this way; the other stages still count their weights in `memory_bytes`.
 """
 from __future__ import annotations
 
@@ -34,6 +42,12 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # for the OpenVINO stages openvino + optimum-intel + Neural Compressor), measured on this stack.
 BASE_TORCH = int(0.6 * GB)
 BASE_OV = int(0.9 * GB)
+# `hwnas serve`: Python, openvino_genai and the HTTP server, no torch (measured ~0.1 GB anonymous and
+# ~0.1 GB of libraries before the first request, bench/results/scale_bench_rss.json)
+BASE_SERVE = int(0.25 * GB)
+# The serving engine's KV-cache pool (`Engine(cache_size_gb=1)`, openvino_genai's SchedulerConfig.cache_size):
+# allocated as requests hold tokens, up to this size
+KV_POOL = 1 * GB
 
 
 class ResourceError(HwnasError):
@@ -95,6 +109,11 @@ class ResourceEstimate:
     memory_bytes: int
     disk_bytes: int
     terms: dict[str, int] = field(default_factory=dict)
+    mapped_bytes: int = 0   # memory-mapped, read-only files: in RSS when memory is free, not in memory_bytes
+
+    @property
+    def mapped_gb(self) -> float:
+        return self.mapped_bytes / GB
 
     @property
     def memory_gb(self) -> float:
@@ -106,20 +125,21 @@ class ResourceEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(memory_gb=round(self.memory_gb, 2), disk_gb=round(self.disk_gb, 2))
+        d.update(memory_gb=round(self.memory_gb, 2), disk_gb=round(self.disk_gb, 2), mapped_gb=round(self.mapped_gb, 2))
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ResourceEstimate":
         return cls(stage=str(d["stage"]), model=str(d["model"]), dtype=str(d["dtype"]), params=int(d["params"]),
                    memory_bytes=int(d["memory_bytes"]), disk_bytes=int(d["disk_bytes"]),
-                   terms={str(k): int(v) for k, v in (d.get("terms") or {}).items()})
+                   terms={str(k): int(v) for k, v in (d.get("terms") or {}).items()},
+                   mapped_bytes=int(d.get("mapped_bytes") or 0))
 
 
 def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloat16", model: str = "model",
              subnet_fraction: float = 1.0, quant_bits: int = 8, samples: int = 2, batch_tokens: int = 512,
              ordered_cached: bool = False, ir_bytes: int | None = None, train_mode: str = "cheap",
-             calibrated_quant: bool = False) -> ResourceEstimate:
+             calibrated_quant: bool = False, mapped_weights: bool = False) -> ResourceEstimate:
     """Peak memory and disk of `stage` for a model with this config loaded in `dtype`.
 
     subnet_fraction: the subnet's share of the decoder (extract/export/heal of a subnet);
@@ -128,7 +148,9 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
     importance-ordered supernet is already in the cache (no ordering pass, no cache write);
     ir_bytes: serve only, the bundle's openvino_model.bin size; train_mode: heal's --train
     (cheap: norms and down_proj, all: every decoder tensor); calibrated_quant: export with GPTQ/AWQ,
-    which quantize a copy of the whole model and trace its dequantized float32 version.
+    which quantize a copy of the whole model and trace its dequantized float32 version;
+    mapped_weights: the weights are memory-mapped from a safetensors checkpoint stored in `dtype`
+    (`weights_mapped`), so a whole-model RTN export reads them without holding them in RAM.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
@@ -145,6 +167,7 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
     act = int(batch_tokens * (s.hidden * 16 + s.intermediate * 6) * 4 + batch_tokens * s.vocab * 4)
     t: dict[str, int] = {}
     disk = 0
+    mapped = 0
     order_disk = 0 if ordered_cached else W       # the ordered supernet is cached once per model
     if stage == "eval":
         t = {"base": BASE_TORCH, "weights": W, "lm_head_f32": head_f32, "activations": act}
@@ -172,6 +195,14 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
              "ir_conversion": int(0.5 * sub_W), "layer_fp32": s.layer_params() * 4 * 2}
         if calibrated_quant:
             t.update(model_copy=sub_W, dequantized_fp32=int(sub_linear * 4))
+        elif mapped_weights and sub >= 1.0:
+            # Whole-model RTN traces and quantizes the loaded model itself, whose tensors are the mapped
+            # checkpoint: only the pages being read (about one decoder layer) have to be resident. Measured
+            # (bench/results/scale_bench_rss.json): anonymous RSS peaked at base + ir_conversion +
+            # integer_codes (3.1 / 6.9 / 14.1 GB at 1.1B / 3B / 7B against 3.5 / 7.7 / 15.6 estimated);
+            # the mapped checkpoint added up to W on top where memory was free (5.4 / 12.4 GB peak RSS).
+            mapped = t.pop("weights")
+            t["mapped_window"] = s.layer_params() * b
         stage_ir = sub_W
         disk = (0 if sub >= 1.0 else order_disk) + stage_ir + int_bytes
     elif stage == "heal":
@@ -190,11 +221,15 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
         disk = P * 4 * 4
     elif stage == "serve":
         ir = int(ir_bytes if ir_bytes is not None else s.linear_params() * quant_bits / 8 + s.head_params())
-        kv = 2 * s.layers * s.kv_heads * s.head_dim * 2 * 4096 * 4   # f16 KV cache, 4 sequences x 4096 tokens
-        t = {"base": BASE_OV, "compiled_ir": int(ir * 1.2), "kv_cache": kv}
+        # At the first request the CPU plugin copies the IR's weights into its own (anonymous) buffers: the
+        # measured anonymous RSS after one request was the .bin's size within 3% at 1.1B / 3B / 7B
+        # (bench/results/scale_bench_rss.json), while the memory-mapped .bin itself stays file-backed. The KV
+        # cache grows with the tokens held (a 3,000-token prompt added 0.08 GB at 1.1B) up to the engine's pool.
+        t = {"base": BASE_SERVE, "compiled_weights": ir, "kv_cache": KV_POOL}
+        mapped = ir
     mem = sum(t.values())
     return ResourceEstimate(stage=stage, model=model, dtype=dtype, params=P, memory_bytes=int(mem),
-                            disk_bytes=int(disk), terms=t)
+                            disk_bytes=int(disk), terms=t, mapped_bytes=int(mapped))
 
 
 def _recovery_stats(s: ModelShape, dtype_bytes: int) -> int:
@@ -203,6 +238,16 @@ def _recovery_stats(s: ModelShape, dtype_bytes: int) -> int:
     and the subnet's own float32 stream and MLP activations over the calibration tokens."""
     w, h, tokens = s.intermediate, s.hidden, 16384
     return (s.layers + 1) * tokens * h * dtype_bytes + 8 * (w * w + 2 * h * w) + tokens * (2 * h + w) * 4
+
+
+def weights_mapped(source: Any, dtype: str) -> bool:
+    """Whether loading `source` in `dtype` memory-maps its weights rather than copying them: a folder of
+    safetensors stored in that dtype (transformers then keeps the checkpoint's pages as the tensors; a
+    GGUF, .bin or other dtype is converted into anonymous memory)."""
+    from hwnas.model.loading import stored_dtype
+
+    return (getattr(source, "kind", None) == "hf" and stored_dtype(source) == dtype
+            and any(Path(source.path).glob("*.safetensors")))
 
 
 def available_memory() -> int:
@@ -289,6 +334,7 @@ def check_stage(stage: str, spec: str, *, subnet: Any = None, out: str | os.Path
 
     source, cfg, dtype = model_config(spec)
     ordered = any((cache_dir() / "supernets").glob(f"{source.name}-*/config.json"))
+    options.setdefault("mapped_weights", weights_mapped(source, dtype))
     est = estimate(stage, cfg, dtype=dtype, model=source.name, subnet_fraction=subnet_fraction(cfg, subnet),
                    ordered_cached=ordered, **options)
     check_fits(est, disk_path=out if out is not None else cache_dir())

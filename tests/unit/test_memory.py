@@ -70,3 +70,39 @@ def test_cli_refuses_export_before_loading_anything(tiny_model_dir, tmp_path, mo
     res = CliRunner().invoke(main, ["extract", "--model", str(tiny_model_dir), "--layers", "2", "--out", str(out)])
     one_line_error(res, "extract of tiny-llama", "0.1 GB available")
     assert not calls and not out.exists()
+
+
+def test_whole_model_rtn_export_reads_a_mapped_checkpoint_without_holding_it():
+    """A bf16 safetensors checkpoint loaded as bf16 is memory-mapped: what must fit is the process, the
+    conversion's constants and the integer codes (bench/results/scale_bench_rss.json: anonymous peak
+    14.1 GB for the 7B shape), the checkpoint is `mapped_bytes`; a subnet or GPTQ still counts it."""
+    W = 6_738_415_616 * 2
+    mapped = estimate("export", LLAMA_7B, mapped_weights=True)
+    held = estimate("export", LLAMA_7B)
+    assert "weights" not in mapped.terms and mapped.mapped_bytes == W
+    assert held.memory_bytes - mapped.memory_bytes == W - mapped.terms["mapped_window"]
+    assert 14 < mapped.memory_gb < 16 < 22 < held.memory_gb  # admitted on a 24 GB machine only when mapped
+    assert estimate("export", LLAMA_7B, mapped_weights=True, subnet_fraction=0.5).terms["weights"] == W
+    assert estimate("export", LLAMA_7B, mapped_weights=True, calibrated_quant=True).terms["weights"] == W
+    assert ResourceEstimate.from_dict(mapped.to_dict()) == mapped
+
+
+def test_serve_holds_the_weights_once_and_the_engine_kv_pool():
+    ir = 7 * GB
+    est = estimate("serve", LLAMA_7B, ir_bytes=ir)
+    assert est.terms == {"base": memory.BASE_SERVE, "compiled_weights": ir, "kv_cache": 1 * GB}
+    assert est.mapped_bytes == ir and est.memory_bytes == memory.BASE_SERVE + ir + GB
+
+
+def test_weights_mapped_only_for_safetensors_in_the_loaded_dtype(tmp_path):
+    import json
+
+    from hwnas.model.loading import ModelSource
+    from hwnas.model.memory import weights_mapped
+
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
+    src = ModelSource(str(tmp_path), "hf", tmp_path)
+    assert not weights_mapped(src, "bfloat16")  # no safetensors file
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert weights_mapped(src, "bfloat16") and not weights_mapped(src, "float32")
+    assert not weights_mapped(ModelSource("x.gguf", "gguf", tmp_path / "x.gguf"), "float32")
