@@ -159,6 +159,22 @@ class TaskSuite:
         sub._layouts = {}
         return sub
 
+    def every(self, n: int) -> tuple["TaskSuite", "TaskSuite"]:
+        """(items 0, n, 2n, ... of each multiple-choice task, the other items): a suite scored in two
+        stages (`hwnas.accuracy.items.merge_every` puts the per-item results back in this order).
+        Every n-th item, not the first third, so that each part draws on the whole split."""
+        import copy
+
+        parts = []
+        for keep in (lambda i: i % n == 0, lambda i: i % n != 0):
+            sub = copy.copy(self)
+            sub.data = {name: _TaskData(d.task, [r for i, r in enumerate(d.requests) if keep(i)], None, d.shots)
+                        for name, d in self.data.items() if d.requests is not None}
+            sub.tasks = [t for t in self.tasks if t.name in sub.data]
+            sub._layouts = {}
+            parts.append(sub)
+        return parts[0], parts[1]
+
     @property
     def n_items(self) -> int:
         """Multiple-choice items in the suite."""

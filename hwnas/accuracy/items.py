@@ -70,6 +70,19 @@ class TaskItems:
         return out
 
 
+def merge_every(first: TaskItems, rest: TaskItems, n: int) -> TaskItems:
+    """Per-item results of a task scored in two parts back in the task's order: `first` holds items
+    0, n, 2n, ... and `rest` the others (`TaskSuite.every`)."""
+    total = len(first.ids) + len(rest.ids)
+    a, b = iter(range(len(first.ids))), iter(range(len(rest.ids)))
+    src = [(first, next(a)) if i % n == 0 else (rest, next(b)) for i in range(total)]
+    trues = None
+    if first.true_sets is not None or rest.true_sets is not None:
+        trues = [p._trues()[k] for p, k in src]
+    return TaskItems([p.ids[k] for p, k in src], [p.golds[k] for p, k in src], [p.lls[k] for p, k in src],
+                     [p.choice_bytes[k] for p, k in src], first.scoring, trues)
+
+
 def _mean_stderr(x: np.ndarray) -> float | None:
     n = len(x)
     return float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else None

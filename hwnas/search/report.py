@@ -218,6 +218,10 @@ def _front_table(result: "SearchResult") -> list[str]:
                  else "fastest first")
         lines += ["", f"¹ The report split is scored {order}, only as far as a pick rule needs it: "
                   + "; ".join(f"`{r['key']}`: {r['report_skipped']}" for r in skipped) + "."]
+    early = [r for r in result.pareto if (r.get("report") or {}).get("stopped_early")]
+    if early:
+        lines += ["", "Stopped at the first look (every third report item; its Δ report is on those items): "
+                  + "; ".join(f"`{r['key']}`: {r['report']['stopped_early']['why']}" for r in early) + "."]
     shared = [r for r in result.pareto if (r.get("report") or {}).get("same_weights_as")]
     if shared:
         lines += ["", "Same weights, one report-split scoring (they differ only in runtime settings, which torch "

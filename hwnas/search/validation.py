@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ACCURACY_METRICS", "SEARCH_METRICS", "SubnetValidator"]
 
+# The report split is scored in two looks: every REPORT_LOOK-th item first, and a candidate stops there when
+# its drop is beyond every pick rule by EARLY_STOP_Z standard errors (a candidate whose true drop is within
+# the rules stops by chance with probability < 0.2%, one-sided, at that first look).
+REPORT_LOOK = 3
+EARLY_STOP_Z = 3.0
+
 
 class SubnetValidator:
     """Callable `cfg -> measured objectives` over one supernet, one task suite and one target."""
@@ -93,6 +99,7 @@ class SubnetValidator:
         self._chance: dict[str, Any] | None = None  # ChanceTest per task (decided once)
         self._chance_suite: Any = None  # the report suite, once `report` is asked for
         self._subsuites: dict[tuple, Any] = {}  # report suites restricted to the pick rule's tasks
+        self._looks: dict[int, tuple[Any, Any]] = {}  # report suite -> (first look's items, the others)
         # (IR folder, TaskSuite, compile properties[, context_in_cache=]) -> suite.evaluate-like result with
         # "_items", scored with OpenVINO: what runtime genes do to accuracy cannot be seen in torch (`runtime_effects`)
         self.ir_scorer = ir_scorer
@@ -112,18 +119,56 @@ class SubnetValidator:
         unscored: list[str] = []
         if not is_full and suite is not self.suite:
             suite, unscored = self._pick_tasks_only(suite)
+        early = None
         if is_full and all(d.requests is not None for d in suite.data.values()):
             ev = self._full_from_cache(suite)   # the full model's items are cached: scoring it again costs minutes
             full_items = ev["_items"]
+        elif not is_full and suite is not self.suite and all(d.requests is not None for d in suite.data.values()):
+            ev, suite, early = self._score_in_two_looks(cfg, suite)
+            full_items = full_model_items(suite, self.supernet, self.reference_key)
         else:
             ev = suite.evaluate(self.supernet, subnet=cfg, keep_items=True)
             full_items = full_model_items(suite, self.supernet, self.reference_key, scored=ev["_items"] if is_full else None)
         rec = self._record(ev, full_items, suite, t0, is_full=is_full)
         rec["scored_with"] = "torch"   # fake-quantized weights for a candidate with genes (hwnas.model.fakequant)
+        if early:
+            rec["stopped_early"] = early
         if unscored:   # left out of the pick rule as at chance, and so not scored
             rec["unscored_tasks"] = unscored
             rec["chance_tasks"] = [n for n in self.chance_tests() if n in set(rec["chance_tasks"]) | set(unscored)]
         return rec
+
+    def _score_in_two_looks(self, cfg: SubnetConfig, suite: Any) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+        """A candidate's report split in two looks: every `REPORT_LOOK`-th item first. When the paired drop
+        there is beyond every pick rule's points by `EARLY_STOP_Z` standard errors, no rule can take the
+        candidate: it stops, and its record is that of the items scored (``stopped_early`` says so). Else
+        the other items are scored and the record is the whole split's, exactly as in one pass.
+        Returns (evaluate-like result with ``_items``, the suite it covers, the early-stop note or None)."""
+        from hwnas.accuracy.evaluate import task_metrics
+        from hwnas.accuracy.items import merge_every
+        from hwnas.accuracy.paired import compare_items, full_model_items
+        from hwnas.search.picking import PICK_POINTS
+
+        key = id(suite)
+        if key not in self._looks:
+            self._looks[key] = suite.every(REPORT_LOOK)
+        first, rest = self._looks[key]
+        ev1 = first.evaluate(self.supernet, subnet=cfg, keep_items=True)
+        chance = [n for n, t in self.chance_tests().items() if not t.above]
+        cmp = compare_items(ev1["_items"], full_model_items(first, self.supernet, self.reference_key), self.metric,
+                            include_chance=self.include_chance_tasks, chance_tasks=chance)
+        p = cmp["overall"]
+        bound = max(PICK_POINTS)
+        if (not cmp["no_task_above_chance"] and p.get("stderr") is not None and p["stderr"] == p["stderr"]
+                and -p["points"] - EARLY_STOP_Z * p["stderr"] > bound):
+            return ev1, first, {"items": first.n_items, "of": suite.n_items, "z": EARLY_STOP_Z, "beyond_points": bound,
+                                "why": (f"drop {-p['points']:.2f} ± {p['stderr']:.2f} points on the first "
+                                        f"{first.n_items} of {suite.n_items} items is beyond {bound:g} points by more "
+                                        f"than {EARLY_STOP_Z:g} standard errors: no pick rule can take it")}
+        ev2 = rest.evaluate(self.supernet, subnet=cfg, keep_items=True)
+        items = {n: merge_every(ev1["_items"][n], ev2["_items"][n], REPORT_LOOK) for n in ev1["_items"]}
+        return {"tasks": {n: task_metrics(it) for n, it in items.items()}, "items": suite.n_items, "_items": items}, \
+            suite, None
 
     def _pick_tasks_only(self, suite: Any) -> tuple[Any, list[str]]:
         """On a report split, a candidate is scored on the tasks the pick rule uses: those where the full

@@ -162,3 +162,46 @@ def test_scored_tasks_leave_out_chance_level_tasks_unless_none_is_above():
     assert scored_tasks(["sure", "guess"], {"sure": sure, "guess": guess}) == (["sure"], ["guess"])
     assert scored_tasks(["guess"], {"guess": guess}) == (["guess"], [])          # none above: all scored
     assert scored_tasks(["sure"], {"sure": sure}) == (["sure"], [])
+
+
+def test_report_split_is_scored_in_two_looks_and_stops_a_clear_failure_early(tmp_path, monkeypatch):
+    """A candidate's report split is scored every third item first, then the rest: the record equals one
+    pass over the whole split. A candidate beyond every pick rule at the first look stops there."""
+    import dataclasses
+
+    import hwnas.search.picking as picking
+    from hwnas.accuracy.items import merge_every
+    from hwnas.accuracy.paired import compare_items, full_model_items
+
+    with open(tmp_path / "sure.jsonl", "w") as f:
+        for i in range(31):
+            f.write(json.dumps({"id": str(i), "question": f"sure {i}?", "choices": ["a", "b", "c"],
+                                "answer": i % 3}) + "\n")
+    tok = make_tiny_tokenizer()
+    task = [str(tmp_path / "sure.jsonl")]
+    select = TaskSuite(tok, task, split="all", data_dir=tmp_path)
+    first, rest = select.every(3)
+    assert (first.n_items, rest.n_items) == (11, 20)
+    ids = [r.id for r in select.data["sure"].requests]
+    sn = Supernet(make_tiny_llama(layers=4))
+    sub = SubnetConfig((0, 3), (64, 64))
+    one = select.evaluate(sn, subnet=sub, keep_items=True)["_items"]
+    parts = [p.evaluate(sn, subnet=sub, keep_items=True)["_items"]["sure"] for p in (first, rest)]
+    merged = merge_every(parts[0], parts[1], 3)
+    assert merged.ids == ids == one["sure"].ids and merged.golds == one["sure"].golds
+    v = SubnetValidator(sn, TaskSuite(tok, task, split="all", data_dir=tmp_path), model_id="tiny",
+                        metric="acc_norm", latency_model=_Latency())
+    report = v.report(select)
+    chance = v.chance_tests()
+    chance["sure"] = dataclasses.replace(chance["sure"], score=0.99, stderr=0.01)   # above chance
+    report(sn.full_config())
+    r = report(sub)
+    want = compare_items(one, full_model_items(select, sn, "tiny"), "acc_norm", chance_tasks=[])["overall"]
+    assert r["items"] == 31 and "stopped_early" not in r
+    assert r["paired"]["points"] == pytest.approx(want["points"], abs=1e-9)
+    assert r["paired"]["stderr"] == pytest.approx(want["stderr"], abs=1e-9)
+    # every pick rule's bound made unreachable: the first look decides, and the record says on what
+    monkeypatch.setattr(picking, "PICK_POINTS", (-1e9,))
+    early = report(sub)
+    assert early["stopped_early"]["items"] == 11 and early["stopped_early"]["of"] == 31
+    assert early["paired"]["items"] == 11 and "no pick rule can take it" in early["stopped_early"]["why"]
