@@ -134,14 +134,46 @@ def trainable_names(dense: Any, mode: str) -> list[str]:
 
 
 def make_student(dense: Any, mode: str) -> dict[str, Any]:
-    """Freeze the dense subnet and give the trained tensors their own storage; {name: parameter}."""
+    """Freeze the dense subnet and give the trained tensors their own float32 storage; {name: parameter}.
+
+    The frozen tensors stay in the dtype the model was loaded in (a float32 copy of a 16-bit subnet was
+    what kept a 3B heal off a 24 GB machine). Small updates need float32 weights, gradients and AdamW
+    moments, so the trained tensors are float32, and in a 16-bit model the modules that own them compute
+    in float32 and hand back the model's dtype (`_float32_island`): every other module sees the tensors
+    it would see in the loaded model. A float32 model is trained exactly as before (no hooks).
+    """
+    import torch
+
+    dtype = next(dense.parameters()).dtype
     for p in dense.parameters():
         p.requires_grad_(False)
     params = {}
     for name in trainable_names(dense, mode):
-        t = dense.get_parameter(name).detach().float().clone()
+        t = dense.get_parameter(name).detach().to(torch.float32, copy=True)
         params[name] = set_param(dense, name, t, requires_grad=True)
+    if dtype != torch.float32:
+        for module in sorted({n.rpartition(".")[0] for n in params}):
+            _float32_island(dense.get_submodule(module), dtype)
     return params
+
+
+def _float32_island(module: Any, dtype: Any) -> None:
+    """Run `module` (whose trained tensors are float32) on float32 inputs and return its output in `dtype`.
+
+    Why both casts: a float32 RMSNorm weight times a bf16 input gives float32, which the next bf16 Linear
+    refuses; casting the input up keeps the module's own arithmetic in float32 (as the old float32 student
+    did), casting the output down keeps the model's activations, attention and residual stream as loaded.
+    Both casts are differentiable, so gradients reach the float32 tensors."""
+    import torch
+
+    def up(_m: Any, args: tuple) -> tuple:
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def down(_m: Any, _args: tuple, out: Any) -> Any:
+        return out.to(dtype) if torch.is_tensor(out) and out.is_floating_point() else out
+
+    module.register_forward_pre_hook(up)
+    module.register_forward_hook(down)
 
 
 # --------------------------------------------------------------------------- data
@@ -278,7 +310,7 @@ def heal(
     torch.manual_seed(config.seed)
 
     supernet.reset()
-    dense = supernet.extract(subnet, dtype=torch.float32)
+    dense = supernet.extract(subnet)  # in the loaded dtype: frozen tensors shared, not copied (make_student)
     params = make_student(dense, config.train)
     n_trained = int(sum(p.numel() for p in params.values()))
     opt = torch.optim.AdamW(list(params.values()), lr=config.peak_lr, weight_decay=0.0)

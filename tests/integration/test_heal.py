@@ -117,3 +117,33 @@ def test_time_budget_fits_the_schedule(setup, tmp_path):
     assert res.stopped_by in ("steps", "time") and 1 <= res.steps_done < 10_000
     assert res.total_steps < 10_000
     assert (tmp_path / "t" / RECORD_FILE).is_file()
+
+
+@pytest.mark.parametrize("mode", ["cheap", "all"])
+def test_bf16_student_keeps_frozen_tensors_as_loaded_and_still_heals(tmp_path, mode):
+    """A bf16 model's student: frozen tensors bf16 and shared with the supernet (no float32 copy), trained
+    tensors float32 with float32 gradients; a forward and backward run, and healing lowers the KL."""
+    from hwnas.train.heal import make_student
+
+    torch.manual_seed(0)
+    sn = Supernet(make_tiny_llama(layers=6).to(torch.bfloat16))
+    tok = make_tiny_tokenizer()
+    held = tok(" ".join(f"word{(j * 3) % 50} text {j}" for j in range(200)))["input_ids"][:4 * 64]
+    fid = TokenFidelity(torch.tensor(held).reshape(4, 64), precision="fp32")
+    dense = sn.extract(CFG)
+    params = make_student(dense, mode)
+    for name, p in dense.named_parameters():
+        want = torch.float32 if name in params else torch.bfloat16
+        assert p.dtype == want and p.requires_grad == (name in params), name
+    embed = dense.get_input_embeddings().weight
+    assert embed.data_ptr() == sn.model.get_input_embeddings().weight.data_ptr()
+    logits = dense(input_ids=torch.tensor(held[:64])[None], use_cache=False).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    logits.float().pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0 for p in params.values())
+
+    res = heal(sn, tok, CFG, tmp_path / "h", _cfg(train=mode), texts=TEXTS, fidelity=fid)
+    assert res.fidelity_after["kl"] < 0.8 * res.fidelity_before["kl"], (res.fidelity_before, res.fidelity_after)
+    entries = [json.loads(x) for x in (tmp_path / "h" / "heal_log.jsonl").read_text().splitlines()]
+    log = [e["kl"] for e in entries if "kl" in e]
+    assert sum(log[-5:]) < 0.7 * sum(log[:5])  # the training KL falls too (~0.5x over 30 steps)
