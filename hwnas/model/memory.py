@@ -207,14 +207,22 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
         disk = (0 if sub >= 1.0 else order_disk) + stage_ir + int_bytes
     elif stage == "heal":
         per_layer = s.layer_params() if train_mode == "all" else s.hidden * s.intermediate + 2 * s.hidden
-        trained = int(s.layers * per_layer * sub)   # float32 copy + gradient + two AdamW moments
-        # The student is the subnet extracted in float32 (`hwnas.train.heal`): for a 16-bit model that is a
-        # float32 copy of every subnet tensor (measured: the 1.1B shape's heal peaked 2.6 GB above the
-        # estimate without it), the trained ones then need a gradient and two moments on top.
-        student = (trained * 4 * 4 if b >= 4 else sub_W // b * 4 + trained * 4 * 3)
-        t = {"base": BASE_TORCH, "weights": W, "student_fp32": student,
-             "teacher_logits": 2 * batch_tokens * s.vocab * 4, "activations": 6 * act,
-             "recovery_stats": _recovery_stats(s, b)}
+        trained = int(s.layers * per_layer * sub)
+        # The student (`hwnas.train.heal.make_student`) is the subnet extracted in the loaded dtype: its unsliced
+        # tensors are the teacher's own, but extraction copies the MLP tensors it puts back in the base model's
+        # channel order (every layer of an importance-ordered supernet). The trained ones are replaced by their
+        # float32 copies, so what stays copied is gate and up with --train cheap, nothing with --train all.
+        copied = 0 if train_mode == "all" else int(s.layers * sub * 2 * s.hidden * s.intermediate * b)
+        training = {"student_copies": copied,
+                    # float32 weight + gradient + two AdamW moments of each trained tensor (the optimizer steps
+                    # one tensor at a time, so its temporaries are one tensor's size)
+                    "trained_fp32": trained * 4 * 4,
+                    "teacher_logits": 2 * batch_tokens * s.vocab * 4, "activations": 6 * act}
+        # Recovery's calibration states are freed once the student is extracted (`_drop_recovery_caches`),
+        # before the trained tensors exist: the peak is the larger phase, so only recovery's excess counts.
+        recovery = _recovery_stats(s, b)
+        t = {"base": BASE_TORCH, "weights": W, **training,
+             "recovery_over_training": max(0, recovery - sum(training.values()))}
         disk = order_disk + trained * 4 * 2
     elif stage == "train":
         t = {"base": BASE_TORCH, "weights_fp32": P * 4, "grads_and_adam": P * 4 * 3, "activations": 8 * act}

@@ -176,6 +176,22 @@ def _float32_island(module: Any, dtype: Any) -> None:
     module.register_forward_hook(down)
 
 
+def _drop_recovery_caches(supernet: Any) -> None:
+    """Free the recoverer's calibration states and fitted subnets once the student holds its recovered weights.
+
+    Both are caches the recoverer rebuilds on its next use; kept through a heal they held memory that the
+    trained tensors need ((layers + 1) x 16,384 tokens x hidden in the model's dtype, 2.7 GB at the 3B shape,
+    plus the recovered down_proj)."""
+    rec = getattr(supernet, "recoverer", None)
+    if rec is None:
+        return
+    if hasattr(rec, "_teacher"):
+        rec._teacher = None
+    cache = getattr(rec, "_cache", None)
+    if cache is not None:
+        cache.clear()
+
+
 # --------------------------------------------------------------------------- data
 def token_windows(tokenizer: Any, texts: Sequence[str], seq_len: int) -> np.ndarray:
     """Documents joined by EOS and cut into full windows of `seq_len` tokens ([n, seq_len] int64)."""
@@ -311,9 +327,12 @@ def heal(
 
     supernet.reset()
     dense = supernet.extract(subnet)  # in the loaded dtype: frozen tensors shared, not copied (make_student)
+    _drop_recovery_caches(supernet)
     params = make_student(dense, config.train)
     n_trained = int(sum(p.numel() for p in params.values()))
-    opt = torch.optim.AdamW(list(params.values()), lr=config.peak_lr, weight_decay=0.0)
+    # foreach=False: the multi-tensor step allocates temporaries the size of all trained tensors at once
+    # (2.4 GB more at the 3B shape); one tensor at a time it needs one tensor's worth
+    opt = torch.optim.AdamW(list(params.values()), lr=config.peak_lr, weight_decay=0.0, foreach=False)
     if fidelity is None and config.eval_windows:
         from hwnas.accuracy.fidelity import TokenFidelity
 

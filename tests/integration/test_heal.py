@@ -147,3 +147,18 @@ def test_bf16_student_keeps_frozen_tensors_as_loaded_and_still_heals(tmp_path, m
     entries = [json.loads(x) for x in (tmp_path / "h" / "heal_log.jsonl").read_text().splitlines()]
     log = [e["kl"] for e in entries if "kl" in e]
     assert sum(log[-5:]) < 0.7 * sum(log[:5])  # the training KL falls too (~0.5x over 30 steps)
+
+
+def test_heal_frees_the_recoverers_caches_and_starts_from_the_recovered_subnet(setup, tmp_path):
+    """The recoverer's calibration states are freed once the student is extracted; the heal still starts
+    from the recovered down_proj, and the recoverer refits on its next use."""
+    from hwnas.model.recovery import Recoverer, RecoveryConfig
+
+    sn, tok, fid = setup
+    sn.recoverer = Recoverer(sn, tok, TEXTS, RecoveryConfig(tokens=1024, window=64))
+    recovered = {i: t.clone() for i, t in sn.recovered_down(CFG).items()}
+    res = heal(sn, tok, CFG, tmp_path / "h", _cfg(steps=2, lr=1e-12), texts=TEXTS, fidelity=fid)
+    assert sn.recoverer._teacher is None and not sn.recoverer._cache
+    assert res.fidelity_after["kl"] == pytest.approx(res.fidelity_before["kl"], rel=1e-3)
+    assert all(torch.allclose(sn.recovered_down(CFG)[i], t) for i, t in recovered.items())
+    assert res.fidelity_before["kl"] == pytest.approx(fid.measure(sn, CFG)["kl"], rel=1e-4)  # the recovered subnet

@@ -106,3 +106,31 @@ def test_weights_mapped_only_for_safetensors_in_the_loaded_dtype(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert weights_mapped(src, "bfloat16") and not weights_mapped(src, "float32")
     assert not weights_mapped(ModelSource("x.gguf", "gguf", tmp_path / "x.gguf"), "float32")
+
+
+LLAMA_3B = {"model_type": "llama", "num_hidden_layers": 28, "hidden_size": 3072, "intermediate_size": 8192,
+            "num_attention_heads": 24, "num_key_value_heads": 8, "vocab_size": 49152, "tie_word_embeddings": False}
+
+
+def test_heal_counts_the_trained_tensors_in_float32_and_the_rest_in_the_loaded_dtype():
+    sub = 24 / 28
+    cheap = estimate("heal", LLAMA_3B, dtype="bfloat16", subnet_fraction=sub, batch_tokens=128, ordered_cached=True)
+    trained = int(28 * (3072 * 8192 + 2 * 3072) * sub)           # down_proj and the two norms of each kept layer
+    assert cheap.terms["trained_fp32"] == trained * 4 * 4          # weight, gradient, two AdamW moments
+    assert cheap.terms["student_copies"] == int(28 * sub * 2 * 3072 * 8192 * 2)  # gate and up, reordered, bf16
+    assert "student_fp32" not in cheap.terms and cheap.terms["weights"] == cheap.params * 2
+    assert cheap.memory_bytes == sum(cheap.terms.values())
+    assert cheap.memory_gb < 20  # the 3B shape's cheap heal fits a 24 GB machine (was 28.2 GB with a float32 student)
+    every = estimate("heal", LLAMA_3B, dtype="bfloat16", subnet_fraction=sub, batch_tokens=128, train_mode="all")
+    assert every.terms["student_copies"] == 0 and every.memory_bytes > cheap.memory_bytes
+    fp32 = estimate("heal", LLAMA_3B, dtype="float32", subnet_fraction=sub, batch_tokens=128)
+    assert fp32.terms["student_copies"] == 2 * cheap.terms["student_copies"]
+    assert fp32.terms["trained_fp32"] == cheap.terms["trained_fp32"]
+
+
+def test_heal_counts_recovery_only_beyond_the_training_phase():
+    # recovery's calibration states are freed before the trained tensors are made: the larger phase counts
+    tiny = {**LLAMA_3B, "num_hidden_layers": 2, "vocab_size": 1000}
+    est = estimate("heal", tiny, dtype="bfloat16", subnet_fraction=0.5, batch_tokens=128)
+    training = sum(v for k, v in est.terms.items() if k not in ("base", "weights", "recovery_over_training"))
+    assert est.terms["recovery_over_training"] == memory._recovery_stats(ModelShape.from_config(tiny), 2) - training > 0
