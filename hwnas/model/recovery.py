@@ -116,6 +116,12 @@ class Recoverer:
         self._cache: OrderedDict[str, Recovery] = OrderedDict()
         self.teacher_seconds = 0.0
 
+    def release(self) -> None:
+        """Free the calibration states and the fitted subnets (both rebuilt on next use): a caller that has
+        what it needed (heal, once its student holds the recovered weights) gives their memory back."""
+        self._teacher = None
+        self._cache.clear()
+
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
         """Changes when the calibration text or the recovery settings change (for caches and manifests)."""

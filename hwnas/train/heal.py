@@ -183,13 +183,8 @@ def _drop_recovery_caches(supernet: Any) -> None:
     trained tensors need ((layers + 1) x 16,384 tokens x hidden in the model's dtype, 2.7 GB at the 3B shape,
     plus the recovered down_proj)."""
     rec = getattr(supernet, "recoverer", None)
-    if rec is None:
-        return
-    if hasattr(rec, "_teacher"):
-        rec._teacher = None
-    cache = getattr(rec, "_cache", None)
-    if cache is not None:
-        cache.clear()
+    if rec is not None:
+        rec.release()
 
 
 # --------------------------------------------------------------------------- data
