@@ -148,32 +148,30 @@ class TaskSuite:
 
     def only(self, names: Sequence[str]) -> "TaskSuite":
         """The same suite restricted to the tasks `names` (same items, tokenized once; nothing reloaded)."""
-        import copy
-
         unknown = [n for n in names if n not in self.data]
         if unknown:
             raise DataError(f"task(s) {', '.join(unknown)} not in this suite; it has {', '.join(self.data)}")
-        sub = copy.copy(self)
-        sub.data = {n: d for n, d in self.data.items() if n in names}
-        sub.tasks = [t for t in self.tasks if t.name in sub.data]
-        sub._layouts = {}
-        return sub
+        return self._with_data({n: d for n, d in self.data.items() if n in names})
 
     def every(self, n: int) -> tuple["TaskSuite", "TaskSuite"]:
         """(items 0, n, 2n, ... of each multiple-choice task, the other items): a suite scored in two
         stages (`hwnas.accuracy.items.merge_every` puts the per-item results back in this order).
         Every n-th item, not the first third, so that each part draws on the whole split."""
+        mc = {name: d for name, d in self.data.items() if d.requests is not None}
+        first, rest = (self._with_data({name: _TaskData(d.task, [r for i, r in enumerate(d.requests) if keep(i)],
+                                                        None, d.shots) for name, d in mc.items()})
+                       for keep in (lambda i: i % n == 0, lambda i: i % n != 0))
+        return first, rest
+
+    def _with_data(self, data: dict[str, _TaskData]) -> "TaskSuite":
+        """This suite over other task data (already tokenized; nothing reloaded), with its own packing cache."""
         import copy
 
-        parts = []
-        for keep in (lambda i: i % n == 0, lambda i: i % n != 0):
-            sub = copy.copy(self)
-            sub.data = {name: _TaskData(d.task, [r for i, r in enumerate(d.requests) if keep(i)], None, d.shots)
-                        for name, d in self.data.items() if d.requests is not None}
-            sub.tasks = [t for t in self.tasks if t.name in sub.data]
-            sub._layouts = {}
-            parts.append(sub)
-        return parts[0], parts[1]
+        sub = copy.copy(self)
+        sub.data = data
+        sub.tasks = [t for t in self.tasks if t.name in data]
+        sub._layouts = {}
+        return sub
 
     @property
     def n_items(self) -> int:

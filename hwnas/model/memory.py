@@ -218,7 +218,7 @@ def estimate(stage: str, config: Mapping[str, Any] | Any, *, dtype: str = "bfloa
                     # one tensor at a time, so its temporaries are one tensor's size)
                     "trained_fp32": trained * 4 * 4,
                     "teacher_logits": 2 * batch_tokens * s.vocab * 4, "activations": 6 * act}
-        # Recovery's calibration states are freed once the student is extracted (`_drop_recovery_caches`),
+        # Recovery's calibration states are freed once the student is extracted (`Recoverer.release`),
         # before the trained tensors exist: the peak is the larger phase, so only recovery's excess counts.
         recovery = _recovery_stats(s, b)
         t = {"base": BASE_TORCH, "weights": W, **training,

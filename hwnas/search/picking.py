@@ -245,15 +245,21 @@ def pick_from_search(search_dir: str | Path, pick: str, exclude: Sequence[str] =
 PICK_POINTS = (0.5, 1.0, 2.0)   # the fastest-within rules the summary lists
 
 
+def drop_beyond(paired: Mapping[str, Any] | None, points: float = max(PICK_POINTS), z: float = 2.0) -> bool:
+    """Whether a paired difference's drop is beyond `points` by more than `z` standard errors (its lower
+    bound drop - z * stderr): then no fastest-within rule up to `points` can take the record."""
+    p = paired or {}
+    if p.get("points") is None or p.get("stderr") is None or p["stderr"] != p["stderr"]:
+        return False
+    return -float(p["points"]) - z * float(p["stderr"]) > points
+
+
 def screened_out(record: Mapping[str, Any], points: float = max(PICK_POINTS), z: float = 2.0) -> str | None:
     """Why a record need not be scored on the report split: its search-split paired drop is so far
-    beyond `points` (lower bound drop - z * stderr) that no fastest-within rule can pick it."""
+    beyond `points` (`drop_beyond`) that no fastest-within rule can pick it."""
     p = record.get("paired")
-    if not p or p.get("stderr") is None or p["stderr"] != p["stderr"]:
-        return None
-    drop, se = -float(p["points"]), float(p["stderr"])
-    if drop - z * se > points:
-        return f"screened out on the search split: drop {drop:.2f} ± {se:.2f} points ({p.get('items')} items)"
+    if drop_beyond(p, points, z):
+        return f"screened out on the search split: drop {-p['points']:.2f} ± {p['stderr']:.2f} points ({p.get('items')} items)"
     return None
 
 
@@ -264,10 +270,7 @@ def report_order(front: Sequence[Mapping[str, Any]], speed: str = "tpot_ms") -> 
 
 def failed_clearly(record: Mapping[str, Any], points: float = max(PICK_POINTS), z: float = 2.0) -> bool:
     """Whether a record's report-split paired drop is beyond `points` by more than z standard errors."""
-    p = (record.get("report") or {}).get("paired") or {}
-    if p.get("points") is None or p.get("stderr") is None or p["stderr"] != p["stderr"]:
-        return False
-    return -float(p["points"]) - z * float(p["stderr"]) > points
+    return drop_beyond((record.get("report") or {}).get("paired"), points, z)
 
 
 def weights_key(record: Mapping[str, Any]) -> str:
@@ -294,9 +297,9 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
       runtime settings) shares that torch-scored report (``same_weights_as``) instead of scoring it again;
     - **clear failure** (ranked by a fidelity KL, `metric` choice_kl/token_kl, which tracks the paired
       drop closely: Spearman 0.89 in bench/signal_bench.py): the front is scored closest-to-the-full-model
-      first (slowest first by the search's own speeds); along the front a faster record has a worse KL, so once one fails every pick rule clearly (report-split
-      drop beyond max(PICK_POINTS) by two standard errors), the faster ones with a KL at least as bad
-      are not scored either. Ranked by an accuracy metric, it is scored fastest first.
+      first (slowest first by the search's own speeds); along the front a faster record has a worse KL,
+      so once one fails every pick rule clearly (report-split drop beyond max(PICK_POINTS) by two
+      standard errors), the faster ones with a KL at least as bad are not scored either. Ranked by an accuracy metric, it is scored fastest first.
     On a model where no cut keeps the accuracy this costs one or two report scorings instead of one per
     front record."""
     from hwnas.search.objectives import FIDELITY_METRICS

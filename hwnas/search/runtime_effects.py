@@ -10,7 +10,7 @@ generation reads a prompt: scored with one prefill per choice, the cache's preci
 (a u8 KV cache measured exactly 0.0 on the default model), and this is also ~2x faster on 4-choice items. A value's effect is
 its choice KL to the full float model minus the baseline's (0 for the precise values). A candidate's
 search-split choice KL is its torch KL plus the effects of its runtime values (first order: taken as
-additive); its report split is scored through its own IR (`SubnetValidator.accuracy_ir`), exactly.
+additive). Its report split is scored in torch (weights only); what ships is scored through its IR at export.
 Cached on disk by model, items, host and OpenVINO version.
 """
 from __future__ import annotations

@@ -147,7 +147,7 @@ class SubnetValidator:
         from hwnas.accuracy.evaluate import task_metrics
         from hwnas.accuracy.items import merge_every
         from hwnas.accuracy.paired import compare_items, full_model_items
-        from hwnas.search.picking import PICK_POINTS
+        from hwnas.search.picking import PICK_POINTS, drop_beyond
 
         key = id(suite)
         if key not in self._looks:
@@ -159,8 +159,7 @@ class SubnetValidator:
                             include_chance=self.include_chance_tasks, chance_tasks=chance)
         p = cmp["overall"]
         bound = max(PICK_POINTS)
-        if (not cmp["no_task_above_chance"] and p.get("stderr") is not None and p["stderr"] == p["stderr"]
-                and -p["points"] - EARLY_STOP_Z * p["stderr"] > bound):
+        if not cmp["no_task_above_chance"] and drop_beyond(p, bound, EARLY_STOP_Z):
             return ev1, first, {"items": first.n_items, "of": suite.n_items, "z": EARLY_STOP_Z, "beyond_points": bound,
                                 "why": (f"drop {-p['points']:.2f} ± {p['stderr']:.2f} points on the first "
                                         f"{first.n_items} of {suite.n_items} items is beyond {bound:g} points by more "

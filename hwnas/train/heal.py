@@ -176,17 +176,6 @@ def _float32_island(module: Any, dtype: Any) -> None:
     module.register_forward_hook(down)
 
 
-def _drop_recovery_caches(supernet: Any) -> None:
-    """Free the recoverer's calibration states and fitted subnets once the student holds its recovered weights.
-
-    Both are caches the recoverer rebuilds on its next use; kept through a heal they held memory that the
-    trained tensors need ((layers + 1) x 16,384 tokens x hidden in the model's dtype, 2.7 GB at the 3B shape,
-    plus the recovered down_proj)."""
-    rec = getattr(supernet, "recoverer", None)
-    if rec is not None:
-        rec.release()
-
-
 # --------------------------------------------------------------------------- data
 def token_windows(tokenizer: Any, texts: Sequence[str], seq_len: int) -> np.ndarray:
     """Documents joined by EOS and cut into full windows of `seq_len` tokens ([n, seq_len] int64)."""
@@ -322,7 +311,10 @@ def heal(
 
     supernet.reset()
     dense = supernet.extract(subnet)  # in the loaded dtype: frozen tensors shared, not copied (make_student)
-    _drop_recovery_caches(supernet)
+    # the student holds its recovered weights: recovery's calibration states ((layers + 1) x 16,384 tokens x
+    # hidden, 2.7 GB at the 3B shape) and fitted subnets are rebuilt on next use, and training needs the memory
+    if getattr(supernet, "recoverer", None) is not None:
+        supernet.recoverer.release()
     params = make_student(dense, config.train)
     n_trained = int(sum(p.numel() for p in params.values()))
     # foreach=False: the multi-tensor step allocates temporaries the size of all trained tensors at once
