@@ -3,7 +3,8 @@
 The reference kernel is a small OpenVINO model (a chain of 16 MatMuls on an [8, 1536] activation,
 ~2 ms: a fraction of one decode step of a small subnet, long enough that its own jitter is small) compiled with the *same* properties as the
 models measured (threads, precision), so another process busy on any of those cores slows it
-as it slows them. It is timed just before and just after every round (median of a few runs).
+as it slows them. It is timed just before and just after every round (median of a few runs, after a
+few untimed ones so that both readings see it equally warm).
 
 A round is **clean** when both readings are within `tol` (default 25%) of the baseline: the
 fastest reading of the session, or, if lower, the fastest ever recorded for this host and
@@ -40,6 +41,12 @@ REF_DIM = 1536
 REF_BATCH = 8
 REF_DEPTH = 16
 REF_RUNS = 5
+# Untimed runs before each reading. Right after a measurement round the kernel's first runs are slow
+# (its 75 MB of weights and thread pool are cold: 3.5 ms falling to 2.9 ms over four runs on the dev
+# host, and 2.5 -> 4 ms medians after the profile's 40-model rounds), while the reading before the next
+# round follows the previous reading and is warm. Without these runs every round of a long session
+# read as interfered, and the session ran its whole budget of extra rounds for nothing.
+REF_WARMUP = 3
 _SKIP_PROPS = ("KV_CACHE_PRECISION", "KEY_CACHE_GROUP_SIZE", "VALUE_CACHE_GROUP_SIZE")
 
 
@@ -67,8 +74,11 @@ class ReferenceKernel:
         for _ in range(3):
             self.request.infer({0: self.input})
 
-    def time_ms(self, runs: int = REF_RUNS) -> float:
-        """Median duration (ms) of `runs` inferences."""
+    def time_ms(self, runs: int = REF_RUNS, warmup: int = REF_WARMUP) -> float:
+        """Median duration (ms) of `runs` inferences after `warmup` untimed ones (so that a reading taken
+        right after a round and one taken after another reading see the kernel equally warm)."""
+        for _ in range(warmup):
+            self.request.infer({0: self.input})
         out = []
         for _ in range(runs):
             t0 = time.perf_counter()
