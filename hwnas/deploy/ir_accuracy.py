@@ -25,20 +25,18 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
     back from the KV cache (`_score_from_cache`), as generation reads a prompt: the cache's precision
     (a u8 KV cache) then acts on the score, which one prefill per choice cannot show (its attention
     uses the fresh keys and values). Equal to the per-choice scores within ~2e-3 nats with an f16
-    cache and f32 arithmetic; about 2x faster on 4-choice items. The default stays one prefill per
-    choice, with which every committed holdout and frontier figure was measured.
+    cache and f32 arithmetic; faster on 4-choice items. Export's holdout and the runtime effects score
+    this way; the default stays one prefill per choice, with which the committed frontier figures
+    were measured.
     """
     import numpy as np
-    import openvino as ov
 
     from hwnas.accuracy.evaluate import TaskSuite, task_metrics, truncate_request
 
     suite = suite or TaskSuite(tokenizer, list(tasks), split=split, limit=limit, data_dir=data_dir, seed=seed)
     cfg_file = Path(folder) / "config.json"
     max_len = json.loads(cfg_file.read_text()).get("max_position_embeddings") if cfg_file.is_file() else None
-    compiled = ov.Core().compile_model(str(Path(folder) / IR_XML), "CPU", dict(properties or {}))
-    req = compiled.create_infer_request()
-    logits_out = compiled.output("logits")
+    req = _Scorer(folder, properties)
     total = suite.n_items
     done = 0
     results: dict[str, dict] = {}
@@ -50,16 +48,16 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
         for r in data.requests:
             r = truncate_request(r, max_len)  # as hwnas.accuracy.evaluate does, so both score the same tokens
             if context_in_cache:
-                scores = _score_from_cache(req, logits_out, r)
+                scores = _score_from_cache(req, r)
             elif all(len(c) == 1 for c in r.continuations) and not r.prefixes:
                 # one-token choices (MMLU's " A".." D"): one prefill of the context scores them all
-                lp = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])
+                lp = _log_softmax(req.prefill(list(r.context), -1))
                 scores = [float(lp[0, c[0]]) for c in r.continuations]
             else:
                 scores = []
                 for j, cont in enumerate(r.continuations):
                     ctx = list(r.context) + list(r.prefix(j))  # a partially scored item's option is context
-                    lg = _prefill(req, logits_out, ctx + list(cont[:-1]))[len(ctx) - 1:]
+                    lg = req.prefill(ctx + list(cont[:-1]), len(ctx) - 1)
                     scores.append(float(_log_softmax(lg)[np.arange(len(cont)), list(cont)].sum()))
             lls.append(np.asarray(scores))
             done += 1
@@ -75,7 +73,7 @@ def ir_accuracy(folder: str | Path, tokenizer: Any, tasks: Sequence[str] = DEFAU
             **({"_items": suite._task_items(all_lls)} if keep_items else {})}
 
 
-def _score_from_cache(req: Any, logits_out: Any, r: Any) -> list[float]:
+def _score_from_cache(req: "_Scorer", r: Any) -> list[float]:
     """Each choice's log-likelihood, with the context prefilled once into the KV cache and the choices
     (option prefix + continuation but its last token) fed as one right-padded batch that continues from
     it: `beam_idx` zeros copy the cached context to every row."""
@@ -84,9 +82,9 @@ def _score_from_cache(req: Any, logits_out: Any, r: Any) -> list[float]:
     t = len(r.context)   # empty when a partially scored item's options differ from their first token
     last = None
     if t:
-        last = _log_softmax(_prefill(req, logits_out, list(r.context))[-1:])[0]   # predicts a run's first token
+        last = _log_softmax(req.prefill(list(r.context), -1))[0]   # predicts a run's first token
     else:
-        req.reset_state()
+        req.request.reset_state()
     runs = [list(r.prefix(j)) + list(c) for j, c in enumerate(r.continuations)]
     n_fed = max(len(x) for x in runs) - 1
     rows = None
@@ -100,7 +98,7 @@ def _score_from_cache(req: Any, logits_out: Any, r: Any) -> list[float]:
             mask[k, t:t + len(x) - 1] = 1
         rows = req.infer({"input_ids": ids, "attention_mask": mask,
                           "position_ids": np.tile(np.arange(t, t + n_fed, dtype=np.int64), (b, 1)),
-                          "beam_idx": np.zeros(b, dtype=np.int32)})[logits_out]
+                          "beam_idx": np.zeros(b, dtype=np.int32)}, 0)
     scores = []
     for j, cont in enumerate(r.continuations):
         npre = len(r.prefix(j))
@@ -117,15 +115,41 @@ def _score_from_cache(req: Any, logits_out: Any, r: Any) -> list[float]:
     return scores
 
 
-def _prefill(req: Any, logits_out: Any, seq: list[int]) -> Any:
-    """Logits [T, vocab] of one fresh prefill of `seq` (KV state reset first)."""
-    import numpy as np
+class _Scorer:
+    """One compiled IR whose LM head runs only on the positions a score reads (``logits_from`` input, see
+    `hwnas.hardware.measure.slice_logits_from_input`; logits are sliced after the fact when the graph has
+    no head MatMul to slice)."""
 
-    req.reset_state()
-    t = len(seq)
-    res = req.infer({"input_ids": np.asarray([seq], dtype=np.int64), "attention_mask": np.ones((1, t), dtype=np.int64),
-                     "position_ids": np.arange(t, dtype=np.int64)[None], "beam_idx": np.zeros(1, dtype=np.int32)})
-    return res[logits_out][0]
+    def __init__(self, folder: str | Path, properties: Mapping[str, Any] | None):
+        import openvino as ov
+
+        from hwnas.hardware.measure import LOGITS_FROM, slice_logits_from_input
+
+        core = ov.Core()
+        model = core.read_model(str(Path(folder) / IR_XML))
+        self.sliced = slice_logits_from_input(model)
+        self._from_name = LOGITS_FROM
+        compiled = core.compile_model(model, "CPU", dict(properties or {}))
+        self.request = compiled.create_infer_request()
+        self.logits = compiled.output("logits")
+
+    def infer(self, feed: dict, keep_from: int) -> Any:
+        """Logits [B, T', vocab] of positions `keep_from`: (negative: from the end) of one inference."""
+        import numpy as np
+
+        if self.sliced:
+            return self.request.infer({**feed, self._from_name: np.array([keep_from], np.int64)})[self.logits]
+        return self.request.infer(feed)[self.logits][:, keep_from:]
+
+    def prefill(self, seq: list[int], keep_from: int) -> Any:
+        """Logits [T', vocab] of positions `keep_from`: of one fresh prefill of `seq` (KV state reset first)."""
+        import numpy as np
+
+        self.request.reset_state()
+        t = len(seq)
+        return self.infer({"input_ids": np.asarray([seq], dtype=np.int64), "attention_mask": np.ones((1, t), np.int64),
+                           "position_ids": np.arange(t, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)},
+                          keep_from)[0]
 
 
 def _log_softmax(lg: Any) -> Any:

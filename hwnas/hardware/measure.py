@@ -227,32 +227,58 @@ class Measurement:
 
 
 # ---------------------------------------------------------------------------- runtime
-def slice_logits_to_last_token(ov_model: Any) -> bool:
-    """Insert Slice(hidden[:, -1:]) before the LM-head MatMul, as openvino-genai does. True if done."""
-    import openvino.opset13 as ops
-
+def _head_matmul(ov_model: Any) -> Any:
+    """The LM-head MatMul that produces the logits output (None when the graph has another shape)."""
     results = [o for o in ov_model.outputs if "logits" in o.get_names()]
     if not results:
-        return False
+        return None
     node = results[0].get_node().input_value(0).get_node()
     for _ in range(4):  # the head MatMul may be followed by a Convert
         if node.get_type_name() == "MatMul":
             break
         if node.get_input_size() == 0:
-            return False
+            return None
         node = node.input_value(0).get_node()
-    else:
+    if node.get_type_name() != "MatMul" or node.input_value(0).get_partial_shape().rank.get_length() != 3:
+        return None
+    return node
+
+
+def _slice_head_input(ov_model: Any, start: Any, new_parameter: Any = None) -> bool:
+    """Feed the LM head hidden[:, start:] (sequence axis) instead of every position. True if done.
+    `new_parameter`: the Parameter that `start` reads, added to the model's inputs."""
+    import openvino.opset13 as ops
+
+    node = _head_matmul(ov_model)
+    if node is None:
         return False
-    if node.get_type_name() != "MatMul":
-        return False
-    hidden = node.input_value(0)
-    if hidden.get_partial_shape().rank.get_length() != 3:
-        return False
+    if new_parameter is not None:
+        ov_model.add_parameters([new_parameter])
     i64 = np.int64
-    sl = ops.slice(hidden, np.array([-1], i64), np.array([np.iinfo(i64).max], i64), np.array([1], i64), np.array([1], i64))
+    sl = ops.slice(node.input_value(0), start, np.array([np.iinfo(i64).max], i64), np.array([1], i64),
+                   np.array([1], i64))
     node.input(0).replace_source_output(sl.output(0))
     ov_model.validate_nodes_and_infer_types()
     return True
+
+
+def slice_logits_to_last_token(ov_model: Any) -> bool:
+    """Insert Slice(hidden[:, -1:]) before the LM-head MatMul, as openvino-genai does. True if done."""
+    return _slice_head_input(ov_model, np.array([-1], np.int64))
+
+
+LOGITS_FROM = "logits_from"
+
+
+def slice_logits_from_input(ov_model: Any) -> bool:
+    """Add an int64 [1] input ``logits_from``: the LM head runs on positions ``logits_from:`` only (negative
+    counts from the end). Scoring needs logits at a choice's few positions, not the context's: the head is a
+    fifth of a small model's prefill. True if done (False: no head MatMul found, logits stay full-length)."""
+    import openvino.opset13 as ops
+
+    param = ops.parameter([1], np.int64, name=LOGITS_FROM)
+    param.output(0).get_tensor().set_names({LOGITS_FROM})
+    return _slice_head_input(ov_model, param, param)
 
 
 def compile_ir(ir: str | os.PathLike[str], properties: dict[str, Any], *, slice_logits: bool = True,

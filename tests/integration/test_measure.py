@@ -15,6 +15,7 @@ from hwnas.hardware.measure import (
     compile_ir,
     measure_ir,
     measure_many,
+    slice_logits_from_input,
     slice_logits_to_last_token,
     speedup,
     time_static_ir,
@@ -278,3 +279,24 @@ def test_static_ir_timing_arithmetic(monkeypatch):
     assert samples == pytest.approx([4.0, 1.0, 2.0]) and len(seen) == 5
     assert measure.median(samples) == pytest.approx(2.0)
 
+
+
+@pytest.mark.parametrize("start", [0, 3, 6, -1, -2])
+def test_logits_from_input_runs_the_head_on_the_positions_asked_for(ir, start):
+    """Scoring asks for the logits of a choice's positions only: `logits_from` = k gives full[:, k:]."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(ir / "openvino_model.xml"))
+    assert slice_logits_from_input(model)
+    assert "logits_from" in {n for i in model.inputs for n in i.get_names()}
+    props = {"INFERENCE_PRECISION_HINT": "f32"}
+    full = core.compile_model(str(ir / "openvino_model.xml"), "CPU", props).create_infer_request()
+    sliced = core.compile_model(model, "CPU", props).create_infer_request()
+    ids = np.arange(3, 10, dtype=np.int64).reshape(1, 7)
+    feed = {"input_ids": ids, "attention_mask": np.ones((1, 7), np.int64),
+            "position_ids": np.arange(7, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
+    want = full.infer(feed)["logits"][:, start:]
+    got = sliced.infer({**feed, "logits_from": np.array([start], np.int64)})["logits"]
+    assert got.shape == want.shape == (1, len(range(7)[start:]), 300)
+    np.testing.assert_allclose(got, want, atol=1e-5)
