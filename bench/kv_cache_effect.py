@@ -1,14 +1,14 @@
 """What a u8 KV cache does to a bundle's multiple-choice accuracy, when the choices read the context back
 from the cache as generation reads a prompt.
 
-`hwnas export` scores a bundle's holdout with one fresh prefill per choice, whose attention uses the
-fresh keys and values: the cache's precision never acts there (the frontier bench's "+ KV u8" row has
-the accuracy and choice KL of the row without it). This bench scores one bundle on the same items
+Scored with one fresh prefill per choice, whose attention uses the fresh keys and values, the cache's
+precision never acts (the frontier bench's "+ KV u8" row has the accuracy and choice KL of the row
+without it; `hwnas export`'s holdout scored this way until it moved to the context in the cache). This bench scores one bundle on the same items
 three ways, all with the bundle's own runtime settings but the KV-cache precision:
 
 1. KV cache f16, context in the cache;
 2. KV cache u8, context in the cache;
-3. KV cache u8, one prefill per choice (what export does);
+3. KV cache u8, one prefill per choice (what export's holdout did before);
 
 and gives the paired difference of 2 and 3 from 1 (points ± stderr, items) and their choice KL to 1.
 

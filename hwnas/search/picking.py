@@ -167,6 +167,25 @@ class Pick:
     rule: str              # how it was chosen, for the manifest
 
 
+def search_chance_skips(search_dir: str | Path) -> dict[str, str]:
+    """Tasks the search's full model was not above chance on and that its pick rule left out, with why
+    (`ChanceTest.describe`): no "equal accuracy" claim can rest on them, so export's holdout scores
+    neither model on them. Empty when the search kept them (--include-chance-tasks) or recorded no test."""
+    from hwnas.accuracy.chance import ChanceTest
+    from hwnas.io import read_jsonl
+
+    path = Path(search_dir) / "candidates.jsonl"
+    try:
+        full = next((r for r in read_jsonl(path) if r.get("full_model")), None) if path.is_file() else None
+        if not full or full.get("include_chance_tasks"):
+            return {}
+        tests = [ChanceTest.from_dict(d) for d in (full.get("chance") or {}).values()]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return {}
+    return {t.task: f"{t.describe()} (the search's full model; `hwnas export` scored neither model on it)"
+            for t in tests if not t.above}
+
+
 def pick_from_search(search_dir: str | Path, pick: str, exclude: Sequence[str] = ()) -> Pick:
     """A subnet from a search folder's ``pareto.json``.
 

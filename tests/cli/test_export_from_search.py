@@ -181,3 +181,35 @@ def test_a_pick_that_fails_the_generation_check_gives_way_to_the_next(shipped, t
     monkeypatch.setattr(export_mod, "_generation", lambda *a: (_ for _ in ()).throw(DegenerateGenerationError("FAIL")))
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c")])
     assert r.exit_code == 2 and "FAIL" in r.output and not (tmp_path / "c").exists()
+
+
+def test_holdout_leaves_out_the_tasks_the_search_found_at_chance(shipped, tmp_path):
+    """`--from`: a task the search's full model was not above chance on is scored by neither model on the
+    holdout (it supports no claim); the manifest and the printed comparison name it, the others are scored
+    with the context read back from the KV cache."""
+    import shutil
+
+    from hwnas.accuracy.chance import ChanceTest
+    from hwnas.deploy.manifest import read_manifest
+
+    search, _, _, _ = shipped
+    root = search.parent
+    shutil.copy(root / "qa.jsonl", root / "qb.jsonl")
+    copy = tmp_path / "search"
+    shutil.copytree(search, copy)
+    rows = [json.loads(x) for x in (copy / "candidates.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r.get("full_model"):
+            r["include_chance_tasks"] = False
+            r["chance"] = {"qa": ChanceTest("qa", "acc_norm", 0.34, 1 / 3, 0.06, 60).to_dict()}
+    (copy / "candidates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "b"
+    r = CliRunner().invoke(main, ["export", "--model", str(root / "tiny"), "--from", str(copy), "--pick", PICK,
+                                  "--target", str(root / "tiny.toml"), "--no-recovery", "--no-measure",
+                                  "--no-generation-check", "--tasks", f"{root / 'qa.jsonl'},{root / 'qb.jsonl'}",
+                                  "--data-dir", str(root), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    acc = read_manifest(out).accuracy
+    assert set(acc["tasks"]) == {"qb"} and acc["scored_from"] == "context in the KV cache"
+    assert "the search's full model" in acc["unscored_tasks"]["qa"]
+    assert "qa" in acc["vs_full"]["acc_norm"]["chance_tasks"] and "qa" in r.output

@@ -205,3 +205,26 @@ def test_report_split_is_scored_in_two_looks_and_stops_a_clear_failure_early(tmp
     early = report(sub)
     assert early["stopped_early"]["items"] == 11 and early["stopped_early"]["of"] == 31
     assert early["paired"]["items"] == 11 and "no pick rule can take it" in early["stopped_early"]["why"]
+
+
+def _chance(task, score, items):
+    from hwnas.accuracy.chance import ChanceTest
+
+    return ChanceTest(task, "acc_norm", score, 0.25, (score * (1 - score) / items) ** 0.5, items).to_dict()
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_export_skips_the_tasks_the_searchs_full_model_was_at_chance_on(tmp_path, kept):
+    """What `hwnas export --from` leaves out of its holdout: the search's chance-level tasks, unless the
+    search kept them in its pick rule; a search without the record skips nothing."""
+    from hwnas.search.picking import search_chance_skips
+
+    assert search_chance_skips(tmp_path) == {}
+    full = {"key": "l4-full", "full_model": True, "include_chance_tasks": kept,
+            "chance": {"arc_easy": _chance("arc_easy", 0.47, 400), "mmlu": _chance("mmlu", 0.26, 400)}}
+    (tmp_path / "candidates.jsonl").write_text(json.dumps({"key": "l2-x"}) + "\n" + json.dumps(full) + "\n")
+    skips = search_chance_skips(tmp_path)
+    if kept:
+        assert skips == {}
+    else:
+        assert list(skips) == ["mmlu"] and "not above chance" in skips["mmlu"] and "400 items" in skips["mmlu"]
