@@ -77,6 +77,19 @@ def archive_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".tar.gz")
 
 
+class _Laps:
+    """Wall seconds of each export step, so that a user (and the demo bench) sees where an export's time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._t, 1)
+        self._t = now
+
+
 @dataclass
 class _Source:
     """What the build steps share: the loaded model, the dense subnet, its references and calibration."""
@@ -89,6 +102,7 @@ class _Source:
     plan: Any = None            # per-layer formats (hwnas.deploy.mixed) when the subnet carries weight_formats
     reference: Any = None       # (TaskSuite, full model's items) for the paired holdout accuracy
     skipped: dict = field(default_factory=dict)  # task -> why neither model is scored on it (chance known before)
+    laps: "_Laps | None" = None   # wall seconds per step, for the manifest
     gen_ref: Any = None         # the full model's reference generations
     calib: Any = None
     owned: bool = False         # loaded by this call (its torch weights may be released once traced)
@@ -170,9 +184,12 @@ def export_bundle(
     tgt = load_target(target)
     steps = 7
     tick(0, steps, "loading model")
+    laps = _Laps()
     src = _prepare_source(model, recipe, subnet=subnet, layers=layers, mlp_width=mlp_width, heal=heal,
                           order_channels=order_channels, recovery=recovery, generation_check=generation_check)
     src.owned = isinstance(model, (str, Path))
+    src.laps = laps
+    laps.mark("load")
     if precheck and generation_check and not allow_degenerate and src.subnet is not None \
             and src.subnet.weight_formats is not None:
         from hwnas.deploy.gencheck import precheck_fake_quantized
@@ -180,6 +197,7 @@ def export_bundle(
         tick(0, steps, "generation pre-check (fake-quantized weights, PyTorch)")
         precheck_fake_quantized(src.dense, src.subnet, src.gen_ref, thresholds=generation_thresholds,
                                 what=f"subnet {src.subnet.key}")
+        laps.mark("precheck")
     if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
         tick(0, steps, f"full model on the {accuracy_split} split (cached per item)")
         from hwnas.accuracy.tasks import get_task
@@ -191,9 +209,11 @@ def export_bundle(
         src.skipped = skip
         src.reference = _full_reference(src.loaded, [t for t in accuracy_tasks if names[t] not in skip],
                                         accuracy_split, accuracy_limit, data_dir, seed)
+        src.laps.mark("full_model_holdout")
     _load_calibration(src, calibration, calib_samples, calib_seq_len, seed)
     tick(1, steps, f"quantizing ({src.recipe.describe() if src.plan else src.recipe.name})")
     result = _quantize(src)
+    src.laps.mark("quantize")
     run = _runtime(tgt, src.subnet)
     out = Path(out)
     opts = _Checks(generation_check, generation_thresholds, allow_degenerate, measure, accuracy_split, search, seed)
@@ -232,23 +252,28 @@ def _build_into(tmp: Path, name: str, src: _Source, result: Any, run: _Runtime, 
                                     quantize=lambda: quantize_model(dense, src.recipe, src.calib, inplace=True))
     else:
         summary, result = _write_ir(materialize_result(result), src.loaded.tokenizer, result, tmp)
+    src.laps.mark("ir")
     tick(3, steps, "smoke generation and generation check")
     smoke = _smoke(tmp, src.loaded.tokenizer, run.numerics)
     generation = None
     if opts.generation_check:
         generation = _generation(tmp, src, run, opts.thresholds, opts.allow_degenerate)
+    src.laps.mark("generation_check")
     measurement = None
     if opts.measure:
         tick(4, steps, "measuring speed")
         measurement = _measure(tmp, run.target, name)
+        src.laps.mark("measure")
     accuracy = None
     if src.reference is not None:
         tick(5, steps, f"scoring accuracy ({opts.accuracy_split} split, paired with the full model)")
         accuracy = _paired_ir_accuracy(tmp, src.loaded, src.reference, run.target.resolved_properties(run.host),
                                        skipped=src.skipped)
+        src.laps.mark("accuracy")
     tick(6, steps, "checksums and manifest")
     return _manifest(tmp, name, src, result.recipe, run, opts.seed, ir=summary, measurement=measurement,
-                     accuracy=accuracy, smoke=smoke, search=opts.search, generation=generation)
+                     accuracy=accuracy, smoke=smoke, search=opts.search, generation=generation,
+                     build_seconds=dict(src.laps.seconds))
 
 
 def _prepare_source(model: Any, recipe: QuantRecipe, *, subnet: Any, layers: int | None, mlp_width: int | None,

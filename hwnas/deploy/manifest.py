@@ -70,6 +70,7 @@ _MANIFEST_FIELDS = {
     "seed": int, "search": (dict, type(None)),
     "generation": (dict, type(None)),  # optional: older manifests have none
     "runtime": (dict, type(None)),     # optional: runtime genes and the properties they resolved to
+    "build_seconds": (dict, type(None)),  # optional: wall seconds of each export step on the build host
 }
 
 
@@ -87,7 +88,8 @@ class BundleManifest:
     model's reference greedy tokens, the bundle's tokens, thresholds and scores; None when not run;
     runtime: the subnet's runtime genes, the OpenVINO properties they resolved to on the build host,
     and the numerics of the smoke/generation checks (`hwnas.deploy.settings`); None without genes.
-    files: {relative path: FileEntry} for every file but the manifest.
+    files: {relative path: FileEntry} for every file but the manifest. build_seconds: wall seconds of
+    each export step (load, full-model holdout, quantize, IR, checks, measure, accuracy) on the build host.
     """
 
     name: str
@@ -106,6 +108,7 @@ class BundleManifest:
     search: dict | None = None
     generation: dict | None = None
     runtime: dict | None = None
+    build_seconds: dict | None = None
     tool_versions: dict = field(default_factory=dict)
     seed: int = 0
     created: str = ""

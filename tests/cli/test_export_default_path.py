@@ -77,6 +77,9 @@ def test_default_export_prints_the_paired_holdout_comparison_and_stays_quiet(tmp
     assert acc["verdict_1pt"] in r.stdout
     assert m["generation"]["report"] and "generation check:" in r.stdout and "(pass)" in r.stdout
     assert m["measurement"]["tpot_ms"] > 0 and f"TPOT {m['measurement']['tpot_ms']:.2f} ms" in r.stdout
+    steps = m["build_seconds"]   # where the export's time went, step by step
+    assert list(steps) == ["load", "full_model_holdout", "quantize", "ir", "generation_check", "measure", "accuracy"]
+    assert all(v >= 0 for v in steps.values())
 
 
 @pytest.mark.parametrize("name", ["neural_compressor", "nncf"])
