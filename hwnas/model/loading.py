@@ -8,6 +8,7 @@ take a second instead of twenty.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -194,6 +195,25 @@ def load_model(spec: str | ModelSource, dtype: str = "auto") -> LoadedModel:
     return loaded
 
 
+@contextlib.contextmanager
+def _quiet_gguf_progress():
+    """transformers draws its own tqdm bar while it de-quantizes a GGUF (once per model, between hwnas's
+    own output); keep it off the console unless -v asks for more (the log line above says what runs)."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - another transformers layout: leave its bar alone
+        yield
+        return
+    orig = getattr(gguf_utils, "tqdm", None)
+    if orig is not None and not log.isEnabledFor(logging.INFO):
+        gguf_utils.tqdm = functools.partial(orig, disable=True)
+    try:
+        yield
+    finally:
+        if orig is not None:
+            gguf_utils.tqdm = orig
+
+
 def gguf_cache_folder(source: ModelSource) -> Path:
     """Dequantize a GGUF once into a cached HF folder (weights + correct tokenizer)."""
     from hwnas.io import atomic_dir
@@ -211,9 +231,10 @@ def gguf_cache_folder(source: ModelSource) -> Path:
 
     log.info("converting %s to a cached safetensors folder (once)", source.path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(source.path.parent), gguf_file=source.path.name, dtype=torch.float32
-        )
+        with _quiet_gguf_progress():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(source.path.parent), gguf_file=source.path.name, dtype=torch.float32
+            )
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"transformers cannot load GGUF {source.path}: {e}") from None
     adapter_for(model.config, what=f"model {source.spec!r}")
