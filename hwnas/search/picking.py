@@ -168,22 +168,28 @@ class Pick:
 
 
 def search_chance_skips(search_dir: str | Path) -> dict[str, str]:
-    """Tasks the search's full model was not above chance on and that its pick rule left out, with why
-    (`ChanceTest.describe`): no "equal accuracy" claim can rest on them, so export's holdout scores
-    neither model on them. Empty when the search kept them (--include-chance-tasks) or recorded no test."""
+    """Tasks the search's full model was not above chance on and that its pick rule left out, with why:
+    no "equal accuracy" claim can rest on them, so export's holdout scores neither model on them. Read from
+    the full model's record (``chance_tasks``, decided once on the report split and applied to every
+    split; its ``chance`` tests where recorded). Empty when the search kept them (--include-chance-tasks)."""
     from hwnas.accuracy.chance import ChanceTest
     from hwnas.io import read_jsonl
 
-    path = Path(search_dir) / "candidates.jsonl"
+    search_dir = Path(search_dir)
+    path = search_dir / "candidates.jsonl"
     try:
         full = next((r for r in read_jsonl(path) if r.get("full_model")), None) if path.is_file() else None
-        if not full or full.get("include_chance_tasks"):
+        cfg = search_dir / "config.json"
+        identity = (json.loads(cfg.read_text(encoding="utf-8")).get("identity") or {}) if cfg.is_file() else {}
+        if not full or full.get("include_chance_tasks") or identity.get("include_chance_tasks"):
             return {}
-        tests = [ChanceTest.from_dict(d) for d in (full.get("chance") or {}).values()]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        tests = {n: ChanceTest.from_dict(d) for n, d in (full.get("chance") or {}).items()}
+        at = [n for n in full.get("chance_tasks") or []] + [n for n, t in tests.items() if not t.above]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return {}
-    return {t.task: f"{t.describe()} (the search's full model; `hwnas export` scored neither model on it)"
-            for t in tests if not t.above}
+    why = "the search's full model was not above chance on it (its chance_tasks)"
+    return {n: (tests[n].describe() + " (the search's full model)" if n in tests else why)
+               + "; `hwnas export` scored neither model on it" for n in dict.fromkeys(at)}
 
 
 def pick_from_search(search_dir: str | Path, pick: str, exclude: Sequence[str] = ()) -> Pick:

@@ -228,3 +228,10 @@ def test_export_skips_the_tasks_the_searchs_full_model_was_at_chance_on(tmp_path
         assert skips == {}
     else:
         assert list(skips) == ["mmlu"] and "not above chance" in skips["mmlu"] and "400 items" in skips["mmlu"]
+    # what a search writes: the full model's record names its chance-level tasks (the tests themselves sit
+    # with the report split), and config.json says whether the pick rule kept them
+    full = {"key": "l4-full", "full_model": True, "chance_tasks": ["mmlu"]}
+    (tmp_path / "candidates.jsonl").write_text(json.dumps(full) + "\n")
+    (tmp_path / "config.json").write_text(json.dumps({"identity": {"include_chance_tasks": kept}}))
+    skips = search_chance_skips(tmp_path)
+    assert skips == {} if kept else (list(skips) == ["mmlu"] and "not above chance" in skips["mmlu"])
