@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times the main job (`make demo`'s scripts/demo.sh) from an empty demo folder and keeps its small
-# outputs (step timings, search summary and front, report split, bundle manifest) in bench/results/.
+# outputs (step timings, profile, search summary and front, report split, bundle manifest) in bench/results/.
 # Usage: bash bench/demo_bench.sh [RESULTS_DIR]   (default bench/results/demo_main_job)
 # Env: HWNAS_EVALUATIONS etc. as for scripts/demo.sh; HWNAS_CACHE_DIR=/tmp/empty times a cold run. The IR cache is kept, so by default this
 # times a warm run; the demo_timing.json says how loaded the host was at the end.
@@ -15,6 +15,7 @@ rm -rf "$TMP" && mkdir -p "$TMP"
 cp "$RUN/demo_timing.json" "$TMP/"
 cp "$RUN"/search/{summary.md,pareto.json,history.jsonl,report.jsonl,config.json,stage_seconds.json} "$TMP/"
 cp "$RUN/bundle/hwnas_manifest.json" "$TMP/bundle_manifest.json"
+cp "$RUN/profile/profile.json" "$TMP/"   # the profile's own timings and its measurement session (rounds, interference)
 grep -E '^\[demo|main job finished|pick|holdout|within|generation check' "$RUN/demo.log" > "$TMP/console.txt" || true
 # what `hwnas run` generated with the bundle (the line before "main job finished")
 grep -a -B2 'main job finished' "$RUN/demo.log" | head -n 1 | sed 's/^/hwnas run: /' >> "$TMP/console.txt" || true
