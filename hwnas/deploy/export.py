@@ -200,15 +200,8 @@ def export_bundle(
         laps.mark("precheck")
     if accuracy_tasks:  # before quantizing: the dense subnet shares tensors with the full model
         tick(0, steps, f"full model on the {accuracy_split} split (cached per item)")
-        from hwnas.accuracy.tasks import get_task
-
-        names = {t: get_task(t).name for t in accuracy_tasks}   # a task file's name is its stem
-        skip = {names[t]: (skip_tasks or {})[names[t]] for t in accuracy_tasks if names[t] in (skip_tasks or {})}
-        if len(skip) == len(set(names.values())):
-            skip = {}
-        src.skipped = skip
-        src.reference = _full_reference(src.loaded, [t for t in accuracy_tasks if names[t] not in skip],
-                                        accuracy_split, accuracy_limit, data_dir, seed)
+        scored, src.skipped = _holdout_tasks(accuracy_tasks, skip_tasks or {})
+        src.reference = _full_reference(src.loaded, scored, accuracy_split, accuracy_limit, data_dir, seed)
         src.laps.mark("full_model_holdout")
     _load_calibration(src, calibration, calib_samples, calib_seq_len, seed)
     tick(1, steps, f"quantizing ({src.recipe.describe() if src.plan else src.recipe.name})")
@@ -401,6 +394,18 @@ def _host_obj():
         return detect_host(measure_bandwidth=False)
     except ImportError:  # pragma: no cover
         return None
+
+
+def _holdout_tasks(tasks: Sequence[str], skip: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(the task specs to score, {task name: why} of those left out): `skip` names tasks (a task file's name
+    is its stem); skipping every task would leave no figure, so then none is skipped."""
+    from hwnas.accuracy.tasks import get_task
+
+    names = {t: get_task(t).name for t in tasks}
+    left = {names[t]: skip[names[t]] for t in tasks if names[t] in skip}
+    if len(left) == len(set(names.values())):
+        return list(tasks), {}
+    return [t for t in tasks if names[t] not in left], left
 
 
 def _full_reference(loaded: Any, tasks: Sequence[str], split: str, limit: int | None, data_dir: Any,
