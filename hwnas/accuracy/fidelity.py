@@ -47,6 +47,8 @@ class TokenFidelity:
         self.precision = precision
         self.chunk = chunk
         self._ref: _Reference | None = None
+        self._inputs: list[Any] | None = None   # the full model's input to each decoder layer (capture_layer_inputs)
+        self._layer_kw: dict[str, Any] = {}
 
     @classmethod
     def from_task(cls, tokenizer: Any, task: str = "wikitext2", *, split: str = "search", windows: int = 8,
@@ -64,15 +66,16 @@ class TokenFidelity:
     def tokens(self) -> int:
         return int(self.windows.shape[0] * (self.windows.shape[1] - 1))
 
-    def _logprobs(self, lm: Any):
-        """Yields [positions, vocab] float32 log-probs, `chunk` positions at a time."""
+    def _logprobs(self, lm: Any, from_layer: int | None = None):
+        """Yields [positions, vocab] float32 log-probs, `chunk` positions at a time; with `from_layer`, only
+        layers from_layer.. run, on the full model's inputs to that layer (`capture_layer_inputs`)."""
         import torch
 
         from hwnas.accuracy.evaluate import _decoder, resolve_precision
 
         prec = resolve_precision(self.precision)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
-            hidden = _decoder(lm, input_ids=self.windows)
+            hidden = _decoder(lm, input_ids=self.windows) if from_layer is None else self._suffix(lm, from_layer)
         h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).float()
         head = lm.get_output_embeddings()
         with torch.inference_mode():
@@ -80,6 +83,50 @@ class TokenFidelity:
                 logits = torch.nn.functional.linear(h[s:s + self.chunk], head.weight.float(),
                                                     None if head.bias is None else head.bias.float())
                 yield torch.log_softmax(logits, dim=-1)
+
+    def capture_layer_inputs(self, lm: Any) -> None:
+        """Keep the full model's input to every decoder layer on these windows, and the arguments the model
+        computed for its layers (mask, rotary embeddings, positions). A change to layer i alone leaves
+        layers 0..i-1 as they were, so `measure_model(..., from_layer=i)` need not run them again: the
+        per-layer sensitivity table then runs half the layers on average. Call on the full model;
+        `release_layer_inputs` frees them (layers x tokens x hidden values)."""
+        import torch
+
+        from hwnas.accuracy.evaluate import _decoder, resolve_precision
+
+        layers = lm.model.layers
+        inputs: list[Any] = [None] * len(layers)
+
+        def pre(i):
+            def hook(mod, args, kwargs):
+                inputs[i] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+                if i == 0:
+                    self._layer_kw = {k: v for k, v in kwargs.items()
+                                      if k in ("attention_mask", "position_embeddings", "position_ids")}
+            return hook
+
+        hooks = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
+        prec = resolve_precision(self.precision)
+        try:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+                _decoder(lm, input_ids=self.windows)
+        finally:
+            for h in hooks:
+                h.remove()
+        self._inputs = inputs
+
+    def release_layer_inputs(self) -> None:
+        self._inputs, self._layer_kw = None, {}
+
+    def _suffix(self, lm: Any, start: int) -> Any:
+        """Final-norm hidden states from layer `start` on, fed the full model's input to that layer."""
+        if self._inputs is None or not 0 <= start < len(self._inputs):
+            raise ValueError("from_layer needs capture_layer_inputs() on the full model first")
+        x = self._inputs[start]
+        for layer in lm.model.layers[start:]:
+            out = layer(x, **self._layer_kw)
+            x = out[0] if isinstance(out, tuple) else out
+        return lm.model.norm(x)
 
     def reference(self, supernet: Any) -> _Reference:
         """The full model's top-k next-token distribution at every position (computed once)."""
@@ -102,15 +149,16 @@ class TokenFidelity:
         with supernet.subnet(subnet) as lm:
             return self.measure_model(supernet, lm)
 
-    def measure_model(self, supernet: Any, lm: Any) -> dict[str, Any]:
-        """As `measure`, for any causal LM sharing the supernet's vocabulary (e.g. a dense, healed subnet)."""
+    def measure_model(self, supernet: Any, lm: Any, *, from_layer: int | None = None) -> dict[str, Any]:
+        """As `measure`, for any causal LM sharing the supernet's vocabulary (e.g. a dense, healed subnet).
+        `from_layer`: `lm` is the full model changed in layers from_layer.. only (see `capture_layer_inputs`)."""
         import torch
 
         ref = self.reference(supernet)
         t0 = time.perf_counter()
         kls, agree = [], []
         s = 0
-        for lp in self._logprobs(lm):
+        for lp in self._logprobs(lm, from_layer):
             n = lp.shape[0]
             idx = ref.top_idx[s:s + n]
             p_log = ref.top_logp[s:s + n]

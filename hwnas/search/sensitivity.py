@@ -70,18 +70,22 @@ def measure_sensitivity(supernet: Any, fidelity: Any, fmt: str, *, model_id: str
     t0 = time.perf_counter()
     supernet.reset()
     fidelity.reference(supernet)
+    fidelity.capture_layer_inputs(supernet.model)   # one part of layer i changes: layers 0..i-1 need not rerun
     n = len(supernet._all_layers)
     out: dict[str, list[float]] = {"attention": [], "mlp": []}
-    for i in range(n):
-        for part in ("attention", "mlp"):
-            restore = fake_quantize_part(supernet, i, part, fmt)
-            try:
-                kl = fidelity.measure_model(supernet, supernet.model)["kl"]
-            finally:
-                restore()
-            out[part].append(round(float(kl), 6))
-            if progress:
-                progress(2 * i + (part == "mlp") + 1, 2 * n, f"sensitivity layer {i} {part}")
+    try:
+        for i in range(n):
+            for part in ("attention", "mlp"):
+                restore = fake_quantize_part(supernet, i, part, fmt)
+                try:
+                    kl = fidelity.measure_model(supernet, supernet.model, from_layer=i)["kl"]
+                finally:
+                    restore()
+                out[part].append(round(float(kl), 6))
+                if progress:
+                    progress(2 * i + (part == "mlp") + 1, 2 * n, f"sensitivity layer {i} {part}")
+    finally:
+        fidelity.release_layer_inputs()
     sens = Sensitivity(fmt, tuple(out["attention"]), tuple(out["mlp"]), int(fidelity.tokens),
                        round(time.perf_counter() - t0, 2))
     path.parent.mkdir(parents=True, exist_ok=True)

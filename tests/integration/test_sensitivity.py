@@ -45,3 +45,29 @@ def test_sensitivity_table_seeds_and_feature(monkeypatch):
     f = s2.features(seeds[0])
     assert len(f) == len(space.features(seeds[0])) + 2
     assert f[-2] == sum(sens.attention) and f[-1] == sum(sens.mlp)
+
+
+def test_from_layer_equals_the_whole_forward_pass():
+    """The table runs only layers i.. on the full model's cached input to layer i: the KL is the one a whole
+    forward pass gives (the change sits in layer i, so layers 0..i-1 compute what they computed)."""
+    from hwnas.accuracy.fidelity import TokenFidelity
+    from hwnas.model.fakequant import fake_quantize_part
+    from hwnas.model.supernet import Supernet
+
+    sn = Supernet(make_tiny_llama(seed=3))
+    fid = TokenFidelity(np.random.default_rng(1).integers(3, 300, size=(2, 33)), precision="fp32")
+    sn.reset()
+    fid.reference(sn)
+    fid.capture_layer_inputs(sn.model)
+    for i in range(len(sn._all_layers)):
+        for part in ("attention", "mlp"):
+            restore = fake_quantize_part(sn, i, part, "int4_asym_g32")
+            try:
+                whole = fid.measure_model(sn, sn.model)
+                part_only = fid.measure_model(sn, sn.model, from_layer=i)
+            finally:
+                restore()
+            assert whole["kl"] > 0
+            assert abs(part_only["kl"] - whole["kl"]) <= 1e-6 + 1e-4 * whole["kl"], (i, part)
+            assert part_only["top1_agreement"] == whole["top1_agreement"]
+    fid.release_layer_inputs()
