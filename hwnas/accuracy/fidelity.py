@@ -93,27 +93,20 @@ class TokenFidelity:
         import torch
 
         from hwnas.accuracy.evaluate import _decoder, resolve_precision
+        from hwnas.model.layer_inputs import layer_input_hooks
 
-        layers = lm.model.layers
-        inputs: list[Any] = [None] * len(layers)
+        inputs: list[Any] = [None] * len(lm.model.layers)
+        kws: dict[int, dict[str, Any]] = {}
 
-        def pre(i):
-            def hook(mod, args, kwargs):
-                inputs[i] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
-                if i == 0:
-                    self._layer_kw = {k: v for k, v in kwargs.items()
-                                      if k in ("attention_mask", "position_embeddings", "position_ids")}
-            return hook
+        def on_input(i, x, kw):
+            inputs[i] = x
+            kws.setdefault(i, kw)
 
-        hooks = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
         prec = resolve_precision(self.precision)
-        try:
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
-                _decoder(lm, input_ids=self.windows)
-        finally:
-            for h in hooks:
-                h.remove()
-        self._inputs = inputs
+        with layer_input_hooks(lm.model.layers, on_input), torch.inference_mode(), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+            _decoder(lm, input_ids=self.windows)
+        self._inputs, self._layer_kw = inputs, kws[0]
 
     def release_layer_inputs(self) -> None:
         self._inputs, self._layer_kw = None, {}

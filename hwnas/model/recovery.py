@@ -163,6 +163,8 @@ class Recoverer:
         16,384 tokens; a bf16 model's states are bf16, so upcasting them would only double that)."""
         import torch
 
+        from hwnas.model.layer_inputs import layer_input_hooks
+
         if self._teacher is not None:
             return self._teacher
         t0 = time.perf_counter()
@@ -172,30 +174,21 @@ class Recoverer:
         L = len(layers)
         ids = self.calibration_ids()
         chunks: list[list[Any]] = [[] for _ in range(L + 1)]
-        hooks = []
 
-        def layer_pre(i):
-            def hook(mod, args, kwargs):
-                x = args[0] if args else kwargs["hidden_states"]
-                chunks[i].append(x.detach().clone())  # the model's dtype: a bf16 model's states are bf16
-                if i not in self._layer_kwargs:
-                    self._layer_kwargs[i] = {k: v for k, v in kwargs.items()
-                                             if k in ("attention_mask", "position_embeddings", "position_ids")}
-            return hook
+        def on_input(i, x, kw):
+            chunks[i].append(x)  # the model's dtype: a bf16 model's states are bf16
+            self._layer_kwargs.setdefault(i, kw)
 
         def norm_pre(mod, args):
             chunks[L].append(args[0].detach().clone())
 
-        for i, layer in enumerate(layers):
-            hooks.append(layer.register_forward_pre_hook(layer_pre(i), with_kwargs=True))
-        hooks.append(sn.model.model.norm.register_forward_pre_hook(norm_pre))
+        norm_hook = sn.model.model.norm.register_forward_pre_hook(norm_pre)
         try:
-            with torch.inference_mode():
+            with layer_input_hooks(layers, on_input), torch.inference_mode():
                 for s in range(0, ids.shape[0], self.config.chunk):
                     sn.model.model(input_ids=ids[s:s + self.config.chunk], use_cache=False)
         finally:
-            for h in hooks:
-                h.remove()
+            norm_hook.remove()
         self._teacher = [torch.cat(c) for c in chunks]
         self.teacher_seconds = time.perf_counter() - t0
         log.info("recovery teacher pass: %d tokens through %d layers in %.1f s", ids.numel(), L, self.teacher_seconds)
