@@ -117,9 +117,9 @@ def export(model, subnet_spec, layers, mlp_width, search_dir, pick, speculative,
 
     refused: list[str] = []   # front candidates whose bundle failed the generation check (a fastest-within pick)
     # a fastest-within pick has a next candidate to fall back to when the bundle fails the generation check.
-    # No PyTorch pre-check of the fake-quantized weights first: on the default model it costs 41 s on every
-    # export, more than what a failing candidate costs without it (its quantized IR, 15 s, and the check
-    # itself, 17 s); the holdout reference computed before quantizing is cached per item for the next one.
+    # No PyTorch pre-check of the fake-quantized weights first: on the default model it costs ~50 s on every
+    # export, more than what a failing candidate costs without it (its quantized IR ~20 s and the check ~19 s;
+    # bench/precheck_cost.py); the holdout reference computed before quantizing is cached for the next one.
     fallback = bool(search_dir) and pick.strip().startswith("fastest-within")
     # tasks the search found its full model not above chance on support no claim: the holdout skips them too
     skip = search_chance_skips(search_dir) if search_dir else {}

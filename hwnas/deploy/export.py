@@ -168,8 +168,8 @@ def export_bundle(
     precheck: with the generation check, first check a subnet with weight formats in PyTorch (its weights
     fake-quantized, `hwnas.deploy.gencheck.precheck_fake_quantized`): a fail raises before anything is
     quantized or exported. It pays only where building the quantized IR costs more than a PyTorch
-    generation pass (on the default model it does not: 41 s against 15 s for the IR and 17 s for its
-    check), so the CLI does not use it.
+    generation pass (on the default model it does not: ~50 s against ~20 s for the IR and ~19 s for its
+    check, bench/precheck_cost.py), so the CLI does not use it.
     heal: a `hwnas heal` folder whose trained tensors replace the subnet's (its subnet when none is given).
     skip_tasks: accuracy tasks known beforehand to support no claim, with why (the search's full model was
     not above chance on them): neither model is scored on them, and the manifest names them. Ignored when
