@@ -156,7 +156,12 @@ def test_real_validation_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
         want = json.loads(ev.read_text())["tasks"]["tinyqa"]
         assert want["n"] == 8 and x["accuracy"] == pytest.approx(want["acc_norm"]) and x["tasks"]["tinyqa"] == pytest.approx(want["acc_norm"])
     pareto = json.loads((out / "pareto.json").read_text())
-    assert pareto and all(p["report"]["items"] == 4 for p in pareto)
+    # a front record is scored on the report split's 4 items or says why no pick rule needed it (measured timings on a busy host can put a subnet behind the full model)
+    assert pareto
+    for p in pareto:
+        assert (p.get("report") or {}).get("items") == 4 or p["report_skipped"], p
+    reports = {x["key"]: x["report"] for x in read_jsonl(out / "report.jsonl")}
+    assert reports[full["key"]]["items"] == 4   # the full model is always scored: every pick is paired with it
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["target"]["name"] == "tiny" and cfg["items"]["search"] == {"tinyqa": 8}
 
