@@ -172,6 +172,39 @@ class TorchCandidate:
                 x = torch.tensor([[tok]], dtype=torch.long)
         return out
 
+    def generate_many(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy tokens of every prompt in one left-padded batch: the same tokens as `generate` per
+        prompt up to float rounding (a near-tie can flip), in a fraction of its time (on two cores, 20
+        prompts decode in about the time of three). For screens only: the full model's reference and a
+        bundle's verdict decode one prompt at a time."""
+        import torch
+
+        n, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        past = None
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                o = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+                past = o.past_key_values
+                nxt = o.logits[:, -1].argmax(-1)
+                for i, tok in enumerate(nxt.tolist()):
+                    if not done[i]:
+                        out[i].append(int(tok))
+                        done[i] = int(tok) in self.eos_ids
+                if all(done):
+                    break
+                ids = nxt[:, None]
+                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
+                pos = pos[:, -1:] + 1
+        return out
+
     def logits(self, prompt_ids: Sequence[int], continuation: Sequence[int]) -> Any:
         """float32 logits predicting each continuation token, shape [len(continuation), vocab]."""
         import torch
@@ -359,6 +392,16 @@ class Reference:
         return prompts_sha256(self.prompts)
 
 
+def reference_cache_key(loaded: Any) -> str | None:
+    """The reference cache's key for a loaded model: its content hash and dtype, so the search's screen
+    and export share one reference computation. None when the model has no content hash."""
+    try:
+        return f"{loaded.source.content_sha256()}|{next(loaded.model.parameters()).dtype}"
+    except Exception as e:  # noqa: BLE001 - no cache then, the check still runs
+        log.debug("no reference cache key: %s", e)
+        return None
+
+
 def reference_generations(model: Any, tokenizer: Any, prompts: Sequence[Prompt] | None = None,
                           max_new_tokens: int = MAX_NEW_TOKENS, *, cache_key: str | None = None) -> Reference:
     """Greedy generations of the full torch model (and their NLL under it), cached by `cache_key`
@@ -394,12 +437,18 @@ def _reference_cache(key: str, pids: Sequence[Sequence[int]], n: int, eos: Seque
 
 
 def check_candidate(candidate: Candidate, reference: Reference, *, full_model: Any = None,
-                    thresholds: GenThresholds = DEFAULT_THRESHOLDS) -> tuple[GenQualityReport, list[list[int]]]:
+                    thresholds: GenThresholds = DEFAULT_THRESHOLDS,
+                    batched: bool = False) -> tuple[GenQualityReport, list[list[int]]]:
     """Generate with `candidate` on the reference's prompts and score; `full_model` (torch) adds the NLL.
+    batched: decode all prompts in one batch where the candidate can (`TorchCandidate.generate_many`),
+    for screens that only need a verdict, not the exact tokens.
 
     Returns the report and the candidate's greedy tokens per prompt.
     """
-    cand = [candidate.generate(ids, reference.max_new_tokens) for ids in reference.prompt_ids]
+    if batched and hasattr(candidate, "generate_many"):
+        cand = candidate.generate_many(reference.prompt_ids, reference.max_new_tokens)
+    else:
+        cand = [candidate.generate(ids, reference.max_new_tokens) for ids in reference.prompt_ids]
     forced = [candidate.next_tokens(ids, ref) for ids, ref in zip(reference.prompt_ids, reference.tokens)]
     nll = None
     if full_model is not None:

@@ -23,7 +23,7 @@ def worker_status(msg: str) -> None:
 
 
 def actor_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, *,
-                     recovery: bool, quant: str) -> tuple:
+                     recovery: bool, quant: str, generation_check: bool = True) -> tuple:
     """Runs in each accuracy actor: check the model spec resolves to the driver's file on this node, then
     build exactly what the local search builds (`build_validation`)."""
     import socket
@@ -37,7 +37,8 @@ def actor_validation(setup: dict[str, Any], space_file: str | None, report_limit
         raise ClusterError(f"on node {socket.gethostname()} the model {setup['source'].spec!r} is a different file "
                            f"(sha256 {sha[:12]}, the driver's is {setup['identity']['model_sha256'][:12]}); "
                            "give every node the same model at the same path")
-    return build_validation(setup, space_file, report_limit, seed, worker_status, recovery=recovery, quant=quant)
+    return build_validation(setup, space_file, report_limit, seed, worker_status, recovery=recovery, quant=quant,
+                            generation_check=generation_check)
 
 
 def shared_paths(setup: dict[str, Any], space_file: str | None) -> tuple[dict[str, Any], str | None]:
@@ -54,7 +55,7 @@ def shared_paths(setup: dict[str, Any], space_file: str | None) -> tuple[dict[st
 
 def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any], config: Any,
                           identity: dict[str, Any], out: str, resume: bool, space_file: str | None, report_limit: int,
-                          seed: int, recovery: bool, quant: str, quiet: bool) -> None:
+                          seed: int, recovery: bool, quant: str, quiet: bool, generation_check: bool = True) -> None:
     """Connect, check, start the actors, search, and say in summary.md where each figure was measured."""
     from hwnas.cli.search_parts import LiveDisplay, print_result
     from hwnas.hardware.cluster import check_fingerprints, connect, shutdown
@@ -76,7 +77,7 @@ def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any
             display.status(f"joined {address}: {len(cluster.nodes)} node(s), {len(cluster.target_nodes)} with "
                            f"{cluster.resource or 'no target resource (latency predicted)'}")
             factory = functools.partial(actor_validation, setup, space_file, report_limit, seed,
-                                        recovery=recovery, quant=quant)
+                                        recovery=recovery, quant=quant, generation_check=generation_check)
             validator = RayValidator(cluster, factory, setup["target"], seed=seed, actors=actors, predicted=predicted,
                                      status=display.status)
             display.cluster = validator.status_line
@@ -88,7 +89,8 @@ def run_search_on_cluster(address: str, actors: int | None, setup: dict[str, Any
             seeds = [SubnetConfig.from_dict(d) for d in (run_info.get("seeds") or [])]
             result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                                 report=validator.report_fn() if report_limit else None, progress=display.progress,
-                                on_update=display.update, remeasure=validator.remeasure, seeds=seeds)
+                                on_update=display.update, remeasure=validator.remeasure, seeds=seeds,
+                                screen=validator.screen_fn() if report_limit and generation_check else None)
         append_where_section(Path(out), result, cluster, validator)
     finally:
         if validator is not None:

@@ -81,6 +81,10 @@ def register(main: click.Group) -> None:
 @click.option("--include-chance-tasks", is_flag=True,
               help="Keep tasks on which the full model is not above chance (one-sided 95%) in the pick rule's paired "
                    "mean; by default they are left out, as agreeing with a guessing model shows nothing.")
+@click.option("--generation-check/--no-generation-check", default=True, show_default=True,
+              help="Before a front record's report split is scored, check its greedy generations in PyTorch against "
+                   "the full model's (the check export applies to a bundle): a record that fails can be no pick, so "
+                   "neither its report split nor its export is spent on it.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Score each subnet after training-free recovery (down_proj refit to the full model), as it ships.")
 @click.option("--profile", "profile_path", type=click.Path(), default=None,
@@ -125,7 +129,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
            data_dir: str | None, no_progress: bool, recovery: bool = True, search_dir: str | None = None,
            drafts: tuple[str, ...] = (), max_draft_tokens: int = 8, prompts: int = 8, new_tokens: int = 64,
            calibration: str | None = None, include_chance_tasks: bool = False, quant: str = "int8",
-           ray_address: str | None = None, ray_actors: int | None = None) -> None:
+           ray_address: str | None = None, ray_actors: int | None = None, generation_check: bool = True) -> None:
     """Find the Pareto front of subnets (accuracy vs speed on --target) with few real evaluations.
 
     LINAS: validate an initial population (always the full model and the smallest subnet), fit
@@ -189,7 +193,7 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
         from hwnas.cli.ray_search import run_search_on_cluster
 
         run_search_on_cluster(ray_address, ray_actors, setup, config, identity, out, resume, space_file, report_limit,
-                              seed, recovery, quant, no_progress)
+                              seed, recovery, quant, no_progress, generation_check=generation_check)
         return
 
     # ---------------------------------------------------------------- expensive part
@@ -201,14 +205,16 @@ def search(ctx: click.Context, objective: str, target_spec: str, model: str, tas
         display.status("loading model and tasks")
         chance_kw = {"include_chance_tasks": True} if include_chance_tasks else {}
         space, validator, report_fn, run_info = build_validation(setup, space_file, report_limit, seed, display.status,
-                                                                 recovery=recovery, quant=quant, **chance_kw)
+                                                                 recovery=recovery, quant=quant,
+                                                                 generation_check=generation_check, **chance_kw)
         t_setup = time.monotonic() - t_start
         from hwnas.model.space import SubnetConfig
 
         seeds = [SubnetConfig.from_dict(d) for d in (run_info.get("seeds") or [])]
         result = run_search(space, validator, config, out=out, resume=resume, identity=identity, run_info=run_info,
                             report=report_fn, progress=display.progress, on_update=display.update,
-                            remeasure=getattr(validator, "remeasure", None), seeds=seeds)
+                            remeasure=getattr(validator, "remeasure", None), seeds=seeds,
+                            screen=validator.generation_screen if getattr(validator, "generation_reference", None) else None)
     write_stage_seconds(out, validator, run_info, t_setup, time.monotonic() - t_start)
     print_result(result)
     click.echo(f"wrote {out}/ (candidates.jsonl, pareto.json, history.jsonl, pareto.png, summary.md, config.json)")

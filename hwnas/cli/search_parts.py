@@ -52,8 +52,11 @@ def search_space(supernet: Any, space_file: str | None, quant: str, has_bf16: bo
 
 
 def build_validation(setup: dict[str, Any], space_file: str | None, report_limit: int, seed: int, status, *,
-                     recovery: bool = True, include_chance_tasks: bool = False, quant: str = "int8") -> tuple:
-    """Load the supernet and task suites; return (space, validator, report_fn or None, run_info)."""
+                     recovery: bool = True, include_chance_tasks: bool = False, quant: str = "int8",
+                     generation_check: bool = True) -> tuple:
+    """Load the supernet and task suites; return (space, validator, report_fn or None, run_info).
+    generation_check: the validator can screen front records' generations before their report split
+    (`SubnetValidator.generation_screen`, against the full model's reference that export shares)."""
     from hwnas.accuracy.evaluate import TaskSuite
     from hwnas.hardware.host import detect_host
     from hwnas.model.space import SearchSpace
@@ -90,6 +93,7 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         host=host, seed=seed, status=status,
         reference_key=loaded.source.content_sha256()[:16], fidelity=fidelity, include_chance_tasks=include_chance_tasks,
         ir_scorer=ir_scorer(loaded.tokenizer) if supernet.space.deploy is not None else None,
+        generation_reference=generation_reference(supernet, loaded) if generation_check and report_suite else None,
     )
     run_info = {
         "model": {**setup["source"].to_dict(), "sha256": setup["identity"]["model_sha256"]},
@@ -109,8 +113,22 @@ def build_validation(setup: dict[str, Any], space_file: str | None, report_limit
         "seeds": [c.to_dict() for c in seeds],
         "profile": str(setup["profile_path"]) if setup["profile_path"] else None,
         "data_dir": str(setup["data_dir"]),
+        "generation_check": bool(generation_check and report_suite),
     }
     return supernet.space, validator, (validator.report(report_suite) if report_suite else None), run_info
+
+
+def generation_reference(supernet: Any, loaded: Any):
+    """() -> the full model's greedy generations on the generation-check prompts, cached under the key
+    export uses (`hwnas.accuracy.genquality.reference_cache_key`): the search's screen and the bundle's
+    check compare with the same tokens, computed once per model."""
+    from hwnas.accuracy.genquality import reference_cache_key, reference_generations
+
+    def make():
+        supernet.reset()   # the full model with float weights
+        return reference_generations(supernet.model, loaded.tokenizer, cache_key=reference_cache_key(loaded))
+
+    return make
 
 
 def sensitivity_seeds(supernet: Any, tokenizer: Any, setup: dict[str, Any], seed: int, status) -> tuple[Any, list]:

@@ -21,6 +21,7 @@ from hwnas.accuracy.genquality import (
     check_candidate,
     failure_message,
     generation_record,
+    reference_cache_key,
     reference_from_record,
     reference_generations,
     score_generations,
@@ -77,12 +78,7 @@ class BundleCandidate:
 
 def prepare_reference(loaded: Any) -> Any:
     """The full model's reference generations (cached); call before quantization may touch its weights."""
-    key = None
-    try:
-        key = f"{loaded.source.content_sha256()}|{next(loaded.model.parameters()).dtype}"
-    except Exception as e:  # noqa: BLE001 - no cache then, the check still runs
-        log.debug("no reference cache key: %s", e)
-    return reference_generations(loaded.model, loaded.tokenizer, cache_key=key)
+    return reference_generations(loaded.model, loaded.tokenizer, cache_key=reference_cache_key(loaded))
 
 
 def check_built_bundle(folder: str | Path, loaded: Any, *, thresholds: GenThresholds | None = None,
@@ -118,7 +114,7 @@ def precheck_fake_quantized(dense: Any, subnet: Any, reference: Any, *, threshol
     restore = apply_genes_dense(dense, subnet)
     try:
         report, _ = check_candidate(TorchCandidate(dense, reference.eos_ids), reference,
-                                    thresholds=thresholds or DEFAULT_THRESHOLDS)
+                                    thresholds=thresholds or DEFAULT_THRESHOLDS, batched=True)
     finally:
         restore()
     log.info("generation pre-check of %s (fake-quantized weights in PyTorch): %s", what, report.summary())

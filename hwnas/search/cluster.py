@@ -75,6 +75,10 @@ class AccuracyWorker:
         """The select split's paired accuracy of one subnet (the pick rule's second look)."""
         return self.report_fn(SubnetConfig.from_dict(cfg))
 
+    def screen(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The generation check on one subnet's weights (before its report split, `evaluate_reports`)."""
+        return self.validator.generation_screen(SubnetConfig.from_dict(cfg))
+
     def pid(self) -> int:
         return int(self.where["pid"])
 
@@ -218,6 +222,16 @@ class RayValidator:
             return _get(ray, self.actors[a].report.remote(cfg.to_dict()), f"select split of {cfg.key}")
 
         return report
+
+    def screen_fn(self) -> Callable[[SubnetConfig], dict[str, Any]]:
+        """The generation screen run by the first actor (it keeps the full model's reference once made)."""
+        import ray
+
+        def screen(cfg: SubnetConfig) -> dict[str, Any]:
+            self.status(f"generation check {cfg.describe()} (actor 0)")
+            return _get(ray, self.actors[0].screen.remote(cfg.to_dict()), f"generation check of {cfg.key}")
+
+        return screen
 
     def remeasure(self, cfgs: list[SubnetConfig]) -> dict[str, dict[str, Any]]:
         """The front and the full model timed again in one interleaved session on one target node."""

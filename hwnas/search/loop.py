@@ -72,6 +72,7 @@ def run_search(
     pool: Sequence[SubnetConfig] | None = None,
     remeasure: Callable[[list[SubnetConfig]], dict[str, dict[str, Any]]] | None = None,
     seeds: Sequence[SubnetConfig] = (),
+    screen: Callable[[SubnetConfig], dict[str, Any]] | None = None,
 ) -> SearchResult:
     """Run (or resume) a search; with `out`, write candidates/history/config/pareto/summary there.
 
@@ -83,6 +84,8 @@ def run_search(
     (optional) times the Pareto subnets and the full model again in one interleaved session, so
     the reported speed-ups compare like with like even when the machine's load drifted. `seeds` join
     the initial population after the largest and smallest subnet (e.g. `hwnas.search.sensitivity`).
+    `screen(cfg)` (optional) is the generation check a front record must pass before its report split
+    is scored (``{"passed": bool, "summary": str, ...}``, `evaluate_reports`).
     """
     t_start = time.monotonic()
     store, prior = _open_store(space, config, out, resume, identity, run_info)
@@ -90,7 +93,7 @@ def run_search(
                  hv_reference, progress, on_update, t_start, seeds)
     done_iters = {h["iteration"] for h in prior.history}
     loop.run(done_iters)
-    return _finish(loop, prior, done_iters, report, remeasure, progress)
+    return _finish(loop, prior, done_iters, report, remeasure, progress, screen)
 
 
 # ---------------------------------------------------------------------------- steps of run_search
@@ -101,6 +104,7 @@ class _Prior:
     known: dict[str, dict[str, Any]] = field(default_factory=dict)  # validated records by key, replayed on resume
     history: list[dict[str, Any]] = field(default_factory=list)
     reports: dict[str, Any] = field(default_factory=dict)
+    screens: dict[str, Any] = field(default_factory=dict)   # generation screens by key (generation_screen.jsonl)
 
 
 def _open_store(
@@ -116,7 +120,8 @@ def _open_store(
         store.out.mkdir(parents=True, exist_ok=True)
         if resume and (store.out / CONFIG_FILE).exists():
             doc = store.read_config()
-            prior = _Prior({r["key"]: r for r in store.load_records()}, store.load_history(), store.load_reports())
+            prior = _Prior({r["key"]: r for r in store.load_records()}, store.load_history(), store.load_reports(),
+                           store.load_screens())
             doc.setdefault("resumed", []).append({"time": _now(), "validated_before": len(prior.known)})
             doc["search"] = config.to_dict()
         else:
@@ -358,6 +363,7 @@ def _finish(
     report: Callable[[SubnetConfig], dict[str, Any]] | None,
     remeasure: Callable[[list[SubnetConfig]], dict[str, dict[str, Any]]] | None,
     progress: Callable[[int, int, str], None] | None,
+    screen: Callable[[SubnetConfig], dict[str, Any]] | None = None,
 ) -> SearchResult:
     """Front of every validated subnet, re-measured and report split, compared with the full model; written out."""
     space, config, store, known, full_key = loop.space, loop.config, loop.store, loop.known, loop.full_key
@@ -380,7 +386,8 @@ def _finish(
         evaluate_reports(front, full, report, known=prior.reports,
                          save=store.append_report if store is not None else None, progress=progress,
                          speed=next((o for o in config.objectives if o != "accuracy"), "tpot_ms"),
-                         metric=config.metric)
+                         metric=config.metric, screen=screen, known_screens=prior.screens,
+                         save_screen=store.append_screen if store is not None else None)
     for r in front:
         r["vs_full"] = compare_to_full(r, full)
     history = prior.history + [h for h in loop.history if h["iteration"] not in done_iters]

@@ -307,7 +307,8 @@ def weights_key(record: Mapping[str, Any]) -> str:
 
 def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, report: Any, *,
                      known: Mapping[str, Any], save: Any = None, progress: Any = None,
-                     speed: str = "tpot_ms", metric: str | None = None) -> None:
+                     speed: str = "tpot_ms", metric: str | None = None, screen: Any = None,
+                     known_screens: Mapping[str, Any] | None = None, save_screen: Any = None) -> None:
     """Score the report (select) split of the front only as far as any pick rule needs. The full
     model is always scored; records screened out on the search split are skipped (``report_skipped``
     says why). Results go into each record's ``report``; `known` holds earlier results by key
@@ -326,7 +327,15 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
       so once one fails every pick rule clearly (report-split drop beyond max(PICK_POINTS) by two
       standard errors), the faster ones with a KL at least as bad are not scored either. Ranked by an accuracy metric, it is scored fastest first.
     On a model where no cut keeps the accuracy this costs one or two report scorings instead of one per
-    front record."""
+    front record.
+
+    With `screen(cfg)` (the generation check on the record's weights in PyTorch, `SubnetValidator.
+    generation_screen`), a record must pass it before its report split is scored: export refuses a bundle
+    that fails the check, so a record that fails it can be no pick, and its report scoring (minutes on a
+    real model) and the export attempt that would fail are both spared. A pass is recorded
+    (``generation_screen``) and decides nothing: the bundle is checked again as built. Screens are kept
+    per weights (records differing only in runtime settings share one), `known_screens` / `save_screen`
+    as for reports."""
     from hwnas.search.objectives import FIDELITY_METRICS
 
     def run(r: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +369,7 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
         fastest_ok = (float(speed_of(full, speed)), "the full model")
     failed: dict[str, Any] | None = None   # by_kl: the record that failed clearly
     by_weights: dict[str, dict[str, Any]] = {}   # weights_key -> the record whose torch-scored report it has
+    screens: dict[str, dict[str, Any]] = {}      # weights_key -> generation screen
     for n, i in enumerate(order):
         r = front[i]
         if r["key"] == full_key:
@@ -370,6 +380,12 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
             if why:
                 r["report_skipped"] = why
                 continue
+            if screen is not None:
+                g = _screen(r, screen, screens, known_screens or {}, save_screen, progress, (n, len(order)))
+                if not g.get("passed"):
+                    r["report_skipped"] = (f"fails the generation check on its weights in PyTorch ({g.get('summary')}), "
+                                           "so export would refuse its bundle")
+                    continue
         same = by_weights.get(weights_key(r))
         if same is not None and r["key"] not in known:
             r["report"] = dict(same["report"], same_weights_as=same["key"])
@@ -388,6 +404,24 @@ def evaluate_reports(front: list[dict[str, Any]], full: dict[str, Any] | None, r
                 fastest_ok = (s, r["key"])
         if by_kl and failed is None and failed_clearly(r):
             failed = r
+
+
+def _screen(r: dict[str, Any], screen: Any, screens: dict[str, dict[str, Any]], known: Mapping[str, Any],
+            save: Any, progress: Any, at: tuple[int, int]) -> dict[str, Any]:
+    """`r`'s generation screen: shared by records with the same weights, read back on resume, else run."""
+    wk = weights_key(r)
+    g = known.get(r["key"])
+    if g is None:
+        g = screens.get(wk)
+        if g is None:
+            if progress:
+                progress(at[0], at[1], "generation check")
+            g = dict(screen(SubnetConfig.from_dict(r["subnet"])))
+        if save is not None:
+            save(r["key"], g)
+    screens.setdefault(wk, g)
+    r["generation_screen"] = g
+    return g
 
 
 def _report_not_needed(r: Mapping[str, Any], fastest_ok: tuple[float, str] | None, failed: Mapping[str, Any] | None,

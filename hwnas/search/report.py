@@ -210,19 +210,32 @@ def _front_table(result: "SearchResult") -> list[str]:
     lines.append("|" + "---|" * len(head))
     for r in rows_of(result):
         lines.append("| " + " | ".join(_front_row(r, cols, kl_col, cfg.metric, remeasured)) + " |")
-    skipped = [r for r in result.pareto if r.get("report_skipped")]
+    return lines + _front_notes(result.pareto, cfg.metric)
+
+
+def _front_notes(pareto: Sequence[Mapping[str, Any]], metric: str | None = None) -> list[str]:
+    """Footnotes under the front table: why records were not scored on the report split, screens, early
+    stops and shared reports."""
+    lines: list[str] = []
+    skipped = [r for r in pareto if r.get("report_skipped")]
     if skipped:
         from hwnas.search.objectives import FIDELITY_METRICS
 
-        order = ("closest to the full model first (ranked by a fidelity KL)" if cfg.metric in FIDELITY_METRICS
+        order = ("closest to the full model first (ranked by a fidelity KL)" if metric in FIDELITY_METRICS
                  else "fastest first")
         lines += ["", f"¹ The report split is scored {order}, only as far as a pick rule needs it: "
                   + "; ".join(f"`{r['key']}`: {r['report_skipped']}" for r in skipped) + "."]
-    early = [r for r in result.pareto if (r.get("report") or {}).get("stopped_early")]
+    screened = [r for r in pareto if r.get("generation_screen")]
+    if screened:
+        bad = [r for r in screened if not r["generation_screen"].get("passed")]
+        lines += ["", f"Generation check before the report split (greedy tokens of the weights in PyTorch against the "
+                  f"full model's, the check export applies to a bundle): {len(screened)} record(s) checked, "
+                  f"{len(bad)} failed and were not scored; a pass decides nothing, the bundle is checked as built."]
+    early = [r for r in pareto if (r.get("report") or {}).get("stopped_early")]
     if early:
         lines += ["", "Stopped at the first look (every third report item; its Δ report is on those items): "
                   + "; ".join(f"`{r['key']}`: {r['report']['stopped_early']['why']}" for r in early) + "."]
-    shared = [r for r in result.pareto if (r.get("report") or {}).get("same_weights_as")]
+    shared = [r for r in pareto if (r.get("report") or {}).get("same_weights_as")]
     if shared:
         lines += ["", "Same weights, one report-split scoring (they differ only in runtime settings, which torch "
                   "scoring does not see; the holdout at export scores the bundle through OpenVINO with its settings): "

@@ -14,6 +14,7 @@ CONFIG_FILE = "config.json"
 PARETO_FILE = "pareto.json"
 REPORT_FILE = "report.jsonl"  # report-split accuracy of the front and the full model, appended as measured
 REMEASURE_FILE = "remeasured.json"  # final interleaved latency of the front and the full model
+SCREEN_FILE = "generation_screen.jsonl"  # generation check of front records before their report split
 # What must match for --resume to continue a folder (evaluations may grow).
 IDENTITY_KEYS = ("model_sha256", "space", "tasks", "limit", "metric", "target", "latency_source", "objectives",
                  "constraints", "strategy", "seed", "population")
@@ -91,6 +92,14 @@ class SearchStore:
 
     def load_reports(self) -> dict[str, dict[str, Any]]:
         return {r["key"]: r["report"] for r in self._load_jsonl(REPORT_FILE)}
+
+    def load_screens(self) -> dict[str, dict[str, Any]]:
+        return {r["key"]: r["screen"] for r in self._load_jsonl(SCREEN_FILE)}
+
+    def append_screen(self, key: str, screen: Mapping[str, Any]) -> None:
+        from hwnas.io import append_jsonl
+
+        append_jsonl(self.out / SCREEN_FILE, {"key": key, "screen": dict(screen)})
 
     def load_remeasured(self) -> dict[str, dict[str, Any]]:
         try:

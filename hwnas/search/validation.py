@@ -75,6 +75,7 @@ class SubnetValidator:
         include_chance_tasks: bool = False,
         ir_scorer: Callable[..., dict[str, Any]] | None = None,
         report_through_ir: bool = False,
+        generation_reference: Callable[[], Any] | None = None,
     ):
         if metric not in SEARCH_METRICS:
             raise SearchError(f"unknown --metric {metric!r}; accepted: {', '.join(SEARCH_METRICS)}")
@@ -106,6 +107,10 @@ class SubnetValidator:
         self.report_through_ir = report_through_ir
         self._runtime_effects: dict[str, dict[str, float]] | None = None
         self.seconds: dict[str, float] = {}   # wall seconds per stage, summed over the run (stage_seconds.json)
+        # () -> the full model's greedy generations (hwnas.accuracy.genquality.Reference), asked for once by
+        # the first generation screen; None: no screen
+        self.generation_reference = generation_reference
+        self._reference: Any = None
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self, cfg: SubnetConfig | None, suite: Any = None) -> dict[str, Any]:
@@ -390,6 +395,28 @@ class SubnetValidator:
             out["choice_kl"] = round(max(0.0, out["choice_kl"] + extra), 6)
         out.update(self.signal(cfg, out))
         return out
+
+    def generation_screen(self, cfg: SubnetConfig) -> dict[str, Any]:
+        """The generation check on `cfg`'s weights in PyTorch (the supernet slice, fake-quantized as it
+        ships), the prompts decoded in one batch: a few seconds on the default model where a report
+        scoring takes minutes. `evaluate_reports` scores the report split only of records that pass."""
+        from hwnas.accuracy.genquality import TorchCandidate, check_candidate
+
+        if self.generation_reference is None:
+            raise SearchError("this validator has no generation reference to screen against")
+        if self._reference is None:
+            self.status("generation check: the full model's reference generations")
+            t0 = time.perf_counter()
+            self._reference = self.generation_reference()
+            self._tally("generation_reference", t0)
+        ref = self._reference
+        self.status(f"generation check {cfg.describe()}")
+        t0 = time.perf_counter()
+        with self.supernet.subnet(cfg) as model:
+            rep, _ = check_candidate(TorchCandidate(model, ref.eos_ids), ref, batched=True)
+        self._tally("generation_screen", t0)
+        return {"passed": rep.passed, "summary": rep.summary(), "report": rep.to_dict(), "scored_with": "torch",
+                "seconds": round(time.perf_counter() - t0, 2)}
 
     def report(self, suite: Any) -> Callable[[SubnetConfig], dict[str, Any]]:
         """A `report(cfg)` callable for run_search: paired accuracy on another split (select / holdout)."""

@@ -46,7 +46,7 @@ def synthetic(monkeypatch):
                                                "limit": limit, "target": target.name, "latency_source": "synthetic",
                                                "metric": metric}}
 
-    def fake_build(setup, space_file, report_limit, seed, status, recovery=True, quant="int8"):
+    def fake_build(setup, space_file, report_limit, seed, status, recovery=True, quant="int8", generation_check=True):
         v = SyntheticValidator(SPACE)
 
         def validate(cfg):
@@ -162,6 +162,11 @@ def test_real_validation_on_a_tiny_model(tmp_path, tiny_model_dir, tiny_task):
         assert (p.get("report") or {}).get("items") == 4 or p["report_skipped"], p
     reports = {x["key"]: x["report"] for x in read_jsonl(out / "report.jsonl")}
     assert reports[full["key"]]["items"] == 4   # the full model is always scored: every pick is paired with it
+    # every subnet scored on the report split passed the generation screen first (generation_screen.jsonl)
+    screens = {x["key"]: x["screen"] for x in read_jsonl(out / "generation_screen.jsonl")}
+    scored = [k for k in reports if k != full["key"]]
+    assert all(screens[k]["passed"] and screens[k]["summary"].startswith("20 prompts") for k in scored)
+    assert full["key"] not in screens
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["target"]["name"] == "tiny" and cfg["items"]["search"] == {"tinyqa": 8}
 
@@ -188,9 +193,10 @@ def test_a_fidelity_metric_ranks_a_real_tiny_search(tmp_path, tiny_model_dir, ti
     r = CliRunner().invoke(main, ["search", "--metric", metric, "--target", str(target), "--model",
                                   str(tiny_model_dir), "--tasks", str(tiny_task), "--data-dir", str(tmp_path),
                                   "--evaluations", "4", "--population", "2", "--limit", "8", "--report-limit", "4",
-                                  "--no-recovery", "--out", str(out), "--no-progress"])
+                                  "--no-recovery", "--out", str(out), "--no-progress", "--no-generation-check"])
     assert r.exit_code == 0, r.output
     assert f"accuracy ranked by {metric}" in r.output
+    assert not (out / "generation_screen.jsonl").exists()   # --no-generation-check: no screen before the report split
     recs = read_jsonl(out / "candidates.jsonl")
     assert len(recs) == 4
     for x in recs:
@@ -206,5 +212,5 @@ def test_a_fidelity_metric_ranks_a_real_tiny_search(tmp_path, tiny_model_dir, ti
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto and all(p["signal_metric"] == metric and "vs_full" in p for p in pareto)
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["search"]["metric"] == metric and cfg["identity"]["metric"] == metric
+    assert cfg["search"]["metric"] == metric and cfg["identity"]["metric"] == metric and cfg["generation_check"] is False
     assert f"ranked by: {metric}" in (out / "summary.md").read_text()

@@ -150,6 +150,27 @@ def test_torch_candidate_matches_reference_and_broken_copy_fails():
     assert rep_b.aggregate["prefix"] < 0.2 and rep_b.aggregate["forced"] < 0.2 and rep_b.aggregate["nll_excess"] > 0.2
 
 
+def test_batched_generation_equals_one_prompt_at_a_time():
+    """Left-padded batch decoding (the search's generation screen) gives the per-prompt greedy tokens:
+    padding, positions and the attention mask are right, and EOS stops a row without stopping the others."""
+    from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+
+    model, tok = make_tiny_llama(tie=False), make_tiny_tokenizer()
+    ref = gq.reference_generations(model, tok, _tiny_prompts(), max_new_tokens=12)
+    assert len({len(p) for p in ref.prompt_ids}) > 1   # prompts of different lengths: some rows are padded
+    cand = gq.TorchCandidate(model, ref.eos_ids)
+    assert [tuple(t) for t in cand.generate_many(ref.prompt_ids, 12)] == list(ref.tokens)
+    # an EOS id that the first prompt emits at its third step ends that row there, the others go on
+    eos = ref.tokens[0][2]
+    stopped = gq.TorchCandidate(model, (eos,)).generate_many(ref.prompt_ids, 12)
+    assert stopped[0] == list(ref.tokens[0][:3])
+    for got, want in zip(stopped[1:], ref.tokens[1:]):
+        cut = next((i + 1 for i, t in enumerate(want) if t == eos), len(want))
+        assert got == list(want[:cut])
+    rep, toks = gq.check_candidate(cand, ref, batched=True)
+    assert rep.passed and [tuple(t) for t in toks] == list(ref.tokens)
+
+
 def test_reference_cache(tmp_path, monkeypatch):
     from tests.conftest import make_tiny_llama, make_tiny_tokenizer
 

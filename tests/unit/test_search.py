@@ -467,3 +467,53 @@ def test_report_split_skips_records_slower_than_a_pick_and_shares_reports_of_equ
     evaluate_reports(front, dict(full), report, known={}, metric="choice_kl")
     assert seen == [full["key"], fast_rt.key, faster.key]
     assert all(f"{fast_rt.key} is faster" in front[k]["report_skipped"] for k in (2, 3))
+
+
+def test_a_record_that_fails_the_generation_screen_is_not_scored_and_cannot_be_picked():
+    """With a generation screen, a front record must pass it before its report split is scored: one that
+    fails (here: the int4 weights) is skipped with the screen's summary and is no pick, the next record is
+    scored and picked; records that differ only in runtime settings share one screen; a resumed walk reads
+    the saved screens instead of screening again."""
+    from hwnas.search.picking import evaluate_reports, pick_from_front
+
+    base = SubnetConfig.uniform(8, 256)
+    int4 = base.with_deploy([("int4_asym_g64", "int4_asym_g64")] * 8, "int8", {"KV_CACHE_PRECISION": "f16"})
+    int4_u8 = base.with_deploy([("int4_asym_g64", "int4_asym_g64")] * 8, "int8", {"KV_CACHE_PRECISION": "u8"})
+    int8 = base.with_deploy([("int8", "int8")] * 8, "int8", {"KV_CACHE_PRECISION": "f16"})
+
+    def rec(c, tpot):
+        return {"key": c.key, "subnet": c.to_dict(), "tpot_ms": tpot, "accuracy": 0.5,
+                "paired": {"points": -0.2, "stderr": 0.5, "items": 200}}
+
+    full = rec(SubnetConfig.uniform(10, 256), 20.0)
+    front = [rec(int4_u8, 9.0), rec(int4, 10.0), rec(int8, 14.0)]
+    scored, screened, saved = [], [], {}
+
+    def report(c):
+        scored.append(c.key)
+        return {"accuracy": 0.5, "scored_with": "torch", "paired": {"points": -0.2, "stderr": 0.3, "items": 1000}}
+
+    def screen(c):
+        screened.append(c.key)
+        ok = c.weight_formats[0][0] == "int8"
+        return {"passed": ok, "summary": f"20 prompts, prefix {0.8 if ok else 0.18:.2f} ({'pass' if ok else 'fail'})"}
+
+    evaluate_reports(front, dict(full), report, known={}, metric="acc_norm", screen=screen,
+                     save_screen=lambda k, g: saved.__setitem__(k, g))
+    assert scored == [full["key"], int8.key]                  # neither int4 record is scored
+    assert screened == [int4_u8.key, int8.key]                # int4 and int4_u8 share weights: one screen
+    for r in front[:2]:
+        assert "report" not in r and r["generation_screen"]["passed"] is False
+        assert "fails the generation check" in r["report_skipped"] and "prefix 0.18" in r["report_skipped"]
+    assert front[2]["generation_screen"]["passed"] is True
+    assert pick_from_front(front, dict(full, report={"accuracy": 0.5}), 1.0)["key"] == int8.key
+    from hwnas.search.report import _front_notes
+    notes = " ".join(_front_notes(front, "acc_norm"))
+    assert "3 record(s) checked, 2 failed and were not scored" in notes
+    assert set(saved) == {int4_u8.key, int4.key, int8.key}
+    # resumed: the saved screens decide, nothing is screened again
+    for r in front:
+        r.pop("report", None), r.pop("report_skipped", None), r.pop("generation_screen", None)
+    screened.clear()
+    evaluate_reports(front, dict(full), report, known={}, metric="acc_norm", screen=screen, known_screens=saved)
+    assert screened == [] and "report" not in front[0] and front[2]["report"]["paired"]["items"] == 1000

@@ -143,3 +143,32 @@ def test_the_full_model_is_scored_once_then_read_from_its_item_cache(setup, monk
     for r in (first, again):
         assert r["tasks"]["tinyqa"] == pytest.approx(direct["tasks"]["tinyqa"]["acc_norm"], abs=1e-6)
         assert r["paired"]["points"] == 0.0 and r["choice_kl"] == 0.0 and r["items"] == 12
+
+
+def test_generation_screen_decodes_the_subnet_against_the_full_models_reference(setup):
+    """`generation_screen` decodes the supernet slice (all prompts in one batch) against the reference it
+    is given, made once: the full model passes against its own greedy tokens; against another model's
+    tokens the same slice fails with the agreement figures in its summary."""
+    from hwnas.accuracy import genquality as gq
+
+    sn, suite = setup
+    tok = make_tiny_tokenizer()
+    prompts = [gq.Prompt("c1", "continuation", "hello world, this is"), gq.Prompt("c2", "continuation", "one two")]
+    made = []
+
+    def own():
+        made.append(1)
+        sn.reset()
+        return gq.reference_generations(sn.model, tok, prompts, max_new_tokens=8)
+
+    v = _validator(setup, "acc_norm", generation_reference=own)
+    full = sn.full_config()
+    g = v.generation_screen(full)
+    assert g["passed"] and "prefix 1.00" in g["summary"] and g["scored_with"] == "torch"
+    v.generation_screen(DAMAGED)
+    assert made == [1] and v.seconds["generation_screen"] > 0 and "generation_reference" in v.seconds
+    other = make_tiny_llama(layers=4, tie=False, seed=3)   # another model's greedy tokens as the reference
+    v2 = _validator(setup, "acc_norm", generation_reference=lambda: gq.reference_generations(other, tok, prompts, max_new_tokens=8))
+    bad = v2.generation_screen(full)
+    assert not bad["passed"] and "FAIL: matching prefix" in bad["summary"] and bad["report"]["aggregate"]["prefix"] < 0.3
+    assert sn.active is None   # the supernet is back to the full model
