@@ -13,8 +13,9 @@ HWNAS_DEMO_DIR="$RUN" bash scripts/demo.sh 2>&1 | tee "$RUN/demo.log"
 TMP="$DEST.tmp"
 rm -rf "$TMP" && mkdir -p "$TMP"
 cp "$RUN/demo_timing.json" "$TMP/"
-cp "$RUN"/search/{summary.md,pareto.json,history.jsonl,report.jsonl,config.json,stage_seconds.json} "$TMP/"
+cp "$RUN"/search/{summary.md,pareto.json,candidates.jsonl,history.jsonl,report.jsonl,config.json,stage_seconds.json} "$TMP/"
 cp "$RUN/bundle/hwnas_manifest.json" "$TMP/bundle_manifest.json"
+[ -f "$RUN/search/generation_screen.jsonl" ] && cp "$RUN/search/generation_screen.jsonl" "$TMP/"   # screens before the report split
 cp "$RUN/profile/profile.json" "$TMP/"   # the profile's own timings and its measurement session (rounds, interference)
 grep -E '^\[demo|main job finished|pick|holdout|within|generation check' "$RUN/demo.log" > "$TMP/console.txt" || true
 # what `hwnas run` generated with the bundle (the line before "main job finished")

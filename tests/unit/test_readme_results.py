@@ -44,9 +44,12 @@ def figure_links(text: str) -> list[tuple[str, str, str]]:
 
 
 def resolve_pointer(doc, pointer: str):
-    """RFC 6901 JSON pointer into a loaded JSON document (KeyError/IndexError/TypeError when absent)."""
+    """RFC 6901 JSON pointer into a loaded JSON document (KeyError/IndexError/TypeError when absent); in a
+    link's fragment it is percent-encoded (a space is %20), as RFC 6901 section 6 says."""
+    from urllib.parse import unquote
+
     for raw in pointer.split("/")[1:]:
-        part = raw.replace("~1", "/").replace("~0", "~")
+        part = unquote(raw).replace("~1", "/").replace("~0", "~")
         doc = doc[int(part)] if isinstance(doc, list) else doc[part]
     return doc
 

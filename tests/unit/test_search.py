@@ -517,3 +517,41 @@ def test_a_record_that_fails_the_generation_screen_is_not_scored_and_cannot_be_p
     screened.clear()
     evaluate_reports(front, dict(full), report, known={}, metric="acc_norm", screen=screen, known_screens=saved)
     assert screened == [] and "report" not in front[0] and front[2]["report"]["paired"]["items"] == 1000
+
+
+def test_ranked_by_kl_a_generation_failure_spares_the_faster_records_with_a_worse_kl():
+    """Ranked by choice KL (closest to the full model first), once a record fails the generation screen,
+    faster records whose KL is no better are neither screened nor scored, and say why; a faster record
+    with a better KL is still screened."""
+    from hwnas.search.picking import evaluate_reports
+
+    def rec(n, tpot, kl):
+        c = SubnetConfig.uniform(n, 256)
+        return {"key": c.key, "subnet": c.to_dict(), "tpot_ms": tpot, "choice_kl": kl, "accuracy": 0.5,
+                "paired": {"points": -0.5, "stderr": 2.0, "items": 200}}
+
+    full = rec(10, 10.0, 0.0)
+    front = [rec(5, 5.0, 2.0), rec(6, 6.0, 0.05), rec(7, 7.0, 0.6), rec(8, 8.0, 0.3), rec(9, 9.0, 0.1)]
+    screened, scored = [], []
+
+    def screen(c):
+        screened.append(c.key)
+        return {"passed": c.num_layers == 6, "summary": f"prefix for {c.num_layers} layers"}
+
+    def report(c):
+        scored.append(c.key)
+        return {"accuracy": 0.5, "paired": {"points": -0.2, "stderr": 0.3, "items": 1000}}
+
+    evaluate_reports(front, dict(full), report, known={}, metric="choice_kl", screen=screen)
+    # slowest first: 9 layers fails the screen; 8, 7 and 5 layers have worse KLs; 6 layers has a better one
+    assert screened == [front[4]["key"], front[1]["key"]] and scored == [full["key"], front[1]["key"]]
+    for i in (0, 2, 3):
+        assert "generation_screen" not in front[i]
+        assert f"no better than that of {front[4]['key']} (0.1), which fails the generation check" in front[i]["report_skipped"]
+    # ranked by an accuracy metric there is no KL to go by: every record is screened
+    for r in front:
+        r.pop("report", None), r.pop("report_skipped", None), r.pop("generation_screen", None)
+    screened.clear()
+    evaluate_reports(front, dict(full), report, known={}, metric="acc_norm", screen=screen)
+    # fastest first: 5 layers fails, 6 layers passes and is within, so the slower ones are not needed
+    assert screened == [front[0]["key"], front[1]["key"]] and "is faster" in front[2]["report_skipped"]
