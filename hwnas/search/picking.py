@@ -431,9 +431,9 @@ def _screen(r: dict[str, Any], screen: Any, screens: dict[str, dict[str, Any]], 
 def _generation_not_needed(r: Mapping[str, Any], gen_failed: Mapping[str, Any] | None, metric: str | None) -> str | None:
     """Ranked by a fidelity KL: a record whose KL is no better than that of one that failed the generation
     screen is not screened (nor scored): a prediction from the KL, as after a clear failure on the report
-    split. Its evidence is thin and stated as such: in the two cold demos on the default model
-    (bench/results/demo_cold_auto_epyc, demo_cold_screen_epyc) the verdicts of 10 front records followed
-    their choice KL with no exception (the passing records at 0.0017, the failing ones at 0.066 to 3.0)."""
+    split. Its evidence is thin and stated as such: in three cold demos on the default model
+    (bench/results/demo_cold_auto_epyc, demo_cold_screen_epyc, demo_cold_screen2_epyc) the verdicts of 14
+    front records followed their choice KL with no exception (passes at 0.0017-0.0045, failures at 0.060-3.0)."""
     if gen_failed is None:
         return None
     kl, bad = fidelity_kl(r, metric or ""), fidelity_kl(gen_failed, metric or "")
