@@ -434,13 +434,21 @@ def _generation_not_needed(r: Mapping[str, Any], gen_failed: Mapping[str, Any] |
     split. Its evidence is thin and stated as such: in three cold demos on the default model
     (bench/results/demo_cold_auto_epyc, demo_cold_screen_epyc, demo_cold_screen2_epyc) the verdicts of 14
     front records followed their choice KL with no exception (passes at 0.0017-0.0045, failures at 0.060-3.0)."""
-    if gen_failed is None:
+    if gen_failed is None or not _kl_no_better(r, gen_failed, metric):
         return None
-    kl, bad = fidelity_kl(r, metric or ""), fidelity_kl(gen_failed, metric or "")
-    if kl is None or bad is None or kl < bad:
-        return None
-    return (f"{metric} {kl:.3g} is no better than that of {gen_failed['key']} ({bad:.3g}), which fails the "
+    return (f"{_kl_phrase(r, gen_failed, metric)}, which fails the "
             f"generation check ({gen_failed['generation_screen'].get('summary')})")
+
+
+def _kl_no_better(r: Mapping[str, Any], failed: Mapping[str, Any], metric: str | None) -> bool:
+    """Whether `r`'s fidelity KL is at least that of `failed` (both known)."""
+    kl, bad = fidelity_kl(r, metric or ""), fidelity_kl(failed, metric or "")
+    return kl is not None and bad is not None and kl >= bad
+
+
+def _kl_phrase(r: Mapping[str, Any], failed: Mapping[str, Any], metric: str | None) -> str:
+    return (f"{metric} {fidelity_kl(r, metric or ''):.3g} is no better than that of {failed['key']} "
+            f"({fidelity_kl(failed, metric or ''):.3g})")
 
 
 def _report_not_needed(r: Mapping[str, Any], fastest_ok: tuple[float, str] | None, failed: Mapping[str, Any] | None,
@@ -450,11 +458,9 @@ def _report_not_needed(r: Mapping[str, Any], fastest_ok: tuple[float, str] | Non
     if fastest_ok is not None and s is not None and s > fastest_ok[0]:
         return (f"{fastest_ok[1]} is faster ({speed} {fastest_ok[0]:.2f} vs {s:.2f}) and within "
                 f"{min(PICK_POINTS):g} point(s) on the report split, so no pick rule takes this one")
-    if failed is not None:
-        kl, bad = fidelity_kl(r, metric or ""), fidelity_kl(failed, metric or "")
-        if kl is not None and bad is not None and kl >= bad:
-            p = failed["report"]["paired"]
-            return (f"{metric} {kl:.3g} is no better than that of {failed['key']} ({bad:.3g}), "
-                    f"which is {-p['points']:.2f} ± {p['stderr']:.2f} points below the full model "
-                    f"on the report split ({p.get('items')} items)")
+    if failed is not None and _kl_no_better(r, failed, metric):
+        p = failed["report"]["paired"]
+        return (f"{_kl_phrase(r, failed, metric)}, "
+                f"which is {-p['points']:.2f} ± {p['stderr']:.2f} points below the full model "
+                f"on the report split ({p.get('items')} items)")
     return screened_out(r)
